@@ -1,0 +1,169 @@
+//! Input validation shared by every [`Repository`](crate::repository::Repository)
+//! implementation, so the in-memory and PostgreSQL stores refuse exactly the same input.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Longest accepted title or name, in characters.
+pub const MAX_TITLE_CHARS: usize = 200;
+/// Longest accepted free text (descriptions, notes, notification bodies), in characters.
+pub const MAX_TEXT_CHARS: usize = 10_000;
+/// Largest accepted JSON document, serialised, in bytes.
+pub const MAX_JSON_BYTES: usize = 64 * 1024;
+/// Most tags on a practice.
+pub const MAX_TAGS: usize = 20;
+/// Most milestones on a goal.
+pub const MAX_MILESTONES: usize = 50;
+/// Longest accepted email address (RFC 5321).
+pub const MAX_EMAIL_CHARS: usize = 254;
+
+/// A title or name: non-blank, at most [`MAX_TITLE_CHARS`].
+pub fn title(field: &'static str, s: &str) -> Result<()> {
+    if s.trim().is_empty() {
+        return Err(Error::invalid(field, "must not be empty"));
+    }
+    text(field, s, MAX_TITLE_CHARS)
+}
+
+/// Free text of at most `max` characters, without NUL (PostgreSQL refuses it).
+pub fn text(field: &'static str, s: &str, max: usize) -> Result<()> {
+    let n = s.chars().count();
+    if n > max {
+        return Err(Error::invalid(
+            field,
+            format!("{n} characters, at most {max} allowed"),
+        ));
+    }
+    if s.contains('\0') {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// A JSON document of at most [`MAX_JSON_BYTES`] serialised, without NUL in strings.
+pub fn json(field: &'static str, v: &Value) -> Result<()> {
+    let s = serde_json::to_string(v).map_err(|e| Error::invalid(field, e.to_string()))?;
+    if s.len() > MAX_JSON_BYTES {
+        return Err(Error::invalid(
+            field,
+            format!(
+                "{} bytes of JSON, at most {MAX_JSON_BYTES} allowed",
+                s.len()
+            ),
+        ));
+    }
+    // jsonb cannot hold \u0000.
+    if s.contains("\\u0000") {
+        return Err(Error::invalid(field, "must not contain NUL characters"));
+    }
+    Ok(())
+}
+
+/// An integer within `lo..=hi`.
+pub fn range(field: &'static str, v: i64, lo: i64, hi: i64) -> Result<()> {
+    if v < lo || v > hi {
+        return Err(Error::invalid(field, format!("{v} is outside {lo}..={hi}")));
+    }
+    Ok(())
+}
+
+/// An optional integer within `lo..=hi`.
+pub fn opt_range(field: &'static str, v: Option<i64>, lo: i64, hi: i64) -> Result<()> {
+    v.map_or(Ok(()), |v| range(field, v, lo, hi))
+}
+
+/// `completed` is true exactly when `completed_at` is set.
+pub fn completion(completed: bool, completed_at: Option<DateTime<Utc>>) -> Result<()> {
+    match (completed, completed_at) {
+        (true, None) => Err(Error::invalid(
+            "completed_at",
+            "must be set when completed is true",
+        )),
+        (false, Some(_)) => Err(Error::invalid(
+            "completed_at",
+            "must be empty when completed is false",
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// A plausible email address: one `@`, a non-empty local part of at most 64
+/// characters, a domain of dot-separated labels (letters, digits, hyphens) with at
+/// least one dot, no whitespace. Deliberately stricter than RFC 5322 (no quoted
+/// local parts, no IP literals) and looser than a deliverability check.
+pub fn email(s: &str) -> Result<()> {
+    let bad = |reason: &str| Err(Error::invalid("email", reason.to_string()));
+    if s.chars().count() > MAX_EMAIL_CHARS {
+        return bad("longer than 254 characters");
+    }
+    let Some((local, domain)) = s.split_once('@') else {
+        return bad("missing @");
+    };
+    if domain.contains('@') {
+        return bad("more than one @");
+    }
+    if local.is_empty() || local.len() > 64 {
+        return bad("local part must be 1 to 64 characters");
+    }
+    if local.starts_with('.') || local.ends_with('.') || local.contains("..") {
+        return bad("misplaced dot in local part");
+    }
+    if !local
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || "!#$%&'*+/=?^_`{|}~.-".contains(c))
+    {
+        return bad("invalid character in local part");
+    }
+    let labels: Vec<&str> = domain.split('.').collect();
+    if labels.len() < 2 {
+        return bad("domain needs a dot");
+    }
+    for l in &labels {
+        if l.is_empty() || l.len() > 63 || l.starts_with('-') || l.ends_with('-') {
+            return bad("invalid domain label");
+        }
+        if !l.chars().all(|c| c.is_ascii_alphanumeric() || c == '-') {
+            return bad("invalid character in domain");
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails() {
+        for ok in [
+            "a@b.co",
+            "first.last+tag@example.org",
+            "x_y@sub.domain-1.io",
+        ] {
+            assert!(email(ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "", "plain", "@b.co", "a@", "a@b", "a b@c.de", "a@@b.co", "a@b..co", ".a@b.co",
+            "a@-b.co", "a@b_c.co",
+        ] {
+            assert_eq!(
+                email(bad).unwrap_err().invalid_field(),
+                Some("email"),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn sizes() {
+        assert!(title("title", "  ").is_err());
+        assert!(text("notes", &"x".repeat(MAX_TEXT_CHARS), MAX_TEXT_CHARS).is_ok());
+        assert!(text("notes", &"x".repeat(MAX_TEXT_CHARS + 1), MAX_TEXT_CHARS).is_err());
+        let big = Value::String("y".repeat(MAX_JSON_BYTES));
+        assert!(json("data", &big).is_err());
+        assert!(range("score", 101, 0, 100).is_err());
+        assert!(range("score", 0, 0, 100).is_ok());
+    }
+}

@@ -1,0 +1,168 @@
+//! The crate's one error type.
+
+use std::borrow::Cow;
+use std::time::Duration;
+
+/// A boxed error from a backend (database driver, HTTP client, …).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// The result type of every fallible call in this crate.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in kasama, sorted by what a caller does about it.
+///
+/// Messages name the offending field or value but never carry SQL text,
+/// credentials or another user's data.
+#[non_exhaustive]
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The input was refused before anything was written.
+    #[error("invalid {field}: {reason}")]
+    InvalidInput {
+        /// The field that was wrong, e.g. `"email"` or `"rating"`.
+        field: Cow<'static, str>,
+        /// Why it was refused, with the offending value where that is safe to show.
+        reason: String,
+    },
+    /// The record does not exist, or the acting user may not see it (the two are
+    /// deliberately indistinguishable, so that ids of other users' rows leak nothing).
+    #[error("{entity} not found")]
+    NotFound {
+        /// What was looked for, e.g. `"goal"`.
+        entity: &'static str,
+    },
+    /// The acting user may not do this (e.g. write another user's row).
+    #[error("forbidden: {reason}")]
+    Forbidden {
+        /// What was refused.
+        reason: Cow<'static, str>,
+    },
+    /// The write conflicts with existing data (e.g. a duplicate email).
+    #[error("conflict: {what}")]
+    Conflict {
+        /// What conflicted.
+        what: Cow<'static, str>,
+    },
+    /// Too many requests; try again after `retry_after`.
+    #[error("rate limited; retry after {retry_after:?}")]
+    RateLimited {
+        /// How long to wait before the next attempt may succeed.
+        retry_after: Duration,
+    },
+    /// A spending budget would be exceeded by this call.
+    #[error("budget exceeded: {scope}")]
+    BudgetExceeded {
+        /// Which budget, e.g. `"user daily"`.
+        scope: Cow<'static, str>,
+    },
+    /// Every backend able to serve the call has an open circuit breaker.
+    #[error("circuit open: {backend}")]
+    CircuitOpen {
+        /// The backend (or `"all"`) whose circuit is open.
+        backend: Cow<'static, str>,
+    },
+    /// A bounded queue or pool is full; the call was refused at once.
+    #[error("overloaded: {what}")]
+    Overloaded {
+        /// What was full.
+        what: Cow<'static, str>,
+    },
+    /// The call did not complete in time.
+    #[error("timed out: {what}")]
+    Timeout {
+        /// What timed out.
+        what: Cow<'static, str>,
+    },
+    /// Applying database migrations failed or was refused.
+    #[error("migration {version}: {reason}")]
+    Migration {
+        /// The migration's version number.
+        version: i32,
+        /// Why it failed.
+        reason: String,
+    },
+    /// A backend (database, HTTP service) failed.
+    #[error("{what} failed")]
+    Backend {
+        /// Which operation failed, e.g. `"database query"`.
+        what: Cow<'static, str>,
+        /// Whether the same call may succeed if tried again.
+        retryable: bool,
+        /// The underlying error.
+        #[source]
+        source: BoxError,
+    },
+}
+
+impl Error {
+    /// Shorthand for [`Error::InvalidInput`].
+    pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {
+        Error::InvalidInput {
+            field: field.into(),
+            reason: reason.into(),
+        }
+    }
+
+    /// Shorthand for [`Error::Forbidden`].
+    pub fn forbidden(reason: impl Into<Cow<'static, str>>) -> Self {
+        Error::Forbidden {
+            reason: reason.into(),
+        }
+    }
+
+    /// Whether trying the same call again later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Error::RateLimited { .. }
+            | Error::CircuitOpen { .. }
+            | Error::Overloaded { .. }
+            | Error::Timeout { .. } => true,
+            Error::Backend { retryable, .. } => *retryable,
+            _ => false,
+        }
+    }
+
+    /// How long to wait before retrying, when the error says.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Error::RateLimited { retry_after } => Some(*retry_after),
+            _ => None,
+        }
+    }
+
+    /// The field named by an [`Error::InvalidInput`].
+    pub fn invalid_field(&self) -> Option<&str> {
+        match self {
+            Error::InvalidInput { field, .. } => Some(field),
+            _ => None,
+        }
+    }
+
+    /// Whether this is [`Error::NotFound`].
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether this is [`Error::Forbidden`].
+    pub fn is_forbidden(&self) -> bool {
+        matches!(self, Error::Forbidden { .. })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn predicates() {
+        let e = Error::RateLimited {
+            retry_after: Duration::from_secs(3),
+        };
+        assert!(e.is_retryable());
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(3)));
+        let e = Error::invalid("email", "missing @");
+        assert!(!e.is_retryable());
+        assert_eq!(e.invalid_field(), Some("email"));
+        assert_eq!(e.to_string(), "invalid email: missing @");
+    }
+}

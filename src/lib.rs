@@ -1,0 +1,21 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod domain;
+pub mod error;
+pub mod repository;
+
+pub use error::{Error, Result};
+pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
+
+/// Re-exported so hosts use the same versions as kasama's public API.
+pub use deadpool_postgres;
+/// Re-exported so hosts use the same versions as kasama's public API.
+pub use tokio_postgres;
+
+/// The names most hosts need, in one import.
+pub mod prelude {
+    pub use crate::domain::*;
+    pub use crate::error::{Error, Result};
+    pub use crate::repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
+}

@@ -1,0 +1,306 @@
+//! [`PgRepository`]: the data layer on PostgreSQL (tokio-postgres + deadpool-postgres),
+//! with row-level security, partitioned tables and analytics functions.
+//!
+//! - [`migrate`] applies the embedded migrations (as the schema owner).
+//! - [`PgRepository::connect`] opens a pool for the application role, which must be
+//!   neither the tables' owner nor a superuser (see the README, "Database roles").
+//! - Every user-scoped call runs in one transaction that first sets `app.user_id`
+//!   (transaction-local), so RLS — not the caller — keeps users apart. A single-statement
+//!   call sends `BEGIN`, the scope, the statement and `COMMIT` pipelined, in one round
+//!   trip; statements are prepared once per connection.
+
+mod migrate;
+mod queries;
+mod rows;
+
+pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate, migrate_url};
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{
+    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+};
+use futures_util::future::join4;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{NoTls, Row};
+
+use crate::domain::Actor;
+use crate::error::{Error, Result};
+
+/// Connection settings of a [`PgRepository`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgConfig {
+    /// A libpq-style URL or key=value string, e.g.
+    /// `postgres://kasama_login@127.0.0.1:5432/app`. Default:
+    /// `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// Most connections in the pool. Default: 10.
+    pub max_size: usize,
+    /// How long a call waits for a free connection before [`Error::Timeout`].
+    /// Default: 5 s.
+    pub wait_timeout: Option<Duration>,
+    /// How long opening a new connection may take. Default: 5 s.
+    pub create_timeout: Option<Duration>,
+    /// How long checking a returned connection may take. Default: 5 s.
+    pub recycle_timeout: Option<Duration>,
+}
+
+impl Default for PgConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            max_size: 10,
+            wait_timeout: Some(Duration::from_secs(5)),
+            create_timeout: Some(Duration::from_secs(5)),
+            recycle_timeout: Some(Duration::from_secs(5)),
+        }
+    }
+}
+
+impl PgConfig {
+    /// The defaults, with `url`.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            ..Self::default()
+        }
+    }
+
+    /// The defaults, with `url` from `$DATABASE_URL` when set.
+    pub fn from_env() -> Self {
+        match std::env::var("DATABASE_URL") {
+            Ok(url) if !url.is_empty() => Self::new(url),
+            _ => Self::default(),
+        }
+    }
+}
+
+/// The PostgreSQL [`Repository`](super::Repository).
+#[derive(Clone, Debug)]
+pub struct PgRepository {
+    pool: Pool,
+}
+
+const SCOPE_SQL: &str =
+    "SELECT set_config('app.user_id', $1, true), set_config('app.service', $2, true)";
+
+impl PgRepository {
+    /// Builds the pool. Connections open lazily, on first use.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] for an unparsable URL or a pool size of 0.
+    pub fn connect(config: &PgConfig) -> Result<Self> {
+        let pg = tokio_postgres::Config::from_str(&config.url)
+            .map_err(|_| Error::invalid("url", "not a valid PostgreSQL connection string"))?;
+        if config.max_size == 0 {
+            return Err(Error::invalid("max_size", "must be at least 1"));
+        }
+        let mgr = Manager::from_config(
+            pg,
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(config.max_size)
+            .wait_timeout(config.wait_timeout)
+            .create_timeout(config.create_timeout)
+            .recycle_timeout(config.recycle_timeout)
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| backend("building the pool", false, e))?;
+        Ok(Self { pool })
+    }
+
+    /// Wraps an existing pool (its connections must use the application role).
+    pub fn from_pool(pool: Pool) -> Self {
+        Self { pool }
+    }
+
+    /// The underlying pool.
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// Creates the partitions for this month and `months_ahead` more (assessments)
+    /// and this week and `weeks_ahead` more (AI interactions), plus any that rows in a
+    /// DEFAULT partition need, moving those rows. Idempotent; call it at start-up and
+    /// daily. Returns how many partitions were created.
+    ///
+    /// # Errors
+    /// `InvalidInput` for more than 120 months or 520 weeks; `Backend` on database errors.
+    pub async fn ensure_partitions(&self, months_ahead: u32, weeks_ahead: u32) -> Result<u32> {
+        if months_ahead > 120 || weeks_ahead > 520 {
+            return Err(Error::invalid("ahead", "at most 120 months and 520 weeks"));
+        }
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached("SELECT kasama_ensure_partitions($1, $2)")
+            .await
+            .map_err(db_err)?;
+        let row = client
+            .query_one(&stmt, &[&(months_ahead as i32), &(weeks_ahead as i32)])
+            .await
+            .map_err(db_err)?;
+        Ok(row.get::<_, i32>(0) as u32)
+    }
+
+    pub(crate) async fn client(&self) -> Result<Object> {
+        self.pool.get().await.map_err(pool_err)
+    }
+
+    /// Runs one statement in its own transaction scoped to `actor`: BEGIN, scope,
+    /// statement, COMMIT, pipelined in one round trip. A failed statement makes the
+    /// server turn the COMMIT into a rollback, so nothing is left behind.
+    pub(crate) async fn scoped(
+        &self,
+        actor: Actor,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>> {
+        let client = self.client().await?;
+        let begin = client.prepare_cached("BEGIN").await.map_err(db_err)?;
+        let scope = client.prepare_cached(SCOPE_SQL).await.map_err(db_err)?;
+        let stmt = client.prepare_cached(sql).await.map_err(db_err)?;
+        let commit = client.prepare_cached("COMMIT").await.map_err(db_err)?;
+        let (uid, svc) = scope_params(actor);
+        // join4 polls its futures in order, so the four requests are queued on the
+        // connection in this order on the first poll; once queued they all reach the
+        // server even if this future is dropped, so no transaction is left open.
+        let (b, s, q, c) = join4(
+            client.execute(&begin, &[]),
+            client.execute(&scope, &[&uid, &svc]),
+            client.query(&stmt, params),
+            client.execute(&commit, &[]),
+        )
+        .await;
+        b.map_err(db_err)?;
+        s.map_err(db_err)?;
+        let rows = q.map_err(db_err)?;
+        c.map_err(db_err)?;
+        Ok(rows)
+    }
+
+    /// Starts a transaction on `client` scoped to `actor`.
+    pub(crate) async fn begin<'a>(
+        client: &'a mut Object,
+        actor: Actor,
+    ) -> Result<deadpool_postgres::Transaction<'a>> {
+        let tx = client.transaction().await.map_err(db_err)?;
+        let scope = tx.prepare_cached(SCOPE_SQL).await.map_err(db_err)?;
+        let (uid, svc) = scope_params(actor);
+        tx.execute(&scope, &[&uid, &svc]).await.map_err(db_err)?;
+        Ok(tx)
+    }
+}
+
+fn scope_params(actor: Actor) -> (String, &'static str) {
+    match actor {
+        Actor::User(u) => (u.to_string(), ""),
+        Actor::Service => (String::new(), "on"),
+    }
+}
+
+pub(crate) fn backend(
+    what: &'static str,
+    retryable: bool,
+    e: impl std::error::Error + Send + Sync + 'static,
+) -> Error {
+    Error::Backend {
+        what: what.into(),
+        retryable,
+        source: Box::new(e),
+    }
+}
+
+fn pool_err(e: PoolError) -> Error {
+    match e {
+        PoolError::Timeout(_) => Error::Timeout {
+            what: "waiting for a database connection".into(),
+        },
+        PoolError::Backend(e) => db_err(e),
+        other => backend("database pool", true, SafeError(other.to_string())),
+    }
+}
+
+/// A database error reduced to its SQLSTATE and primary message: no DETAIL (it can
+/// hold another row's values), no query text.
+#[derive(Debug)]
+struct SafeError(String);
+
+impl std::fmt::Display for SafeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SafeError {}
+
+/// Maps a driver error to the crate's error, by SQLSTATE and constraint name
+/// (`ck_<field>`, `fk_<field>`).
+pub(crate) fn db_err(e: tokio_postgres::Error) -> Error {
+    let Some(db) = e.as_db_error() else {
+        // I/O, closed connection, protocol: the next connection may work.
+        let closed = e.is_closed();
+        return backend(
+            "database connection",
+            true,
+            SafeError(if closed {
+                "connection closed".into()
+            } else {
+                "connection error".into()
+            }),
+        );
+    };
+    let constraint = db.constraint().unwrap_or("");
+    let code = db.code();
+    if *code == SqlState::UNIQUE_VIOLATION {
+        let what = match constraint {
+            "profiles_pkey" => "a profile with this id exists",
+            "profiles_email_key" => "email already in use",
+            c if c.starts_with("ai_interactions") => "interaction id already recorded",
+            _ => "duplicate record",
+        };
+        return Error::Conflict { what: what.into() };
+    }
+    if *code == SqlState::FOREIGN_KEY_VIOLATION {
+        let field = constraint
+            .strip_prefix("fk_")
+            .unwrap_or("reference")
+            .to_string();
+        let reason = if field == "user_id" {
+            "no profile for this user"
+        } else {
+            "refers to nothing this user has"
+        };
+        return Error::invalid(field, reason);
+    }
+    if *code == SqlState::CHECK_VIOLATION || *code == SqlState::NOT_NULL_VIOLATION {
+        let field = constraint
+            .strip_prefix("ck_")
+            .map(str::to_string)
+            .or_else(|| db.column().map(str::to_string))
+            .unwrap_or_else(|| "record".into());
+        return Error::invalid(field, "refused by the database's constraints");
+    }
+    if *code == SqlState::INSUFFICIENT_PRIVILEGE {
+        return Error::forbidden("refused by row-level security");
+    }
+    if *code == SqlState::QUERY_CANCELED {
+        return Error::Timeout {
+            what: "database statement".into(),
+        };
+    }
+    let retryable = matches!(
+        code.code(),
+        "40001" | "40P01" | "55P03" | "57P01" | "57P02" | "57P03" | "53300"
+    ) || code.code().starts_with("08");
+    backend(
+        "database query",
+        retryable,
+        SafeError(format!("{}: {}", code.code(), db.message())),
+    )
+}
