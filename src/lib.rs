@@ -1,13 +1,17 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod repository;
 
+pub use cache::{Cache, CachedRepository, MemoryCache};
 pub use error::{Error, Result};
 pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
 
+/// Re-exported: cache values are `bytes::Bytes`.
+pub use bytes;
 /// Re-exported so hosts use the same versions as kasama's public API.
 pub use deadpool_postgres;
 /// Re-exported so hosts use the same versions as kasama's public API.
@@ -15,6 +19,7 @@ pub use tokio_postgres;
 
 /// The names most hosts need, in one import.
 pub mod prelude {
+    pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
     pub use crate::domain::*;
     pub use crate::error::{Error, Result};
     pub use crate::repository::{InMemoryRepository, PgConfig, PgRepository, Repository};

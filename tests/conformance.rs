@@ -23,6 +23,21 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// The same behaviour through the read-through cache: caching must not change
+        /// what any call returns.
+        mod cached {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(kasama::CachedRepository::new(
+                        kasama::InMemoryRepository::new(),
+                        kasama::MemoryCache::new(),
+                        std::time::Duration::from_secs(300),
+                    )))
+                    .await;
+                }
+            )*
+        }
         mod postgres {
             $(
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

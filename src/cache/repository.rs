@@ -1,0 +1,448 @@
+//! [`CachedRepository`]: read-through caching of a [`Repository`] with per-user
+//! generations, so a read after a write never returns the old value.
+
+use std::future::Future;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use super::Cache;
+use crate::domain::*;
+use crate::error::Result;
+use crate::repository::Repository;
+
+/// Wraps a [`Repository`] and caches its reads in a [`Cache`].
+///
+/// **What is cached**: reads made by a user ([`Actor::User`]) of their own data — single
+/// records, lists, statistics and cost analyses over an explicit range — under keys
+/// that carry the acting user, plus the practice catalogue (shared by everyone).
+/// Service reads, recommendations, system health and the analytics over the default
+/// (moving) range always go to the repository. Errors are never cached.
+///
+/// **Invalidation**: every key of a user carries that user's *generation*, a random
+/// number stored in the cache itself. A write to a user's data — by that user or by
+/// the service — replaces the generation once the write has returned, so every entry
+/// cached before it becomes unreachable (and ages out). A read racing with the write
+/// may store the old value, but under the old generation, where no later read looks.
+/// A lost generation (evicted, expired) is replaced by a fresh random one, which again
+/// only hides entries. With a cache shared by several app instances (Redis), this holds
+/// across instances; with one [`MemoryCache`](super::MemoryCache) per instance, a write
+/// on one instance does not invalidate another's copy before its TTL.
+///
+/// **Failures**: a cache that fails is treated as a miss (reads) or skipped (stores);
+/// the repository's answer always wins.
+#[derive(Debug)]
+pub struct CachedRepository<R, C> {
+    inner: R,
+    cache: C,
+    ttl: Duration,
+}
+
+const CATALOGUE: &str = "kasama:gen:catalogue";
+
+impl<R: Repository, C: Cache> CachedRepository<R, C> {
+    /// Caches `inner`'s reads in `cache` for `ttl` each (default of the crate: 300 s).
+    pub fn new(inner: R, cache: C, ttl: Duration) -> Self {
+        Self { inner, cache, ttl }
+    }
+
+    /// The wrapped repository.
+    pub fn inner(&self) -> &R {
+        &self.inner
+    }
+
+    /// The cache.
+    pub fn cache(&self) -> &C {
+        &self.cache
+    }
+
+    async fn generation(&self, gen_key: &str) -> u64 {
+        if let Ok(Some(b)) = self.cache.get(gen_key).await
+            && let Ok(arr) = <[u8; 8]>::try_from(&b[..])
+        {
+            return u64::from_le_bytes(arr);
+        }
+        self.bump_key(gen_key).await
+    }
+
+    async fn bump_key(&self, gen_key: &str) -> u64 {
+        let g = rand_u64();
+        // Generations outlive the entries they guard, so losing one early is rare;
+        // losing one is safe anyway (see the type's docs).
+        if let Err(e) = self
+            .cache
+            .set(
+                gen_key,
+                Bytes::copy_from_slice(&g.to_le_bytes()),
+                Some(self.ttl * 4),
+            )
+            .await
+        {
+            tracing::warn!(error = %e, "cache: could not store a generation");
+        }
+        g
+    }
+
+    async fn bump(&self, user: UserId) {
+        self.bump_key(&user_gen(user)).await;
+    }
+
+    async fn through<T, F>(&self, gen_key: String, what: String, load: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T>>,
+    {
+        let g = self.generation(&gen_key).await;
+        let key = format!("{gen_key}:{g:016x}:{what}");
+        match self.cache.get(&key).await {
+            Ok(Some(b)) => {
+                if let Ok(v) = serde_json::from_slice(&b) {
+                    return Ok(v);
+                }
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cache: lookup failed; reading through"),
+        }
+        let v = load.await?;
+        match serde_json::to_vec(&v) {
+            Ok(bytes) => {
+                if let Err(e) = self.cache.set(&key, bytes.into(), Some(self.ttl)).await {
+                    tracing::debug!(error = %e, "cache: not stored");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "cache: value does not serialise"),
+        }
+        Ok(v)
+    }
+
+    /// Caches a read when a user acts; passes it through for the service.
+    async fn user_read<T, F>(&self, actor: Actor, what: String, load: F) -> Result<T>
+    where
+        T: Serialize + DeserializeOwned,
+        F: Future<Output = Result<T>>,
+    {
+        match actor {
+            Actor::User(u) => self.through(user_gen(u), what, load).await,
+            Actor::Service => load.await,
+        }
+    }
+
+    /// Runs a write, then invalidates the acting user and the owners it names.
+    async fn write<T>(
+        &self,
+        actor: Actor,
+        owners: impl IntoIterator<Item = UserId>,
+        r: Result<T>,
+        owner_of: impl Fn(&T) -> Option<UserId>,
+    ) -> Result<T> {
+        if let Actor::User(u) = actor {
+            self.bump(u).await;
+        }
+        for o in owners {
+            if Some(o) != actor.user_id() {
+                self.bump(o).await;
+            }
+        }
+        if let Ok(v) = &r
+            && let Some(o) = owner_of(v)
+            && Some(o) != actor.user_id()
+        {
+            self.bump(o).await;
+        }
+        r
+    }
+}
+
+fn user_gen(u: UserId) -> String {
+    format!("kasama:gen:u:{u}")
+}
+
+fn rand_u64() -> u64 {
+    let u = uuid::Uuid::new_v4();
+    let b = u.as_bytes();
+    u64::from_le_bytes(b[..8].try_into().expect("16 bytes"))
+        ^ u64::from_le_bytes(b[8..].try_into().expect("16 bytes"))
+}
+
+fn page(p: Page) -> String {
+    format!("{}:{}", p.limit, p.offset)
+}
+
+#[async_trait]
+impl<R: Repository, C: Cache> Repository for CachedRepository<R, C> {
+    async fn create_profile(&self, a: Actor, n: NewProfile) -> Result<Profile> {
+        let id = n.id;
+        let r = self.inner.create_profile(a, n).await;
+        self.write(a, [id], r, |_| None).await
+    }
+    async fn get_profile(&self, a: Actor, id: UserId) -> Result<Profile> {
+        self.user_read(a, format!("profile:{id}"), self.inner.get_profile(a, id))
+            .await
+    }
+    async fn update_profile(&self, a: Actor, id: UserId, u: ProfileUpdate) -> Result<Profile> {
+        let r = self.inner.update_profile(a, id, u).await;
+        self.write(a, [id], r, |_| None).await
+    }
+    async fn create_assessment(&self, a: Actor, n: NewAssessment) -> Result<Assessment> {
+        let owner = n.user_id;
+        let r = self.inner.create_assessment(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn get_assessment(&self, a: Actor, id: AssessmentId) -> Result<Assessment> {
+        self.user_read(
+            a,
+            format!("assessment:{id}"),
+            self.inner.get_assessment(a, id),
+        )
+        .await
+    }
+    async fn answer_assessment(
+        &self,
+        a: Actor,
+        id: AssessmentId,
+        n: Vec<NewAnswer>,
+    ) -> Result<Vec<AssessmentAnswer>> {
+        let r = self.inner.answer_assessment(a, id, n).await;
+        self.write(a, [], r, |v| v.first().map(|x| x.user_id)).await
+    }
+    async fn list_answers(&self, a: Actor, id: AssessmentId) -> Result<Vec<AssessmentAnswer>> {
+        self.user_read(a, format!("answers:{id}"), self.inner.list_answers(a, id))
+            .await
+    }
+    async fn complete_assessment(
+        &self,
+        a: Actor,
+        id: AssessmentId,
+        score: i32,
+        insights: Value,
+    ) -> Result<Assessment> {
+        let r = self.inner.complete_assessment(a, id, score, insights).await;
+        self.write(a, [], r, |v| Some(v.user_id)).await
+    }
+    async fn list_assessments(
+        &self,
+        a: Actor,
+        u: UserId,
+        f: &AssessmentFilter,
+        p: Page,
+    ) -> Result<Vec<Assessment>> {
+        let what = format!(
+            "assessments:{u}:{}:{}",
+            serde_json::to_string(f).unwrap_or_default(),
+            page(p)
+        );
+        self.user_read(a, what, self.inner.list_assessments(a, u, f, p))
+            .await
+    }
+    async fn create_practice(&self, a: Actor, n: NewPractice) -> Result<Practice> {
+        let r = self.inner.create_practice(a, n).await;
+        if r.is_ok() {
+            self.bump_key(CATALOGUE).await;
+        }
+        r
+    }
+    async fn get_practice(&self, a: Actor, id: PracticeId) -> Result<Practice> {
+        self.through(
+            CATALOGUE.into(),
+            format!("practice:{id}"),
+            self.inner.get_practice(a, id),
+        )
+        .await
+    }
+    async fn search_practices(&self, a: Actor, q: &str, p: Page) -> Result<Vec<Practice>> {
+        let what = format!(
+            "search:{}:{}",
+            page(p),
+            serde_json::to_string(q).unwrap_or_default()
+        );
+        self.through(CATALOGUE.into(), what, self.inner.search_practices(a, q, p))
+            .await
+    }
+    async fn list_practices(&self, a: Actor, f: &PracticeFilter, p: Page) -> Result<Vec<Practice>> {
+        let what = format!(
+            "practices:{}:{}",
+            serde_json::to_string(f).unwrap_or_default(),
+            page(p)
+        );
+        self.through(CATALOGUE.into(), what, self.inner.list_practices(a, f, p))
+            .await
+    }
+    async fn create_goal(&self, a: Actor, n: NewGoal) -> Result<Goal> {
+        let owner = n.user_id;
+        let r = self.inner.create_goal(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn get_goal(&self, a: Actor, id: GoalId) -> Result<Goal> {
+        self.user_read(a, format!("goal:{id}"), self.inner.get_goal(a, id))
+            .await
+    }
+    async fn update_goal(&self, a: Actor, id: GoalId, u: GoalUpdate) -> Result<Goal> {
+        let r = self.inner.update_goal(a, id, u).await;
+        self.write(a, [], r, |g| Some(g.user_id)).await
+    }
+    async fn set_goal_progress(&self, a: Actor, id: GoalId, p: i32) -> Result<Goal> {
+        let r = self.inner.set_goal_progress(a, id, p).await;
+        self.write(a, [], r, |g| Some(g.user_id)).await
+    }
+    async fn complete_milestone(&self, a: Actor, id: GoalId, i: usize) -> Result<Goal> {
+        let r = self.inner.complete_milestone(a, id, i).await;
+        self.write(a, [], r, |g| Some(g.user_id)).await
+    }
+    async fn delete_goal(&self, a: Actor, id: GoalId) -> Result<()> {
+        // The service may delete anyone's goal: learn the owner first.
+        let owner = match a {
+            Actor::Service => self.inner.get_goal(a, id).await.ok().map(|g| g.user_id),
+            Actor::User(_) => None,
+        };
+        let r = self.inner.delete_goal(a, id).await;
+        self.write(a, owner, r, |_| None).await
+    }
+    async fn list_goals(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<Goal>> {
+        self.user_read(
+            a,
+            format!("goals:{u}:{}", page(p)),
+            self.inner.list_goals(a, u, p),
+        )
+        .await
+    }
+    async fn log_progress(&self, a: Actor, n: NewProgress) -> Result<ProgressEntry> {
+        let owner = n.user_id;
+        let r = self.inner.log_progress(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn list_progress(
+        &self,
+        a: Actor,
+        u: UserId,
+        range: Option<DateRange>,
+        p: Page,
+    ) -> Result<Vec<ProgressEntry>> {
+        let what = format!(
+            "progress:{u}:{}:{}",
+            serde_json::to_string(&range).unwrap_or_default(),
+            page(p)
+        );
+        self.user_read(a, what, self.inner.list_progress(a, u, range, p))
+            .await
+    }
+    async fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> Result<LearningPath> {
+        let owner = n.user_id;
+        let r = self.inner.create_learning_path(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn get_learning_path(&self, a: Actor, id: LearningPathId) -> Result<LearningPath> {
+        self.user_read(a, format!("path:{id}"), self.inner.get_learning_path(a, id))
+            .await
+    }
+    async fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<LearningPath>> {
+        self.user_read(
+            a,
+            format!("paths:{u}:{}", page(p)),
+            self.inner.list_learning_paths(a, u, p),
+        )
+        .await
+    }
+    async fn advance_learning_path(
+        &self,
+        a: Actor,
+        id: LearningPathId,
+        s: i32,
+    ) -> Result<LearningPath> {
+        let r = self.inner.advance_learning_path(a, id, s).await;
+        self.write(a, [], r, |l| Some(l.user_id)).await
+    }
+    async fn create_notification(&self, a: Actor, n: NewNotification) -> Result<Notification> {
+        let owner = n.user_id;
+        let r = self.inner.create_notification(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn list_unread_notifications(
+        &self,
+        a: Actor,
+        u: UserId,
+        p: Page,
+    ) -> Result<Vec<Notification>> {
+        let what = format!("unread:{u}:{}", page(p));
+        self.user_read(a, what, self.inner.list_unread_notifications(a, u, p))
+            .await
+    }
+    async fn mark_notifications_read(
+        &self,
+        a: Actor,
+        u: UserId,
+        ids: &[NotificationId],
+    ) -> Result<u64> {
+        let r = self.inner.mark_notifications_read(a, u, ids).await;
+        self.write(a, [u], r, |_| None).await
+    }
+    async fn record_interaction(&self, a: Actor, n: NewAiInteraction) -> Result<AiInteraction> {
+        let owner = n.user_id;
+        let r = self.inner.record_interaction(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn record_interactions(&self, a: Actor, b: &[NewAiInteraction]) -> Result<u64> {
+        let mut owners: Vec<UserId> = b.iter().map(|n| n.user_id).collect();
+        owners.sort();
+        owners.dedup();
+        let r = self.inner.record_interactions(a, b).await;
+        self.write(a, owners, r, |_| None).await
+    }
+    async fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<AiInteraction>> {
+        let what = format!("interactions:{u}:{}", page(p));
+        self.user_read(a, what, self.inner.list_interactions(a, u, p))
+            .await
+    }
+    async fn user_statistics(
+        &self,
+        a: Actor,
+        u: UserId,
+        range: Option<DateRange>,
+    ) -> Result<UserStatistics> {
+        match range {
+            Some(r) => {
+                let what = format!(
+                    "stats:{u}:{}:{}",
+                    r.from.timestamp_micros(),
+                    r.to.timestamp_micros()
+                );
+                self.user_read(a, what, self.inner.user_statistics(a, u, range))
+                    .await
+            }
+            None => self.inner.user_statistics(a, u, None).await,
+        }
+    }
+    async fn learning_recommendations(
+        &self,
+        a: Actor,
+        u: UserId,
+        l: u32,
+    ) -> Result<Vec<Recommendation>> {
+        self.inner.learning_recommendations(a, u, l).await
+    }
+    async fn ai_cost_analysis(
+        &self,
+        a: Actor,
+        u: Option<UserId>,
+        range: Option<DateRange>,
+    ) -> Result<CostAnalysis> {
+        match (u, range) {
+            (Some(user), Some(r)) => {
+                let what = format!(
+                    "cost:{user}:{}:{}",
+                    r.from.timestamp_micros(),
+                    r.to.timestamp_micros()
+                );
+                self.user_read(a, what, self.inner.ai_cost_analysis(a, u, range))
+                    .await
+            }
+            _ => self.inner.ai_cost_analysis(a, u, range).await,
+        }
+    }
+    async fn system_health(&self, a: Actor) -> Result<SystemHealth> {
+        self.inner.system_health(a).await
+    }
+}
