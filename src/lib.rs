@@ -1,11 +1,15 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod agent;
 pub mod cache;
 pub mod domain;
 pub mod error;
 pub mod repository;
+pub mod semantic;
+mod text;
 
+pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
 pub use cache::{Cache, CachedRepository, MemoryCache};
 pub use error::{Error, Result};
 pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
@@ -19,6 +23,7 @@ pub use tokio_postgres;
 
 /// The names most hosts need, in one import.
 pub mod prelude {
+    pub use crate::agent::{AiAgent, AiRequest, AiResponse, ModelParams, SimulatedAgent, Usage};
     pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
     pub use crate::domain::*;
     pub use crate::error::{Error, Result};

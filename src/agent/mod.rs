@@ -1,0 +1,191 @@
+//! AI backends: the [`AiAgent`] trait, its request and response types,
+//! [`SimulatedAgent`] (deterministic, for the quickstart, tests and benches) and, with
+//! the `openai` feature, `OpenAiCompatibleAgent` for any OpenAI-style
+//! `/chat/completions` server.
+
+#[cfg(feature = "openai")]
+pub(crate) mod openai;
+mod simulated;
+
+#[cfg(feature = "openai")]
+pub use openai::{OpenAiCompatibleAgent, OpenAiCompatibleAgentBuilder};
+pub use simulated::{SimulatedAgent, SimulatedAgentBuilder};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::domain::{AgentType, PriorityLevel, UserId, validate};
+use crate::error::{Error, Result};
+
+/// Model parameters of a request. Two requests that differ here may get different
+/// answers, so these are part of a cached answer's scope.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ModelParams {
+    /// The model, e.g. `"gpt-4o-mini"` (1–100 characters). Default: `""`, meaning the
+    /// backend's model for the agent kind.
+    pub model: String,
+    /// Most output tokens, 1–32,768. Default: 512.
+    pub max_tokens: u32,
+    /// Sampling temperature, 0–2. Default: 0.3.
+    pub temperature: f32,
+    /// A system prompt replacing the agent's own (at most 10,000 characters).
+    pub system_prompt: Option<String>,
+}
+
+impl Default for ModelParams {
+    fn default() -> Self {
+        Self {
+            model: String::new(),
+            max_tokens: 512,
+            temperature: 0.3,
+            system_prompt: None,
+        }
+    }
+}
+
+/// One request to an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AiRequest {
+    /// Who asks.
+    pub user_id: UserId,
+    /// Which agent.
+    pub agent: AgentType,
+    /// The input: a string (the question) or a JSON object (at most 64 KiB).
+    pub input: Value,
+    /// Model parameters.
+    pub params: ModelParams,
+    /// Priority (high is never held back by batching).
+    pub priority: PriorityLevel,
+}
+
+impl AiRequest {
+    /// A medium-priority request with default parameters.
+    pub fn new(user_id: UserId, agent: AgentType, input: impl Into<Value>) -> Self {
+        Self {
+            user_id,
+            agent,
+            input: input.into(),
+            params: ModelParams::default(),
+            priority: PriorityLevel::Medium,
+        }
+    }
+
+    /// # Errors
+    /// [`Error::InvalidInput`] naming the bad field.
+    pub fn validate(&self) -> Result<()> {
+        validate::json("input", &self.input)?;
+        if self.input.is_null() || self.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+            return Err(Error::invalid("input", "must not be empty"));
+        }
+        validate::text("model", &self.params.model, 100)?;
+        validate::range("max_tokens", self.params.max_tokens.into(), 1, 32_768)?;
+        let t = self.params.temperature;
+        if !t.is_finite() || !(0.0..=2.0).contains(&t) {
+            return Err(Error::invalid(
+                "temperature",
+                format!("{t} is outside 0..=2"),
+            ));
+        }
+        if let Some(p) = &self.params.system_prompt {
+            validate::text("system_prompt", p, validate::MAX_TEXT_CHARS)?;
+        }
+        Ok(())
+    }
+
+    /// The text the request asks about: the input itself when it is a string, else
+    /// its `question`, `message`, `text` or `prompt` field, else the input as JSON.
+    pub fn prompt_text(&self) -> String {
+        if let Some(s) = self.input.as_str() {
+            return s.to_string();
+        }
+        for k in ["question", "message", "text", "prompt"] {
+            if let Some(s) = self.input.get(k).and_then(Value::as_str) {
+                return s.to_string();
+            }
+        }
+        self.input.to_string()
+    }
+}
+
+/// Tokens billed for one call.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input_tokens: u32,
+    /// Completion tokens.
+    pub output_tokens: u32,
+}
+
+/// An agent's answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AiResponse {
+    /// The answer (JSON when the backend returned JSON, else `{"text": …}`).
+    pub output: Value,
+    /// Tokens billed.
+    pub usage: Usage,
+    /// Whether `usage` was estimated because the backend did not report it.
+    #[serde(default)]
+    pub usage_estimated: bool,
+    /// The model that answered.
+    pub model: String,
+    /// The backend that answered ([`AiAgent::name`]).
+    pub backend: String,
+    /// How long the call took.
+    pub latency: Duration,
+}
+
+/// One LLM backend serving one or more agent kinds. Object safe: hosts hold an
+/// `Arc<dyn AiAgent>`.
+#[async_trait]
+pub trait AiAgent: Send + Sync + 'static {
+    /// The backend's name, unique among the backends of a pipeline.
+    fn name(&self) -> &str;
+
+    /// Whether this backend serves `agent`. Default: every agent.
+    fn serves(&self, agent: AgentType) -> bool {
+        let _ = agent;
+        true
+    }
+
+    /// Answers one request.
+    ///
+    /// # Errors
+    /// `InvalidInput` (refused by the backend, not retryable), `RateLimited`
+    /// (with the backend's `Retry-After`), `Timeout`, `Backend` (retryable for 5xx and
+    /// connection failures).
+    async fn complete(&self, request: &AiRequest) -> Result<AiResponse>;
+
+    /// Answers several requests; one result per request, in order. Default: the single
+    /// calls, concurrently.
+    async fn complete_batch(&self, requests: &[AiRequest]) -> Vec<Result<AiResponse>> {
+        futures_util::future::join_all(requests.iter().map(|r| self.complete(r))).await
+    }
+}
+
+fn _object_safe(_: &dyn AiAgent) {}
+
+#[async_trait]
+impl<A: AiAgent + ?Sized> AiAgent for Arc<A> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn serves(&self, agent: AgentType) -> bool {
+        (**self).serves(agent)
+    }
+    async fn complete(&self, request: &AiRequest) -> Result<AiResponse> {
+        (**self).complete(request).await
+    }
+    async fn complete_batch(&self, requests: &[AiRequest]) -> Vec<Result<AiResponse>> {
+        (**self).complete_batch(requests).await
+    }
+}
+
+/// Rough token count of a text (about four characters a token, as OpenAI's
+/// tokenizers average on English), at least 1.
+pub fn estimate_tokens(text: &str) -> u32 {
+    (text.chars().count() as u32).div_ceil(4).max(1)
+}

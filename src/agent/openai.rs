@@ -1,0 +1,313 @@
+//! `OpenAiCompatibleAgent`: any server speaking OpenAI's `/chat/completions`.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::{Value, json};
+use tokio::time::Instant;
+
+use super::{AiAgent, AiRequest, AiResponse, Usage, estimate_tokens};
+use crate::domain::AgentType;
+use crate::error::{Error, Result};
+
+/// An [`AiAgent`] over HTTP: `POST {base_url}/chat/completions` with a bearer key.
+///
+/// - The model is the request's, else the one configured for its agent kind, else the
+///   default model.
+/// - The answer's `choices[0].message.content` becomes the output: parsed when it is a
+///   JSON object, else `{"text": …}`. `usage` gives the tokens; when a server omits it
+///   the tokens are estimated (about four characters a token) and
+///   [`AiResponse::usage_estimated`] says so.
+/// - 429 → [`Error::RateLimited`] with the server's `Retry-After` (seconds or an HTTP
+///   date; 1 s when absent); 5xx, connection failures and malformed bodies → retryable
+///   [`Error::Backend`]; other 4xx → non-retryable; no answer within the timeout →
+///   [`Error::Timeout`].
+///
+/// TLS: pass a `reqwest::Client` built with your TLS features to
+/// [`OpenAiCompatibleAgentBuilder::client`] (kasama's own reqwest has none, to keep
+/// builds lean).
+#[derive(Debug, Clone)]
+pub struct OpenAiCompatibleAgent {
+    name: String,
+    url: String,
+    api_key: Option<String>,
+    models: HashMap<AgentType, String>,
+    default_model: String,
+    timeout: Duration,
+    client: reqwest::Client,
+}
+
+/// Builder for [`OpenAiCompatibleAgent`].
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct OpenAiCompatibleAgentBuilder {
+    name: String,
+    base_url: String,
+    api_key: Option<String>,
+    models: HashMap<AgentType, String>,
+    default_model: String,
+    timeout: Duration,
+    client: Option<reqwest::Client>,
+}
+
+impl OpenAiCompatibleAgent {
+    /// A builder for a server at `base_url` (e.g. `https://api.openai.com/v1`).
+    pub fn builder(base_url: impl Into<String>) -> OpenAiCompatibleAgentBuilder {
+        OpenAiCompatibleAgentBuilder {
+            name: "openai".into(),
+            base_url: base_url.into(),
+            api_key: None,
+            models: HashMap::new(),
+            default_model: "gpt-4o-mini".into(),
+            timeout: Duration::from_secs(30),
+            client: None,
+        }
+    }
+}
+
+impl OpenAiCompatibleAgentBuilder {
+    /// The backend's name. Default: `"openai"`.
+    pub fn name(mut self, name: impl Into<String>) -> Self {
+        self.name = name.into();
+        self
+    }
+
+    /// The bearer key.
+    pub fn api_key(mut self, key: impl Into<String>) -> Self {
+        self.api_key = Some(key.into());
+        self
+    }
+
+    /// The model for one agent kind.
+    pub fn model_for(mut self, agent: AgentType, model: impl Into<String>) -> Self {
+        self.models.insert(agent, model.into());
+        self
+    }
+
+    /// The model for agent kinds without their own. Default: `"gpt-4o-mini"`.
+    pub fn default_model(mut self, model: impl Into<String>) -> Self {
+        self.default_model = model.into();
+        self
+    }
+
+    /// How long one call may take. Default: 30 s.
+    pub fn timeout(mut self, t: Duration) -> Self {
+        self.timeout = t;
+        self
+    }
+
+    /// The HTTP client (bring TLS here). Default: a plain `reqwest::Client`.
+    pub fn client(mut self, c: reqwest::Client) -> Self {
+        self.client = Some(c);
+        self
+    }
+
+    /// # Errors
+    /// `InvalidInput` for a base URL that is not `http(s)://…`, or a zero timeout.
+    pub fn build(self) -> Result<OpenAiCompatibleAgent> {
+        let base = self.base_url.trim_end_matches('/');
+        if !(base.starts_with("http://") || base.starts_with("https://"))
+            || reqwest::Url::parse(base).is_err()
+        {
+            return Err(Error::invalid("base_url", "must be an http(s) URL"));
+        }
+        if self.timeout.is_zero() {
+            return Err(Error::invalid("timeout", "must be positive"));
+        }
+        Ok(OpenAiCompatibleAgent {
+            name: self.name,
+            url: format!("{base}/chat/completions"),
+            api_key: self.api_key,
+            models: self.models,
+            default_model: self.default_model,
+            timeout: self.timeout,
+            client: self.client.unwrap_or_default(),
+        })
+    }
+}
+
+fn system_prompt(agent: AgentType) -> &'static str {
+    match agent {
+        AgentType::AssessmentAnalyst => {
+            "You analyse relationship assessments and explain the results kindly and precisely."
+        }
+        AgentType::LearningCoach => {
+            "You are a relationship coach who suggests concrete, small practices."
+        }
+        AgentType::ProgressTracker => {
+            "You summarise a user's practice progress and encourage them."
+        }
+        AgentType::InsightGenerator => {
+            "You find patterns in a user's relationship data and state them clearly."
+        }
+        AgentType::CommunicationAdvisor => {
+            "You help people phrase difficult conversations with empathy."
+        }
+    }
+}
+
+/// Parses a `Retry-After` value: delay seconds or an HTTP date.
+pub(crate) fn retry_after(v: Option<&reqwest::header::HeaderValue>) -> Duration {
+    let Some(s) = v.and_then(|v| v.to_str().ok()) else {
+        return Duration::from_secs(1);
+    };
+    if let Ok(secs) = s.trim().parse::<u64>() {
+        return Duration::from_secs(secs);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc2822(s.trim()) {
+        let d = t.with_timezone(&chrono::Utc) - chrono::Utc::now();
+        return d.to_std().unwrap_or(Duration::ZERO);
+    }
+    Duration::from_secs(1)
+}
+
+pub(crate) fn http_error(what: &'static str, retryable: bool, msg: String) -> Error {
+    Error::Backend {
+        what: what.into(),
+        retryable,
+        source: msg.into(),
+    }
+}
+
+/// Sends `body` to `url` and returns the parsed JSON, mapping HTTP failures.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<Value> {
+    let mut req = client.post(url).json(body).timeout(timeout);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| {
+        if e.is_timeout() {
+            Error::Timeout { what: what.into() }
+        } else {
+            http_error(what, true, format!("request failed: {}", e.without_url()))
+        }
+    })?;
+    let status = resp.status();
+    if status.as_u16() == 429 {
+        return Err(Error::RateLimited {
+            retry_after: retry_after(resp.headers().get(reqwest::header::RETRY_AFTER)),
+        });
+    }
+    if !status.is_success() {
+        return Err(http_error(
+            what,
+            status.is_server_error(),
+            format!("HTTP {status}"),
+        ));
+    }
+    let bytes = resp.bytes().await.map_err(|e| {
+        if e.is_timeout() {
+            Error::Timeout { what: what.into() }
+        } else {
+            http_error(
+                what,
+                true,
+                format!("reading the body failed: {}", e.without_url()),
+            )
+        }
+    })?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| http_error(what, true, format!("malformed JSON: {e}")))
+}
+
+#[async_trait]
+impl AiAgent for OpenAiCompatibleAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, req: &AiRequest) -> Result<AiResponse> {
+        req.validate()?;
+        let start = Instant::now();
+        let model = if !req.params.model.is_empty() {
+            req.params.model.clone()
+        } else {
+            self.models
+                .get(&req.agent)
+                .cloned()
+                .unwrap_or_else(|| self.default_model.clone())
+        };
+        let system = req
+            .params
+            .system_prompt
+            .as_deref()
+            .unwrap_or(system_prompt(req.agent));
+        let user = req.prompt_text();
+        let body = json!({
+            "model": model,
+            "messages": [
+                {"role": "system", "content": system},
+                {"role": "user", "content": user},
+            ],
+            "max_tokens": req.params.max_tokens,
+            "temperature": req.params.temperature,
+        });
+        let v = post_json(
+            &self.client,
+            &self.url,
+            self.api_key.as_deref(),
+            &body,
+            self.timeout,
+            "chat completion",
+        )
+        .await?;
+        let content = v
+            .pointer("/choices/0/message/content")
+            .and_then(Value::as_str)
+            .ok_or_else(|| {
+                http_error(
+                    "chat completion",
+                    true,
+                    "no choices[0].message.content".into(),
+                )
+            })?;
+        let output = match serde_json::from_str::<Value>(content) {
+            Ok(o @ Value::Object(_)) => o,
+            _ => json!({ "text": content }),
+        };
+        let tokens = |k: &str| {
+            v.pointer(&format!("/usage/{k}"))
+                .and_then(Value::as_u64)
+                .map(|n| n as u32)
+        };
+        let (usage, estimated) = match (tokens("prompt_tokens"), tokens("completion_tokens")) {
+            (Some(i), Some(o)) => (
+                Usage {
+                    input_tokens: i,
+                    output_tokens: o,
+                },
+                false,
+            ),
+            _ => {
+                tracing::warn!(backend = %self.name, "response without usage; tokens estimated");
+                (
+                    Usage {
+                        input_tokens: estimate_tokens(system) + estimate_tokens(&user),
+                        output_tokens: estimate_tokens(content),
+                    },
+                    true,
+                )
+            }
+        };
+        Ok(AiResponse {
+            output,
+            usage,
+            usage_estimated: estimated,
+            model: v
+                .get("model")
+                .and_then(Value::as_str)
+                .unwrap_or(&model)
+                .to_string(),
+            backend: self.name.clone(),
+            latency: start.elapsed(),
+        })
+    }
+}

@@ -1,0 +1,295 @@
+//! [`SimulatedAgent`]: a deterministic stand-in for an LLM backend.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{AiAgent, AiRequest, AiResponse, Usage, estimate_tokens};
+use crate::domain::AgentType;
+use crate::error::{Error, Result};
+
+/// A simulated backend: seeded latency (log-normal from a median and a p99), token
+/// counts, failures at a given rate, outage windows, and plausible per-agent answers.
+///
+/// Everything random is drawn from the seed, the request's content and how many times
+/// that same request was seen, so a run is reproducible however requests interleave.
+/// Latency is slept on tokio's clock: under `start_paused` tests it costs no real time.
+#[derive(Debug)]
+pub struct SimulatedAgent {
+    name: String,
+    seed: u64,
+    median: Duration,
+    p99: Duration,
+    failure_rate: f64,
+    outages: Vec<(Duration, Duration)>,
+    model: String,
+    serves: Option<Vec<AgentType>>,
+    started: Instant,
+    seen: Mutex<HashMap<u64, u32>>,
+    calls: std::sync::atomic::AtomicU64,
+}
+
+/// Builder for [`SimulatedAgent`].
+#[derive(Clone, Debug)]
+#[must_use]
+pub struct SimulatedAgentBuilder {
+    name: String,
+    seed: u64,
+    median: Duration,
+    p99: Duration,
+    failure_rate: f64,
+    outages: Vec<(Duration, Duration)>,
+    model: String,
+    serves: Option<Vec<AgentType>>,
+}
+
+impl SimulatedAgentBuilder {
+    /// Seed of every random draw. Default: 0.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
+        self
+    }
+
+    /// Median and 99th-percentile latency. Default: 800 ms and 1,800 ms. Zero and zero
+    /// gives an instant backend.
+    pub fn latency(mut self, median: Duration, p99: Duration) -> Self {
+        self.median = median;
+        self.p99 = p99;
+        self
+    }
+
+    /// Share of calls that fail with a retryable error, 0–1. Default: 0.
+    pub fn failure_rate(mut self, rate: f64) -> Self {
+        self.failure_rate = rate;
+        self
+    }
+
+    /// A window, from `start` after creation for `length`, in which every call fails.
+    pub fn outage(mut self, start: Duration, length: Duration) -> Self {
+        self.outages.push((start, length));
+        self
+    }
+
+    /// The model name it reports. Default: `"sim-1"`.
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.model = model.into();
+        self
+    }
+
+    /// Serve only these agent kinds. Default: all.
+    pub fn serves(mut self, agents: &[AgentType]) -> Self {
+        self.serves = Some(agents.to_vec());
+        self
+    }
+
+    /// # Errors
+    /// `InvalidInput` for a failure rate outside 0–1 or a p99 below the median.
+    pub fn build(self) -> Result<SimulatedAgent> {
+        if !(0.0..=1.0).contains(&self.failure_rate) {
+            return Err(Error::invalid("failure_rate", "must be within 0..=1"));
+        }
+        if self.p99 < self.median {
+            return Err(Error::invalid(
+                "latency",
+                "p99 must not be below the median",
+            ));
+        }
+        if self.name.is_empty() {
+            return Err(Error::invalid("name", "must not be empty"));
+        }
+        Ok(SimulatedAgent {
+            name: self.name,
+            seed: self.seed,
+            median: self.median,
+            p99: self.p99,
+            failure_rate: self.failure_rate,
+            outages: self.outages,
+            model: self.model,
+            serves: self.serves,
+            started: Instant::now(),
+            seen: Mutex::new(HashMap::new()),
+            calls: Default::default(),
+        })
+    }
+}
+
+/// SplitMix64: a small, well-mixed, deterministic generator.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl SimulatedAgent {
+    /// A builder for a backend called `name`.
+    pub fn builder(name: impl Into<String>) -> SimulatedAgentBuilder {
+        SimulatedAgentBuilder {
+            name: name.into(),
+            seed: 0,
+            median: Duration::from_millis(800),
+            p99: Duration::from_millis(1800),
+            failure_rate: 0.0,
+            outages: Vec::new(),
+            model: "sim-1".into(),
+            serves: None,
+        }
+    }
+
+    /// An instant, never-failing backend called `name`.
+    pub fn instant(name: impl Into<String>) -> Self {
+        Self::builder(name)
+            .latency(Duration::ZERO, Duration::ZERO)
+            .build()
+            .expect("valid settings")
+    }
+
+    /// Calls answered or failed so far.
+    pub fn calls(&self) -> u64 {
+        self.calls.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    fn draws(&self, req: &AiRequest) -> [u64; 4] {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        req.user_id.hash(&mut h);
+        req.agent.hash(&mut h);
+        req.input.to_string().hash(&mut h);
+        req.params.model.hash(&mut h);
+        let key = h.finish();
+        let n = {
+            let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+            let n = seen.entry(key).or_insert(0);
+            *n += 1;
+            *n
+        };
+        let base = mix(self.seed ^ mix(key) ^ mix(u64::from(n)));
+        [base, mix(base), mix(mix(base)), mix(mix(mix(base)))]
+    }
+
+    fn latency(&self, u1: f64, u2: f64) -> Duration {
+        if self.median.is_zero() {
+            return Duration::ZERO;
+        }
+        // Log-normal: the p99 sits 2.326 standard deviations above the median.
+        let sigma = (self.p99.as_secs_f64() / self.median.as_secs_f64()).ln() / 2.326;
+        let z = (-2.0 * u1.max(1e-12).ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos();
+        Duration::from_secs_f64(self.median.as_secs_f64() * (sigma * z).exp())
+    }
+
+    fn in_outage(&self, at: Instant) -> bool {
+        let t = at.saturating_duration_since(self.started);
+        self.outages.iter().any(|(s, l)| t >= *s && t < *s + *l)
+    }
+}
+
+fn answer(agent: AgentType, pick: u64, question: &str) -> serde_json::Value {
+    let (field, options): (&str, &[&str]) = match agent {
+        AgentType::AssessmentAnalyst => (
+            "analysis",
+            &[
+                "Your answers point to a secure attachment style with some anxious moments under stress.",
+                "You value quality time most; small daily rituals will matter more than big gestures.",
+                "Conflict tends to escalate when needs go unspoken; naming them early helps.",
+            ],
+        ),
+        AgentType::LearningCoach => (
+            "advice",
+            &[
+                "Try ten minutes of active listening tonight: reflect back before you reply.",
+                "Start with the breathing-together practice before difficult conversations.",
+                "Pick one appreciation to share each day this week and note how it lands.",
+            ],
+        ),
+        AgentType::ProgressTracker => (
+            "summary",
+            &[
+                "You practised on five of the last seven days; your streak is growing.",
+                "Your mood after sessions rose by about one point on average this month.",
+                "Communication practices are your strongest area; conflict skills are next.",
+            ],
+        ),
+        AgentType::InsightGenerator => (
+            "insight",
+            &[
+                "Your best conversations happen after shared activities, not at the end of the day.",
+                "Short daily check-ins correlate with your highest relationship ratings.",
+                "Stressful weeks show fewer completed practices; plan lighter ones then.",
+            ],
+        ),
+        AgentType::CommunicationAdvisor => (
+            "suggestion",
+            &[
+                "Open with how you feel rather than what they did: \"I felt alone when…\".",
+                "Ask one curious question before offering a solution.",
+                "Agree on a pause word you can both use when a talk gets heated.",
+            ],
+        ),
+    };
+    json!({
+        field: options[(pick % options.len() as u64) as usize],
+        "about": question.chars().take(120).collect::<String>(),
+    })
+}
+
+#[async_trait]
+impl AiAgent for SimulatedAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn serves(&self, agent: AgentType) -> bool {
+        self.serves.as_ref().is_none_or(|s| s.contains(&agent))
+    }
+
+    async fn complete(&self, req: &AiRequest) -> Result<AiResponse> {
+        req.validate()?;
+        let start = Instant::now();
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let [a, b, c, d] = self.draws(req);
+        let latency = self.latency(unit(a), unit(b));
+        if !latency.is_zero() {
+            tokio::time::sleep(latency).await;
+        }
+        if self.in_outage(start) || unit(c) < self.failure_rate {
+            return Err(Error::Backend {
+                what: format!("simulated backend {}", self.name).into(),
+                retryable: true,
+                source: "simulated failure (503)".into(),
+            });
+        }
+        let question = req.prompt_text();
+        let system = req
+            .params
+            .system_prompt
+            .as_deref()
+            .map_or(40, estimate_tokens);
+        let output = answer(req.agent, d, &question);
+        let out_tokens =
+            (estimate_tokens(&output.to_string()) + (d % 40) as u32).min(req.params.max_tokens);
+        Ok(AiResponse {
+            output,
+            usage: Usage {
+                input_tokens: estimate_tokens(&question) + system,
+                output_tokens: out_tokens,
+            },
+            usage_estimated: false,
+            model: if req.params.model.is_empty() {
+                self.model.clone()
+            } else {
+                req.params.model.clone()
+            },
+            backend: self.name.clone(),
+            latency: start.elapsed(),
+        })
+    }
+}

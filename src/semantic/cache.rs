@@ -1,0 +1,676 @@
+//! [`SemanticCache`]: scoped, thresholded, salience-checked answer reuse.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::hash::Hash;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::hnsw::{Hnsw, dot};
+use super::salience::{self, Salient};
+use super::{Embedder, normalise};
+use crate::agent::{AiRequest, AiResponse, Usage};
+use crate::domain::{AgentType, UserId};
+use crate::error::{Error, Result};
+use crate::text::fnv1a;
+
+/// Where a cached answer may be reused: the agent, the model, the parameters that
+/// change an answer, and — for personal agents — the user. A lookup only ever sees
+/// entries of its own scope.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Scope {
+    /// The agent kind.
+    pub agent: AgentType,
+    /// The model asked for (`""`: the backend's default).
+    pub model: String,
+    /// A fingerprint of the answer-changing parameters (max tokens, temperature,
+    /// system prompt).
+    pub params: String,
+    /// The user, for personal agents; `None` for shared ones.
+    pub user: Option<UserId>,
+}
+
+impl Scope {
+    /// The scope of `req`; `personal` puts the user in it.
+    pub fn of(req: &AiRequest, personal: bool) -> Self {
+        let p = &req.params;
+        let system = p
+            .system_prompt
+            .as_deref()
+            .map_or(0, |s| fnv1a(s.as_bytes()));
+        Self {
+            agent: req.agent,
+            model: p.model.clone(),
+            params: format!("{}|{:.3}|{system:016x}", p.max_tokens, p.temperature),
+            user: personal.then_some(req.user_id),
+        }
+    }
+}
+
+/// A stored answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CachedAnswer {
+    /// The agent's output.
+    pub output: Value,
+    /// The model that produced it.
+    pub model: String,
+    /// What producing it cost in tokens (what a hit saves).
+    pub usage: Usage,
+    /// The question it answered.
+    pub question: String,
+}
+
+/// How a hit was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HitTier {
+    /// The same text, after normalising case, spaces and trailing punctuation.
+    Exact,
+    /// A different text above the similarity threshold that passed the salience check.
+    Semantic,
+}
+
+/// The result of [`SemanticCache::lookup`].
+#[derive(Clone, Debug, PartialEq)]
+pub enum Lookup {
+    /// A stored answer may be served.
+    Hit {
+        /// The answer.
+        answer: CachedAnswer,
+        /// How it was found.
+        tier: HitTier,
+        /// Cosine similarity of the questions (1 for exact hits).
+        similarity: f32,
+    },
+    /// Nothing to serve.
+    Miss {
+        /// The request's embedding, when one was computed: pass it to
+        /// [`SemanticCache::store`] to avoid embedding twice.
+        embedding: Option<Vec<f32>>,
+        /// The best similarity found in the scope, if any entry was seen.
+        nearest: Option<f32>,
+        /// Why the best candidate above the threshold was refused, if one was.
+        rejected: Option<&'static str>,
+    },
+}
+
+/// The decision for one pair of questions, as [`SemanticCache::decide`] computes it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Decision {
+    /// Cosine similarity of the two texts.
+    pub similarity: f32,
+    /// The threshold used.
+    pub threshold: f32,
+    /// Why the salience check refused, if it did.
+    pub rejected: Option<&'static str>,
+    /// Whether the cache would answer the second text from the first's entry.
+    pub hit: bool,
+    /// 1.0 exactly for a hit; otherwise `similarity / threshold` capped below 1,
+    /// halved when the salience check refused.
+    pub score: f32,
+}
+
+/// Counters of a [`SemanticCache`].
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SemanticStats {
+    /// Hits on the exact (normalised) text.
+    pub exact_hits: u64,
+    /// Hits by similarity.
+    pub semantic_hits: u64,
+    /// Lookups without a hit.
+    pub misses: u64,
+    /// Misses whose best candidate came within 0.05 of the threshold or passed it
+    /// but failed the salience check.
+    pub near_misses: u64,
+    /// Candidates above the threshold refused by the salience check.
+    pub salience_rejections: u64,
+    /// Entries stored now.
+    pub entries: u64,
+    /// Entries dropped for capacity.
+    pub evictions: u64,
+    /// Entries dropped because their TTL passed.
+    pub expirations: u64,
+}
+
+#[derive(Debug)]
+struct Entry {
+    question: String,
+    norm: String,
+    salient: Salient,
+    embedding: Vec<f32>,
+    answer: CachedAnswer,
+    expires: Instant,
+}
+
+/// Scopes below this size are scanned exactly; above it an HNSW graph is kept.
+const GRAPH_MIN: usize = 512;
+
+#[derive(Debug, Default)]
+struct ScopeIndex {
+    entries: Vec<Option<Entry>>,
+    exact: HashMap<String, u32>,
+    graph: Option<Hnsw>,
+    live: usize,
+}
+
+impl ScopeIndex {
+    fn insert(&mut self, e: Entry, dim: usize) -> u32 {
+        let id = self.entries.len() as u32;
+        if let Some(g) = &mut self.graph {
+            g.insert(&e.embedding);
+        } else if self.live + 1 >= GRAPH_MIN {
+            let mut g = Hnsw::new(dim);
+            for x in &self.entries {
+                // Dead slots keep their place so ids stay aligned with the graph.
+                match x {
+                    Some(x) => g.insert(&x.embedding),
+                    None => g.insert(&e.embedding),
+                };
+            }
+            g.insert(&e.embedding);
+            self.graph = Some(g);
+        }
+        self.exact.insert(e.norm.clone(), id);
+        self.entries.push(Some(e));
+        self.live += 1;
+        id
+    }
+
+    fn remove(&mut self, id: u32) -> bool {
+        let Some(slot) = self.entries.get_mut(id as usize) else {
+            return false;
+        };
+        let Some(e) = slot.take() else { return false };
+        if self.exact.get(&e.norm) == Some(&id) {
+            self.exact.remove(&e.norm);
+        }
+        self.live -= 1;
+        // Rebuild once dead slots outnumber live ones.
+        let dead = self.entries.len() - self.live;
+        if dead > self.live && dead > 64 {
+            self.compact();
+        }
+        true
+    }
+
+    fn compact(&mut self) {
+        let dim = self
+            .entries
+            .iter()
+            .flatten()
+            .next()
+            .map(|e| e.embedding.len());
+        let old = std::mem::take(&mut self.entries);
+        self.exact.clear();
+        self.graph = None;
+        self.live = 0;
+        for e in old.into_iter().flatten() {
+            self.insert(e, dim.unwrap_or(0));
+        }
+    }
+
+    /// Up to `k` live, unexpired candidates, most similar first.
+    fn nearest(&self, q: &[f32], k: usize, ef: usize, now: Instant) -> Vec<(u32, f32)> {
+        let alive = |id: u32| {
+            self.entries[id as usize]
+                .as_ref()
+                .is_some_and(|e| e.expires > now)
+        };
+        match &self.graph {
+            Some(g) => g.search(q, k, ef, alive),
+            None => {
+                let mut all: Vec<(u32, f32)> = self
+                    .entries
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, e)| {
+                        let e = e.as_ref()?;
+                        (e.expires > now).then(|| (i as u32, dot(q, &e.embedding)))
+                    })
+                    .collect();
+                all.sort_by(|a, b| b.1.total_cmp(&a.1));
+                all.truncate(k);
+                all
+            }
+        }
+    }
+}
+
+#[derive(Debug, Default)]
+struct State {
+    scopes: HashMap<Scope, ScopeIndex>,
+    /// Insertion order, for expiry and capacity eviction (oldest first).
+    order: VecDeque<(Scope, u32, Instant)>,
+    entries: usize,
+}
+
+/// Builder for [`SemanticCache`].
+#[must_use]
+pub struct SemanticCacheBuilder {
+    embedder: Arc<dyn Embedder>,
+    threshold: Option<f32>,
+    per_agent: HashMap<AgentType, f32>,
+    shared: HashSet<AgentType>,
+    ttl: Duration,
+    capacity: usize,
+    salience: bool,
+    ef_search: usize,
+}
+
+impl std::fmt::Debug for SemanticCacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCacheBuilder")
+            .field("embedder", &self.embedder.name())
+            .field("threshold", &self.threshold)
+            .field("ttl", &self.ttl)
+            .field("capacity", &self.capacity)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SemanticCacheBuilder {
+    /// The cosine threshold for every agent. Default: the embedder's calibrated
+    /// [`Embedder::default_threshold`] (0.85 for MiniLM, 0.60 for hashing).
+    pub fn threshold(mut self, t: f32) -> Self {
+        self.threshold = Some(t);
+        self
+    }
+
+    /// The threshold for one agent.
+    pub fn agent_threshold(mut self, agent: AgentType, t: f32) -> Self {
+        self.per_agent.insert(agent, t);
+        self
+    }
+
+    /// Makes `agent`'s answers shareable between users (its scope leaves the user
+    /// out). Default: every agent is personal.
+    pub fn shared(mut self, agent: AgentType) -> Self {
+        self.shared.insert(agent);
+        self
+    }
+
+    /// How long an answer is kept. Default: 24 h.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Most entries over all scopes; the oldest go first. Default: 100,000.
+    pub fn capacity(mut self, n: usize) -> Self {
+        self.capacity = n;
+        self
+    }
+
+    /// Whether the salience check runs. Default: on. (Off only to measure it.)
+    pub fn salience_check(mut self, on: bool) -> Self {
+        self.salience = on;
+        self
+    }
+
+    /// HNSW search breadth for large scopes. Default: 64.
+    pub fn ef_search(mut self, ef: usize) -> Self {
+        self.ef_search = ef;
+        self
+    }
+
+    /// # Errors
+    /// `InvalidInput` for a threshold outside (0, 1], a zero TTL or capacity.
+    pub fn build(self) -> Result<SemanticCache> {
+        let t = self
+            .threshold
+            .unwrap_or_else(|| self.embedder.default_threshold());
+        for (field, v) in std::iter::once(("threshold", t))
+            .chain(self.per_agent.values().map(|v| ("agent_threshold", *v)))
+        {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(Error::invalid(field, format!("{v} is outside (0, 1]")));
+            }
+        }
+        if self.ttl.is_zero() {
+            return Err(Error::invalid("ttl", "must be positive"));
+        }
+        if self.capacity == 0 || self.ef_search == 0 {
+            return Err(Error::invalid(
+                "capacity",
+                "capacity and ef_search must be positive",
+            ));
+        }
+        Ok(SemanticCache {
+            dim: self.embedder.dimension(),
+            embedder: self.embedder,
+            threshold: t,
+            per_agent: self.per_agent,
+            shared: self.shared,
+            ttl: self.ttl,
+            capacity: self.capacity,
+            salience: self.salience,
+            ef_search: self.ef_search,
+            state: RwLock::new(State::default()),
+            counters: Default::default(),
+        })
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    exact: AtomicU64,
+    semantic: AtomicU64,
+    misses: AtomicU64,
+    near: AtomicU64,
+    rejected: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+/// Reuses AI answers for paraphrased requests within a [`Scope`] — see the module docs.
+pub struct SemanticCache {
+    embedder: Arc<dyn Embedder>,
+    dim: usize,
+    threshold: f32,
+    per_agent: HashMap<AgentType, f32>,
+    shared: HashSet<AgentType>,
+    ttl: Duration,
+    capacity: usize,
+    salience: bool,
+    ef_search: usize,
+    state: RwLock<State>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for SemanticCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCache")
+            .field("embedder", &self.embedder.name())
+            .field("threshold", &self.threshold)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Lowercase, single spaces, no trailing punctuation.
+fn normalise_text(s: &str) -> String {
+    let joined = s
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .to_lowercase();
+    joined.trim_end_matches(['?', '!', '.', ' ']).to_string()
+}
+
+impl SemanticCache {
+    /// A builder over `embedder`, with the defaults.
+    pub fn builder(embedder: Arc<dyn Embedder>) -> SemanticCacheBuilder {
+        SemanticCacheBuilder {
+            embedder,
+            threshold: None,
+            per_agent: HashMap::new(),
+            shared: HashSet::new(),
+            ttl: Duration::from_secs(24 * 3600),
+            capacity: 100_000,
+            salience: true,
+            ef_search: 64,
+        }
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// The threshold that applies to `agent`.
+    pub fn threshold_for(&self, agent: AgentType) -> f32 {
+        self.per_agent
+            .get(&agent)
+            .copied()
+            .unwrap_or(self.threshold)
+    }
+
+    /// Whether `agent`'s answers are personal (scoped to the user).
+    pub fn is_personal(&self, agent: AgentType) -> bool {
+        !self.shared.contains(&agent)
+    }
+
+    /// The scope `req` is looked up in.
+    pub fn scope_of(&self, req: &AiRequest) -> Scope {
+        Scope::of(req, self.is_personal(req.agent))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks `req` up: exact text first, then by similarity.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an invalid request; the embedder's errors.
+    pub async fn lookup(&self, req: &AiRequest) -> Result<Lookup> {
+        req.validate()?;
+        let scope = self.scope_of(req);
+        let question = req.prompt_text();
+        let norm = normalise_text(&question);
+        let now = Instant::now();
+        {
+            let s = self.read();
+            if let Some(idx) = s.scopes.get(&scope)
+                && let Some(&id) = idx.exact.get(&norm)
+                && let Some(e) = idx.entries[id as usize].as_ref()
+                && e.expires > now
+            {
+                self.counters.exact.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer: e.answer.clone(),
+                    tier: HitTier::Exact,
+                    similarity: 1.0,
+                });
+            }
+        }
+        let embedding = self.embed_one(&question).await?;
+        let threshold = self.threshold_for(req.agent);
+        let salient = salience::extract(&question);
+        let s = self.read();
+        let mut nearest = None;
+        let mut rejected = None;
+        if let Some(idx) = s.scopes.get(&scope) {
+            for (id, sim) in idx.nearest(&embedding, 4, self.ef_search, now) {
+                nearest = Some(nearest.map_or(sim, |n: f32| n.max(sim)));
+                if sim < threshold {
+                    break;
+                }
+                let e = idx.entries[id as usize].as_ref().expect("alive");
+                if self.salience
+                    && let Some(why) =
+                        salience::conflict(&e.question, &e.salient, &question, &salient)
+                {
+                    rejected.get_or_insert(why);
+                    self.counters.rejected.fetch_add(1, Relaxed);
+                    continue;
+                }
+                self.counters.semantic.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer: e.answer.clone(),
+                    tier: HitTier::Semantic,
+                    similarity: sim,
+                });
+            }
+        }
+        drop(s);
+        self.counters.misses.fetch_add(1, Relaxed);
+        if rejected.is_some() || nearest.is_some_and(|n| n >= threshold - 0.05) {
+            self.counters.near.fetch_add(1, Relaxed);
+        }
+        Ok(Lookup::Miss {
+            embedding: Some(embedding),
+            nearest,
+            rejected,
+        })
+    }
+
+    /// Stores `resp` as the answer to `req`, reusing `embedding` from a miss when given.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an invalid request or embedding; the embedder's errors.
+    pub async fn store(
+        &self,
+        req: &AiRequest,
+        resp: &AiResponse,
+        embedding: Option<Vec<f32>>,
+    ) -> Result<()> {
+        req.validate()?;
+        let question = req.prompt_text();
+        let embedding = match embedding {
+            Some(v) => normalise(v, self.dim)?,
+            None => self.embed_one(&question).await?,
+        };
+        let scope = self.scope_of(req);
+        let now = Instant::now();
+        let entry = Entry {
+            norm: normalise_text(&question),
+            salient: salience::extract(&question),
+            embedding,
+            answer: CachedAnswer {
+                output: resp.output.clone(),
+                model: resp.model.clone(),
+                usage: resp.usage,
+                question: question.clone(),
+            },
+            question,
+            expires: now + self.ttl,
+        };
+        let mut s = self.write();
+        self.expire(&mut s, now);
+        let idx = s.scopes.entry(scope.clone()).or_default();
+        if let Some(&old) = idx.exact.get(&entry.norm) {
+            idx.remove(old);
+            s.entries -= 1;
+        }
+        let idx = s.scopes.get_mut(&scope).expect("just inserted");
+        let id = idx.insert(entry, self.dim);
+        s.entries += 1;
+        s.order.push_back((scope, id, now + self.ttl));
+        while s.entries > self.capacity {
+            let Some((sc, id, _)) = s.order.pop_front() else {
+                break;
+            };
+            if Self::drop_entry(&mut s, &sc, id) {
+                self.counters.evictions.fetch_add(1, Relaxed);
+            }
+        }
+        Ok(())
+    }
+
+    fn drop_entry(s: &mut State, scope: &Scope, id: u32) -> bool {
+        let Some(idx) = s.scopes.get_mut(scope) else {
+            return false;
+        };
+        let removed = idx.remove(id);
+        if removed {
+            s.entries -= 1;
+        }
+        if idx.live == 0 {
+            s.scopes.remove(scope);
+        }
+        removed
+    }
+
+    fn expire(&self, s: &mut State, now: Instant) {
+        while s.order.front().is_some_and(|(_, _, exp)| *exp <= now) {
+            let (sc, id, _) = s.order.pop_front().expect("checked");
+            if Self::drop_entry(s, &sc, id) {
+                self.counters.expirations.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    async fn embed_one(&self, text: &str) -> Result<Vec<f32>> {
+        let mut v = self.embedder.embed(&[text.to_string()]).await?;
+        let v = v.pop().ok_or_else(|| Error::Backend {
+            what: "embedder".into(),
+            retryable: false,
+            source: "returned no vector".into(),
+        })?;
+        normalise(v, self.dim).map_err(|e| Error::Backend {
+            what: "embedder".into(),
+            retryable: false,
+            source: Box::new(e),
+        })
+    }
+
+    /// Removes every entry of `user` (e.g. when they delete their account).
+    pub fn forget_user(&self, user: UserId) -> usize {
+        let mut s = self.write();
+        let doomed: Vec<Scope> = s
+            .scopes
+            .keys()
+            .filter(|k| k.user == Some(user))
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for k in doomed {
+            if let Some(idx) = s.scopes.remove(&k) {
+                n += idx.live;
+            }
+        }
+        s.entries -= n;
+        n
+    }
+
+    /// Whether the cache would answer `b` with the answer stored for `a` (same scope),
+    /// at the default threshold.
+    ///
+    /// # Errors
+    /// The embedder's errors.
+    pub async fn decide(&self, a: &str, b: &str) -> Result<Decision> {
+        let v = self.embedder.embed(&[a.to_string(), b.to_string()]).await?;
+        let (va, vb) = (
+            normalise(v[0].clone(), self.dim)?,
+            normalise(v[1].clone(), self.dim)?,
+        );
+        let similarity = if normalise_text(a) == normalise_text(b) {
+            1.0
+        } else {
+            dot(&va, &vb)
+        };
+        let rejected = if self.salience && similarity < 1.0 {
+            salience::texts_conflict(a, b)
+        } else {
+            None
+        };
+        let hit = similarity >= self.threshold && rejected.is_none();
+        let mut score = if hit {
+            1.0
+        } else {
+            (similarity.max(0.0) / self.threshold).min(0.999_999)
+        };
+        if rejected.is_some() {
+            score *= 0.5;
+        }
+        Ok(Decision {
+            similarity,
+            threshold: self.threshold,
+            rejected,
+            hit,
+            score,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SemanticStats {
+        SemanticStats {
+            exact_hits: self.counters.exact.load(Relaxed),
+            semantic_hits: self.counters.semantic.load(Relaxed),
+            misses: self.counters.misses.load(Relaxed),
+            near_misses: self.counters.near.load(Relaxed),
+            salience_rejections: self.counters.rejected.load(Relaxed),
+            entries: self.read().entries as u64,
+            evictions: self.counters.evictions.load(Relaxed),
+            expirations: self.counters.expirations.load(Relaxed),
+        }
+    }
+}

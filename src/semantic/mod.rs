@@ -1,0 +1,122 @@
+//! The semantic cache: answers a paraphrased AI request from a stored answer, within
+//! the request's scope, and refuses look-alike questions whose meaning differs.
+//!
+//! - [`Embedder`] turns texts into unit vectors: [`HashingEmbedder`] (lexical, no
+//!   model), `MiniLmEmbedder` (feature `local-embeddings`: all-MiniLM-L6-v2 in pure
+//!   Rust), `OpenAiCompatibleEmbedder` (feature `openai`).
+//! - [`SemanticCache`] looks a request up in its [`Scope`]: first the exact
+//!   (normalised) text, then the nearest stored question by cosine similarity, accepted
+//!   only above the threshold **and** when the salient content agrees
+//!   ([`salience`]: numbers, names and identifiers, negation, the people involved).
+
+mod cache;
+mod hashing;
+mod hnsw;
+#[cfg(feature = "local-embeddings")]
+mod minilm;
+#[cfg(feature = "openai")]
+mod openai;
+pub mod salience;
+
+pub use cache::{
+    CachedAnswer, Decision, HitTier, Lookup, Scope, SemanticCache, SemanticCacheBuilder,
+    SemanticStats,
+};
+pub use hashing::HashingEmbedder;
+#[cfg(feature = "local-embeddings")]
+pub use minilm::MiniLmEmbedder;
+#[cfg(feature = "openai")]
+pub use openai::OpenAiCompatibleEmbedder;
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::error::{Error, Result};
+
+/// Longest text accepted for embedding, in bytes (MiniLM reads at most 256 tokens
+/// anyway; a longer text is refused rather than silently truncated at the door).
+pub const MAX_TEXT_BYTES: usize = 32 * 1024;
+
+/// Turns texts into L2-normalised vectors of a fixed dimension. Object safe.
+#[async_trait]
+pub trait Embedder: Send + Sync + 'static {
+    /// A short name, e.g. `"hashing"` or `"minilm"`.
+    fn name(&self) -> &str;
+
+    /// The vectors' dimension.
+    fn dimension(&self) -> usize;
+
+    /// The cosine threshold calibrated for this embedder (see the README's table):
+    /// the default of a [`SemanticCache`] built on it.
+    fn default_threshold(&self) -> f32;
+
+    /// One unit vector per text, in order.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an empty or over-long ([`MAX_TEXT_BYTES`]) text; `Backend`
+    /// when a model or service fails or returns a vector of the wrong dimension or
+    /// with NaN.
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>>;
+}
+
+fn _object_safe(_: &dyn Embedder) {}
+
+#[async_trait]
+impl<E: Embedder + ?Sized> Embedder for Arc<E> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    fn dimension(&self) -> usize {
+        (**self).dimension()
+    }
+    fn default_threshold(&self) -> f32 {
+        (**self).default_threshold()
+    }
+    async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
+        (**self).embed(texts).await
+    }
+}
+
+/// Checks the texts given to an embedder.
+pub(crate) fn check_texts(texts: &[String]) -> Result<()> {
+    for (i, t) in texts.iter().enumerate() {
+        if t.trim().is_empty() {
+            return Err(Error::invalid(format!("texts[{i}]"), "must not be empty"));
+        }
+        if t.len() > MAX_TEXT_BYTES {
+            return Err(Error::invalid(
+                format!("texts[{i}]"),
+                format!("{} bytes, at most {MAX_TEXT_BYTES}", t.len()),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a vector an embedder produced (or a caller supplied) and normalises it.
+///
+/// # Errors
+/// `InvalidInput` for a wrong dimension, a NaN or infinite component, or a zero vector.
+pub fn normalise(mut v: Vec<f32>, dimension: usize) -> Result<Vec<f32>> {
+    if v.len() != dimension {
+        return Err(Error::invalid(
+            "embedding",
+            format!("dimension {}, expected {dimension}", v.len()),
+        ));
+    }
+    if v.iter().any(|x| !x.is_finite()) {
+        return Err(Error::invalid("embedding", "contains NaN or infinity"));
+    }
+    let n = hnsw::dot(&v, &v).sqrt();
+    if n == 0.0 || !n.is_finite() {
+        return Err(Error::invalid("embedding", "zero vector"));
+    }
+    v.iter_mut().for_each(|x| *x /= n);
+    Ok(v)
+}
+
+/// Cosine similarity of two unit vectors.
+pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
+    hnsw::dot(a, b)
+}
