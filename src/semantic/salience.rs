@@ -2,11 +2,14 @@
 //! different things. Before a stored answer is served, the salient content of the
 //! two questions must agree:
 //!
-//! - **numbers** (digits, and the number words one to twelve),
-//! - **identifiers and names**: `backticked` text, `snake_case`, `CamelCase`,
-//!   `dotted.names`, letter-digit mixes, and capitalised words inside a sentence,
-//!   each of which must also appear in the other text (case-insensitively),
-//! - **negation** (not, never, no, without, …): present in both or in neither,
+//! - **numbers** (digits, and the number words two to twelve),
+//! - **identifiers**: `backticked` text, `snake_case`, `CamelCase`, `dotted.names`,
+//!   letter-digit mixes — each must also appear in the other text (ignoring case,
+//!   spaces and symbols),
+//! - **names**: capitalised words inside a sentence — refused when one name was
+//!   swapped for another (each text has a name the other lacks),
+//! - **negation** (not, no, never, without, non-, n't, absence, …): present in both
+//!   or in neither,
 //! - **the people involved** (partner, parents, ex, boss, kids, …): the same set.
 //!
 //! The check only ever rejects; it never turns a miss into a hit.
@@ -15,8 +18,8 @@ use std::collections::BTreeSet;
 
 use crate::text::words;
 
+/// Number words ("one" and "once" are left out: mostly a pronoun, an article or "when").
 const NUMBER_WORDS: &[(&str, &str)] = &[
-    ("one", "1"),
     ("two", "2"),
     ("three", "3"),
     ("four", "4"),
@@ -28,39 +31,14 @@ const NUMBER_WORDS: &[(&str, &str)] = &[
     ("ten", "10"),
     ("eleven", "11"),
     ("twelve", "12"),
-    ("once", "1"),
     ("twice", "2"),
+    ("double", "2"),
+    ("half", "0.5"),
 ];
 
 const NEGATIONS: &[&str] = &[
-    "not",
-    "no",
-    "never",
-    "without",
-    "nobody",
-    "nothing",
-    "neither",
-    "nor",
-    "none",
-    "cannot",
-    "can't",
-    "don't",
-    "doesn't",
-    "didn't",
-    "won't",
-    "isn't",
-    "aren't",
-    "wasn't",
-    "weren't",
-    "shouldn't",
-    "wouldn't",
-    "couldn't",
-    "haven't",
-    "hasn't",
-    "hadn't",
-    "stop",
-    "stopped",
-    "avoid",
+    "not", "no", "non", "never", "without", "nobody", "nothing", "neither", "nor", "none",
+    "cannot", "absence", "absent", "lack", "lacks", "lacking",
 ];
 
 /// People a coaching question can be about; plurals fold to the singular.
@@ -127,7 +105,11 @@ const PEOPLE: &[(&str, &str)] = &[
 pub struct Salient {
     /// Numbers, normalised (`"two"` → `"2"`, `"1,000"` → `"1000"`).
     pub numbers: BTreeSet<String>,
-    /// Identifiers and names, lowercased.
+    /// Identifiers (`backticked`, `snake_case`, `CamelCase`, `dotted.names`,
+    /// letter-digit mixes), lowercased: each must appear in the other text.
+    pub identifiers: BTreeSet<String>,
+    /// Capitalised words inside a sentence (names), lowercased: the texts conflict
+    /// when each has a name the other lacks (one name swapped for another).
     pub names: BTreeSet<String>,
     /// Whether the text negates.
     pub negated: bool,
@@ -160,32 +142,27 @@ pub fn extract(text: &str) -> Salient {
         };
         let inner = rest[a + 1..a + 1 + b].trim();
         if !inner.is_empty() {
-            s.names.insert(inner.to_lowercase());
+            s.identifiers.insert(inner.to_lowercase());
         }
         rest = &rest[a + 2 + b..];
     }
     let mut sentence_start = true;
+    let text = text.replace('\u{2019}', "'");
     for raw in text.split_whitespace() {
         let tok =
             raw.trim_matches(|c: char| !c.is_alphanumeric() && c != '_' && c != '-' && c != '\'');
-        let ends_sentence = raw.ends_with(['.', '?', '!', ':']);
+        let ends_sentence = raw.ends_with(['.', '?', '!', ':']) || raw.starts_with("```");
+        let list_marker = raw.ends_with(')')
+            && raw
+                .trim_start_matches('(')
+                .trim_end_matches(')')
+                .chars()
+                .all(|c| c.is_ascii_digit());
         if !tok.is_empty() {
             let lower = tok.to_lowercase();
-            let digits: String = tok
-                .chars()
-                .filter(|c| c.is_ascii_digit() || *c == '.')
-                .collect();
-            if tok
-                .chars()
-                .all(|c| c.is_ascii_digit() || c == ',' || c == '.')
-                && tok.chars().any(|c| c.is_ascii_digit())
-            {
-                s.numbers.insert(digits.trim_matches('.').to_string());
-            } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == lower) {
-                s.numbers.insert((*n).to_string());
-            }
             if is_identifier(tok) {
-                s.names.insert(lower.trim_end_matches('.').to_string());
+                s.identifiers
+                    .insert(lower.trim_end_matches('.').to_string());
             } else if !sentence_start
                 && tok.chars().next().is_some_and(char::is_uppercase)
                 && tok
@@ -194,11 +171,30 @@ pub fn extract(text: &str) -> Salient {
                     .all(|c| c.is_lowercase() || c == '\'' || c == '-')
                 && tok.len() > 1
             {
-                // A capitalised word inside a sentence: a name.
                 s.names.insert(lower.trim_end_matches("'s").to_string());
             }
-            if NEGATIONS.contains(&lower.as_str()) || lower.ends_with("n't") {
-                s.negated = true;
+            // Hyphenated words count part by part: "two-step", "no-code", "non-streaming".
+            for part in lower.split('-') {
+                if part.is_empty() {
+                    continue;
+                }
+                if !list_marker
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_digit() || c == ',' || c == '.')
+                    && part.chars().any(|c| c.is_ascii_digit())
+                {
+                    let digits: String = part
+                        .chars()
+                        .filter(|c| c.is_ascii_digit() || *c == '.')
+                        .collect();
+                    s.numbers.insert(digits.trim_matches('.').to_string());
+                } else if let Some((_, n)) = NUMBER_WORDS.iter().find(|(w, _)| *w == part) {
+                    s.numbers.insert((*n).to_string());
+                }
+                if NEGATIONS.contains(&part) || part.ends_with("n't") {
+                    s.negated = true;
+                }
             }
             let base = lower.trim_end_matches("'s").trim_end_matches('\'');
             if let Some((_, p)) = PEOPLE.iter().find(|(w, _)| *w == base) {
@@ -224,16 +220,38 @@ pub fn conflict(a_text: &str, a: &Salient, b_text: &str, b: &Salient) -> Option<
     }
     let a_words: BTreeSet<String> = words(a_text).collect();
     let b_words: BTreeSet<String> = words(b_text).collect();
-    let a_low = a_text.to_lowercase();
-    let b_low = b_text.to_lowercase();
-    let present =
-        |name: &str, ws: &BTreeSet<String>, low: &str| ws.contains(name) || low.contains(name);
-    if a.names.iter().any(|n| !present(n, &b_words, &b_low))
-        || b.names.iter().any(|n| !present(n, &a_words, &a_low))
+    let (a_flat, b_flat) = (compact(a_text), compact(b_text));
+    // Identifiers: each must appear in the other text (ignoring spaces and symbols).
+    let ident_in = |id: &str, flat: &str| {
+        let c = compact(id);
+        c.is_empty() || flat.contains(&c)
+    };
+    if a.identifiers.iter().any(|i| !ident_in(i, &b_flat))
+        || b.identifiers.iter().any(|i| !ident_in(i, &a_flat))
     {
-        return Some("names or identifiers differ");
+        return Some("identifiers differ");
+    }
+    // Names: a conflict only when one name was swapped for another.
+    let name_in = |n: &str, ws: &BTreeSet<String>, flat: &str| {
+        flat.contains(&compact(n))
+            || ws.iter().any(|w| {
+                w.len() >= 4 && n.len() >= 4 && (w.starts_with(n) || n.starts_with(w.as_str()))
+            })
+    };
+    let a_missing = a.names.iter().any(|n| !name_in(n, &b_words, &b_flat));
+    let b_missing = b.names.iter().any(|n| !name_in(n, &a_words, &a_flat));
+    if a_missing && b_missing {
+        return Some("names differ");
     }
     None
+}
+
+/// Lowercase letters and digits only.
+fn compact(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_alphanumeric())
+        .flat_map(char::to_lowercase)
+        .collect()
 }
 
 /// [`conflict`] on two raw texts.
