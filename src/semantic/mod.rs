@@ -120,3 +120,57 @@ pub fn normalise(mut v: Vec<f32>, dimension: usize) -> Result<Vec<f32>> {
 pub fn cosine(a: &[f32], b: &[f32]) -> f32 {
     hnsw::dot(a, b)
 }
+
+/// An approximate nearest-neighbour index (HNSW) over unit vectors, scored by cosine
+/// similarity: the index the [`SemanticCache`] keeps for scopes of 512 entries or
+/// more. Insert-only; ids are dense, in insertion order.
+#[derive(Debug, Clone)]
+pub struct VectorIndex {
+    graph: hnsw::Hnsw,
+    dim: usize,
+    len: usize,
+}
+
+impl VectorIndex {
+    /// An empty index for vectors of `dimension` entries.
+    pub fn new(dimension: usize) -> Self {
+        Self {
+            graph: hnsw::Hnsw::new(dimension),
+            dim: dimension,
+            len: 0,
+        }
+    }
+
+    /// Adds `v` (normalised here); returns its id.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a wrong dimension, NaN or a zero vector.
+    pub fn insert(&mut self, v: Vec<f32>) -> Result<u32> {
+        let v = normalise(v, self.dim)?;
+        self.len += 1;
+        Ok(self.graph.insert(&v))
+    }
+
+    /// The `k` most similar stored vectors to the unit vector `q`, most similar first,
+    /// searching `ef` candidates (default in the cache: 64; more is slower and finds
+    /// the true nearest more often).
+    ///
+    /// # Errors
+    /// `InvalidInput` for a query of the wrong dimension.
+    pub fn search(&self, q: &[f32], k: usize, ef: usize) -> Result<Vec<(u32, f32)>> {
+        if q.len() != self.dim {
+            return Err(Error::invalid("query", format!("dimension {}, expected {}", q.len(), self.dim)));
+        }
+        Ok(self.graph.search(q, k, ef, |_| true))
+    }
+
+    /// Vectors stored.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether nothing is stored.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+}
