@@ -41,13 +41,20 @@ impl Embedder for Probe {
 }
 
 fn probe(corrupt: Option<fn(Vec<f32>) -> Vec<f32>>) -> Arc<Probe> {
-    Arc::new(Probe { inner: HashingEmbedder::new(), calls: AtomicUsize::new(0), corrupt })
+    Arc::new(Probe {
+        inner: HashingEmbedder::new(),
+        calls: AtomicUsize::new(0),
+        corrupt,
+    })
 }
 
 fn answer(text: &str) -> AiResponse {
     AiResponse {
         output: json!({ "advice": text }),
-        usage: Usage { input_tokens: 20, output_tokens: 40 },
+        usage: Usage {
+            input_tokens: 20,
+            output_tokens: 40,
+        },
         usage_estimated: false,
         model: "sim-1".into(),
         backend: "sim".into(),
@@ -61,7 +68,9 @@ fn ask(user: UserId, agent: AgentType, q: &str) -> AiRequest {
 
 fn hit_text(l: &Lookup) -> Option<(HitTier, String)> {
     match l {
-        Lookup::Hit { answer, tier, .. } => Some((*tier, answer.output["advice"].as_str().unwrap().to_string())),
+        Lookup::Hit { answer, tier, .. } => {
+            Some((*tier, answer.output["advice"].as_str().unwrap().to_string()))
+        }
         Lookup::Miss { .. } => None,
     }
 }
@@ -71,23 +80,58 @@ async fn exact_and_paraphrased_questions_hit_within_the_users_scope() {
     let p = probe(None);
     let cache = SemanticCache::builder(p.clone()).build().unwrap();
     let (ana, ben) = (UserId::new(), UserId::new());
-    let q = ask(ana, AgentType::LearningCoach, "How can I listen better to my partner?");
-    let Lookup::Miss { embedding, .. } = cache.lookup(&q).await.unwrap() else { panic!("empty cache hit") };
-    cache.store(&q, &answer("reflect back"), embedding).await.unwrap();
-    assert_eq!(p.calls.load(Ordering::SeqCst), 1, "the miss's embedding was reused");
+    let q = ask(
+        ana,
+        AgentType::LearningCoach,
+        "How can I listen better to my partner?",
+    );
+    let Lookup::Miss { embedding, .. } = cache.lookup(&q).await.unwrap() else {
+        panic!("empty cache hit")
+    };
+    cache
+        .store(&q, &answer("reflect back"), embedding)
+        .await
+        .unwrap();
+    assert_eq!(
+        p.calls.load(Ordering::SeqCst),
+        1,
+        "the miss's embedding was reused"
+    );
 
     // Exact (normalised) text: no embedding needed.
-    let again = ask(ana, AgentType::LearningCoach, "  how can I listen better to my partner ");
-    assert_eq!(hit_text(&cache.lookup(&again).await.unwrap()), Some((HitTier::Exact, "reflect back".into())));
+    let again = ask(
+        ana,
+        AgentType::LearningCoach,
+        "  how can I listen better to my partner ",
+    );
+    assert_eq!(
+        hit_text(&cache.lookup(&again).await.unwrap()),
+        Some((HitTier::Exact, "reflect back".into()))
+    );
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     // A paraphrase with shared words.
-    let para = ask(ana, AgentType::LearningCoach, "How can I better listen to my partner?");
-    assert_eq!(hit_text(&cache.lookup(&para).await.unwrap()), Some((HitTier::Semantic, "reflect back".into())));
+    let para = ask(
+        ana,
+        AgentType::LearningCoach,
+        "How can I better listen to my partner?",
+    );
+    assert_eq!(
+        hit_text(&cache.lookup(&para).await.unwrap()),
+        Some((HitTier::Semantic, "reflect back".into()))
+    );
     // The same question from another user of a personal agent: a miss.
-    let other = ask(ben, AgentType::LearningCoach, "How can I listen better to my partner?");
+    let other = ask(
+        ben,
+        AgentType::LearningCoach,
+        "How can I listen better to my partner?",
+    );
     assert_eq!(hit_text(&cache.lookup(&other).await.unwrap()), None);
     // Another agent, model or temperature: another scope.
-    let agent = ask(ana, AgentType::CommunicationAdvisor, "How can I listen better to my partner?");
+    let agent = ask(
+        ana,
+        AgentType::CommunicationAdvisor,
+        "How can I listen better to my partner?",
+    );
     assert_eq!(hit_text(&cache.lookup(&agent).await.unwrap()), None);
     let mut warmer = q.clone();
     warmer.params.temperature = 0.9;
@@ -97,7 +141,10 @@ async fn exact_and_paraphrased_questions_hit_within_the_users_scope() {
     assert_eq!(hit_text(&cache.lookup(&model).await.unwrap()), None);
 
     let s = cache.stats();
-    assert_eq!((s.exact_hits, s.semantic_hits, s.misses, s.entries), (1, 1, 5, 1));
+    assert_eq!(
+        (s.exact_hits, s.semantic_hits, s.misses, s.entries),
+        (1, 1, 5, 1)
+    );
 }
 
 #[tokio::test]
@@ -106,9 +153,17 @@ async fn shared_agents_answer_every_user() {
         .shared(AgentType::InsightGenerator)
         .build()
         .unwrap();
-    let q = ask(UserId::new(), AgentType::InsightGenerator, "What helps couples communicate?");
+    let q = ask(
+        UserId::new(),
+        AgentType::InsightGenerator,
+        "What helps couples communicate?",
+    );
     cache.store(&q, &answer("talk daily"), None).await.unwrap();
-    let other = ask(UserId::new(), AgentType::InsightGenerator, "What helps couples communicate?");
+    let other = ask(
+        UserId::new(),
+        AgentType::InsightGenerator,
+        "What helps couples communicate?",
+    );
     assert!(hit_text(&cache.lookup(&other).await.unwrap()).is_some());
     assert!(!cache.is_personal(AgentType::InsightGenerator));
     assert!(cache.is_personal(AgentType::LearningCoach));
@@ -116,7 +171,10 @@ async fn shared_agents_answer_every_user() {
 
 #[tokio::test]
 async fn look_alikes_with_another_meaning_are_refused() {
-    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new())).threshold(0.3).build().unwrap();
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .threshold(0.3)
+        .build()
+        .unwrap();
     let u = UserId::new();
     let stored = [
         "How do I stop arguing with my partner?",
@@ -125,18 +183,37 @@ async fn look_alikes_with_another_meaning_are_refused() {
         "Why does my partner listen to me?",
     ];
     for s in stored {
-        cache.store(&ask(u, AgentType::CommunicationAdvisor, s), &answer(s), None).await.unwrap();
+        cache
+            .store(
+                &ask(u, AgentType::CommunicationAdvisor, s),
+                &answer(s),
+                None,
+            )
+            .await
+            .unwrap();
     }
     for (q, why) in [
-        ("How do I stop arguing with my partner's parents?", "people differ"),
+        (
+            "How do I stop arguing with my partner's parents?",
+            "people differ",
+        ),
         ("How can we plan 3 date nights a month?", "numbers differ"),
         ("Should I tell Emma about the gift?", "names differ"),
         ("Why doesn't my partner listen to me?", "negation differs"),
     ] {
-        match cache.lookup(&ask(u, AgentType::CommunicationAdvisor, q)).await.unwrap() {
-            Lookup::Miss { rejected, nearest, .. } => {
+        match cache
+            .lookup(&ask(u, AgentType::CommunicationAdvisor, q))
+            .await
+            .unwrap()
+        {
+            Lookup::Miss {
+                rejected, nearest, ..
+            } => {
                 assert_eq!(rejected, Some(why), "{q}");
-                assert!(nearest.unwrap() >= 0.3, "{q}: the look-alike was a candidate");
+                assert!(
+                    nearest.unwrap() >= 0.3,
+                    "{q}: the look-alike was a candidate"
+                );
             }
             hit => panic!("{q}: false hit {hit:?}"),
         }
@@ -150,23 +227,73 @@ async fn look_alikes_with_another_meaning_are_refused() {
 
 #[tokio::test(start_paused = true)]
 async fn entries_expire_and_capacity_evicts_the_oldest() {
-    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new())).capacity(3).build().unwrap();
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .capacity(3)
+        .build()
+        .unwrap();
     let u = UserId::new();
-    let qs = ["first question about trust", "second question about money", "third question about chores", "fourth question about holidays"];
+    let qs = [
+        "first question about trust",
+        "second question about money",
+        "third question about chores",
+        "fourth question about holidays",
+    ];
     for (i, q) in qs.iter().enumerate() {
-        cache.store(&ask(u, AgentType::LearningCoach, q), &answer(q), None).await.unwrap();
+        cache
+            .store(&ask(u, AgentType::LearningCoach, q), &answer(q), None)
+            .await
+            .unwrap();
         tokio::time::advance(Duration::from_secs(60 * i as u64)).await;
     }
     let s = cache.stats();
     assert_eq!((s.entries, s.evictions), (3, 1));
-    assert!(hit_text(&cache.lookup(&ask(u, AgentType::LearningCoach, qs[0])).await.unwrap()).is_none());
-    assert!(hit_text(&cache.lookup(&ask(u, AgentType::LearningCoach, qs[3])).await.unwrap()).is_some());
+    assert!(
+        hit_text(
+            &cache
+                .lookup(&ask(u, AgentType::LearningCoach, qs[0]))
+                .await
+                .unwrap()
+        )
+        .is_none()
+    );
+    assert!(
+        hit_text(
+            &cache
+                .lookup(&ask(u, AgentType::LearningCoach, qs[3]))
+                .await
+                .unwrap()
+        )
+        .is_some()
+    );
     // Default TTL 24 h: just before, a hit; after, a miss.
     tokio::time::advance(Duration::from_secs(24 * 3600 - 400)).await;
-    assert!(hit_text(&cache.lookup(&ask(u, AgentType::LearningCoach, qs[3])).await.unwrap()).is_some());
+    assert!(
+        hit_text(
+            &cache
+                .lookup(&ask(u, AgentType::LearningCoach, qs[3]))
+                .await
+                .unwrap()
+        )
+        .is_some()
+    );
     tokio::time::advance(Duration::from_secs(400)).await;
-    assert!(hit_text(&cache.lookup(&ask(u, AgentType::LearningCoach, qs[3])).await.unwrap()).is_none());
-    cache.store(&ask(u, AgentType::LearningCoach, "a new one"), &answer("x"), None).await.unwrap();
+    assert!(
+        hit_text(
+            &cache
+                .lookup(&ask(u, AgentType::LearningCoach, qs[3]))
+                .await
+                .unwrap()
+        )
+        .is_none()
+    );
+    cache
+        .store(
+            &ask(u, AgentType::LearningCoach, "a new one"),
+            &answer("x"),
+            None,
+        )
+        .await
+        .unwrap();
     let s = cache.stats();
     assert_eq!((s.entries, s.expirations), (1, 3));
 }
@@ -178,12 +305,18 @@ async fn large_scopes_switch_to_the_graph_and_still_find_their_entries() {
         .build()
         .unwrap();
     let u = UserId::new();
-    let topics = ["trust", "money", "chores", "holidays", "in-laws", "intimacy", "jealousy", "hobbies", "careers", "moving"];
+    let topics = [
+        "trust", "money", "chores", "holidays", "in-laws", "intimacy", "jealousy", "hobbies",
+        "careers", "moving",
+    ];
     let mut n = 0;
     for i in 0..120 {
         for t in topics {
             let q = format!("Question {i} about {t} and how couples handle {t} number {i}");
-            cache.store(&ask(u, AgentType::InsightGenerator, &q), &answer(&q), None).await.unwrap();
+            cache
+                .store(&ask(u, AgentType::InsightGenerator, &q), &answer(&q), None)
+                .await
+                .unwrap();
             n += 1;
         }
     }
@@ -191,7 +324,12 @@ async fn large_scopes_switch_to_the_graph_and_still_find_their_entries() {
     let mut found = 0;
     for i in (0..120).step_by(7) {
         let q = format!("Question {i} about money and how couples handle money number {i}");
-        if let Some((_, text)) = hit_text(&cache.lookup(&ask(UserId::new(), AgentType::InsightGenerator, &q)).await.unwrap()) {
+        if let Some((_, text)) = hit_text(
+            &cache
+                .lookup(&ask(UserId::new(), AgentType::InsightGenerator, &q))
+                .await
+                .unwrap(),
+        ) {
             assert_eq!(text, q);
             found += 1;
         }
@@ -199,26 +337,48 @@ async fn large_scopes_switch_to_the_graph_and_still_find_their_entries() {
     assert_eq!(found, 18);
     // Reworded (not exact): the nearest entry in a 1,200-entry scope is found through the graph.
     let q = "How do couples handle money? Question 35 about money, number 35";
-    let hit = hit_text(&cache.lookup(&ask(u, AgentType::InsightGenerator, q)).await.unwrap());
-    assert_eq!(hit.map(|h| h.1), Some("Question 35 about money and how couples handle money number 35".to_string()));
+    let hit = hit_text(
+        &cache
+            .lookup(&ask(u, AgentType::InsightGenerator, q))
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        hit.map(|h| h.1),
+        Some("Question 35 about money and how couples handle money number 35".to_string())
+    );
 }
 
 #[tokio::test]
 async fn bad_input_is_an_error_not_a_panic() {
-    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new())).build().unwrap();
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .build()
+        .unwrap();
     let u = UserId::new();
-    let e = cache.lookup(&ask(u, AgentType::LearningCoach, "   ")).await.unwrap_err();
+    let e = cache
+        .lookup(&ask(u, AgentType::LearningCoach, "   "))
+        .await
+        .unwrap_err();
     assert_eq!(e.invalid_field(), Some("input"));
-    let e = cache.lookup(&ask(u, AgentType::LearningCoach, &"x".repeat(1_000_000))).await.unwrap_err();
+    let e = cache
+        .lookup(&ask(u, AgentType::LearningCoach, &"x".repeat(1_000_000)))
+        .await
+        .unwrap_err();
     assert_eq!(e.invalid_field(), Some("input"));
     let q = ask(u, AgentType::LearningCoach, "fine question");
-    let e = cache.store(&q, &answer("a"), Some(vec![0.1; 10])).await.unwrap_err();
+    let e = cache
+        .store(&q, &answer("a"), Some(vec![0.1; 10]))
+        .await
+        .unwrap_err();
     assert_eq!(e.invalid_field(), Some("embedding"));
     let mut nan = vec![0.1f32; 384];
     nan[7] = f32::NAN;
     let e = cache.store(&q, &answer("a"), Some(nan)).await.unwrap_err();
     assert_eq!(e.invalid_field(), Some("embedding"));
-    let e = HashingEmbedder::new().embed(&["".into()]).await.unwrap_err();
+    let e = HashingEmbedder::new()
+        .embed(&["".into()])
+        .await
+        .unwrap_err();
     assert_eq!(e.invalid_field(), Some("texts[0]"));
 
     // An embedder that returns NaN or the wrong dimension: a backend error.
@@ -230,13 +390,19 @@ async fn bad_input_is_an_error_not_a_panic() {
     .unwrap();
     let e = bad.lookup(&q).await.unwrap_err();
     assert!(matches!(e, Error::Backend { .. }), "{e:?}");
-    let short = SemanticCache::builder(probe(Some(|v| v[..100].to_vec()))).build().unwrap();
-    assert!(matches!(short.lookup(&q).await.unwrap_err(), Error::Backend { .. }));
+    let short = SemanticCache::builder(probe(Some(|v| v[..100].to_vec())))
+        .build()
+        .unwrap();
+    assert!(matches!(
+        short.lookup(&q).await.unwrap_err(),
+        Error::Backend { .. }
+    ));
 
     for b in [
         SemanticCache::builder(Arc::new(HashingEmbedder::new())).threshold(0.0),
         SemanticCache::builder(Arc::new(HashingEmbedder::new())).threshold(1.5),
-        SemanticCache::builder(Arc::new(HashingEmbedder::new())).agent_threshold(AgentType::LearningCoach, f32::NAN),
+        SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+            .agent_threshold(AgentType::LearningCoach, f32::NAN),
         SemanticCache::builder(Arc::new(HashingEmbedder::new())).ttl(Duration::ZERO),
         SemanticCache::builder(Arc::new(HashingEmbedder::new())).capacity(0),
     ] {

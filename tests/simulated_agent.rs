@@ -35,21 +35,41 @@ async fn same_seed_same_run_and_latency_costs_no_real_time() {
     let (a, b, c) = (run(7).await, run(7).await, run(8).await);
     assert_eq!(a, b);
     assert_ne!(a, c);
-    assert!(real.elapsed() < Duration::from_secs(5), "paused clock: simulated latency is free");
+    assert!(
+        real.elapsed() < Duration::from_secs(5),
+        "paused clock: simulated latency is free"
+    );
     // Latency around the 800 ms median, under a few seconds.
     let mut lat: Vec<Duration> = a.iter().map(|x| x.0).collect();
     lat.sort();
-    assert!(lat[25] > Duration::from_millis(400) && lat[25] < Duration::from_millis(1600), "{:?}", lat[25]);
+    assert!(
+        lat[25] > Duration::from_millis(400) && lat[25] < Duration::from_millis(1600),
+        "{:?}",
+        lat[25]
+    );
 }
 
 #[tokio::test(start_paused = true)]
 async fn failures_follow_the_rate_and_outages_their_window() {
-    let a = SimulatedAgent::builder("flaky").seed(1).failure_rate(0.3).latency(Duration::ZERO, Duration::ZERO).build().unwrap();
+    let a = SimulatedAgent::builder("flaky")
+        .seed(1)
+        .failure_rate(0.3)
+        .latency(Duration::ZERO, Duration::ZERO)
+        .build()
+        .unwrap();
     let results = a.complete_batch(&reqs(1000)).await;
     let failed = results.iter().filter(|r| r.is_err()).count();
-    assert!((250..=350).contains(&failed), "{failed} of 1000 failed at rate 0.3");
+    assert!(
+        (250..=350).contains(&failed),
+        "{failed} of 1000 failed at rate 0.3"
+    );
     assert!(results.iter().flatten().all(|r| r.backend == "flaky"));
-    assert!(results.iter().filter_map(|r| r.as_ref().err()).all(|e| e.is_retryable()));
+    assert!(
+        results
+            .iter()
+            .filter_map(|r| r.as_ref().err())
+            .all(|e| e.is_retryable())
+    );
     assert_eq!(a.calls(), 1000);
 
     let down = SimulatedAgent::builder("down")
@@ -67,13 +87,34 @@ async fn failures_follow_the_rate_and_outages_their_window() {
 
 #[tokio::test]
 async fn answers_are_per_agent_and_validated() {
-    let a = SimulatedAgent::builder("coach").serves(&[AgentType::LearningCoach]).latency(Duration::ZERO, Duration::ZERO).build().unwrap();
+    let a = SimulatedAgent::builder("coach")
+        .serves(&[AgentType::LearningCoach])
+        .latency(Duration::ZERO, Duration::ZERO)
+        .build()
+        .unwrap();
     assert!(a.serves(AgentType::LearningCoach) && !a.serves(AgentType::ProgressTracker));
-    let r = a.complete(&AiRequest::new(UserId::new(), AgentType::LearningCoach, "How can I be more patient?")).await.unwrap();
+    let r = a
+        .complete(&AiRequest::new(
+            UserId::new(),
+            AgentType::LearningCoach,
+            "How can I be more patient?",
+        ))
+        .await
+        .unwrap();
     assert!(r.output["advice"].is_string());
     assert_eq!(r.output["about"], "How can I be more patient?");
     assert!(r.usage.input_tokens > 0 && r.usage.output_tokens > 0);
-    let e = a.complete(&AiRequest::new(UserId::new(), AgentType::LearningCoach, "")).await.unwrap_err();
+    let e = a
+        .complete(&AiRequest::new(UserId::new(), AgentType::LearningCoach, ""))
+        .await
+        .unwrap_err();
     assert_eq!(e.invalid_field(), Some("input"));
-    assert_eq!(SimulatedAgent::builder("x").failure_rate(1.5).build().unwrap_err().invalid_field(), Some("failure_rate"));
+    assert_eq!(
+        SimulatedAgent::builder("x")
+            .failure_rate(1.5)
+            .build()
+            .unwrap_err()
+            .invalid_field(),
+        Some("failure_rate")
+    );
 }

@@ -3,7 +3,6 @@
 use std::hash::BuildHasher;
 use std::num::NonZeroUsize;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -23,19 +22,20 @@ use crate::error::{Error, Result};
 #[derive(Debug)]
 pub struct MemoryCache {
     shards: Box<[Mutex<Shard>]>,
-    hasher: std::collections::hash_map::RandomState,
+    hasher: lru::DefaultHasher,
     default_ttl: Duration,
     shard_bytes: usize,
-    hits: AtomicU64,
-    misses: AtomicU64,
-    evictions: AtomicU64,
-    expirations: AtomicU64,
 }
 
 #[derive(Debug)]
 struct Shard {
     map: LruCache<Box<str>, Entry>,
     bytes: usize,
+    // Counted under the shard's lock: no shared atomics for threads to fight over.
+    hits: u64,
+    misses: u64,
+    evictions: u64,
+    expirations: u64,
 }
 
 #[derive(Debug)]
@@ -121,16 +121,16 @@ impl MemoryCacheBuilder {
                     Mutex::new(Shard {
                         map: LruCache::new(per_shard),
                         bytes: 0,
+                        hits: 0,
+                        misses: 0,
+                        evictions: 0,
+                        expirations: 0,
                     })
                 })
                 .collect(),
             hasher: Default::default(),
             default_ttl: self.default_ttl,
             shard_bytes: self.max_bytes / self.shards,
-            hits: AtomicU64::new(0),
-            misses: AtomicU64::new(0),
-            evictions: AtomicU64::new(0),
-            expirations: AtomicU64::new(0),
         })
     }
 }
@@ -170,15 +170,14 @@ impl MemoryCache {
             Some(_) => {
                 let (k, e) = s.map.pop_entry(key).expect("present");
                 s.bytes -= cost(&k, &e.value);
-                self.expirations.fetch_add(1, Relaxed);
+                s.expirations += 1;
                 None
             }
             None => None,
         };
-        drop(s);
         match &found {
-            Some(_) => self.hits.fetch_add(1, Relaxed),
-            None => self.misses.fetch_add(1, Relaxed),
+            Some(_) => s.hits += 1,
+            None => s.misses += 1,
         };
         found
     }
@@ -208,7 +207,7 @@ impl MemoryCache {
         if let Some((k, old)) = s.map.push(key.into(), Entry { value, expires }) {
             s.bytes -= cost(&k, &old.value);
             if &*k != key {
-                self.evictions.fetch_add(1, Relaxed);
+                s.evictions += 1;
             }
         }
         s.bytes += c;
@@ -217,7 +216,7 @@ impl MemoryCache {
                 break;
             };
             s.bytes -= cost(&k, &old.value);
-            self.evictions.fetch_add(1, Relaxed);
+            s.evictions += 1;
         }
         Ok(())
     }
@@ -250,19 +249,16 @@ impl Cache for MemoryCache {
     }
 
     fn stats(&self) -> CacheStats {
-        let (mut entries, mut bytes) = (0u64, 0u64);
+        let mut st = CacheStats::default();
         for s in self.shards.iter() {
             let s = s.lock().unwrap_or_else(|e| e.into_inner());
-            entries += s.map.len() as u64;
-            bytes += s.bytes as u64;
+            st.entries += s.map.len() as u64;
+            st.bytes += s.bytes as u64;
+            st.hits += s.hits;
+            st.misses += s.misses;
+            st.evictions += s.evictions;
+            st.expirations += s.expirations;
         }
-        CacheStats {
-            hits: self.hits.load(Relaxed),
-            misses: self.misses.load(Relaxed),
-            evictions: self.evictions.load(Relaxed),
-            expirations: self.expirations.load(Relaxed),
-            entries,
-            bytes,
-        }
+        st
     }
 }

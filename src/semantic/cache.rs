@@ -310,7 +310,8 @@ impl SemanticCacheBuilder {
         self
     }
 
-    /// HNSW search breadth for large scopes. Default: 64.
+    /// HNSW search breadth for large scopes. Default: 32 (at 100,000 entries it finds
+    /// the true nearest neighbour for 97.5 % of queries; see `benches/semantic.rs`).
     pub fn ef_search(mut self, ef: usize) -> Self {
         self.ef_search = ef;
         self
@@ -411,7 +412,7 @@ impl SemanticCache {
             ttl: Duration::from_secs(24 * 3600),
             capacity: 100_000,
             salience: true,
-            ef_search: 64,
+            ef_search: 32,
         }
     }
 

@@ -152,14 +152,17 @@ impl VectorIndex {
     }
 
     /// The `k` most similar stored vectors to the unit vector `q`, most similar first,
-    /// searching `ef` candidates (default in the cache: 64; more is slower and finds
+    /// searching `ef` candidates (default in the cache: 32; more is slower and finds
     /// the true nearest more often).
     ///
     /// # Errors
     /// `InvalidInput` for a query of the wrong dimension.
     pub fn search(&self, q: &[f32], k: usize, ef: usize) -> Result<Vec<(u32, f32)>> {
         if q.len() != self.dim {
-            return Err(Error::invalid("query", format!("dimension {}, expected {}", q.len(), self.dim)));
+            return Err(Error::invalid(
+                "query",
+                format!("dimension {}, expected {}", q.len(), self.dim),
+            ));
         }
         Ok(self.graph.search(q, k, ef, |_| true))
     }
