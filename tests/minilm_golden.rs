@@ -94,3 +94,66 @@ async fn bad_input_is_refused_without_panicking() {
     let e = MiniLmEmbedder::load("/nonexistent").unwrap_err();
     assert_eq!(e.invalid_field(), Some("model_dir"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_semantic_cache_on_minilm_hits_paraphrases_and_refuses_look_alikes() {
+    use kasama::agent::{AiRequest, AiResponse, Usage};
+    use kasama::prelude::*;
+    use kasama::semantic::{HitTier, Lookup, SemanticCache};
+    use std::sync::Arc;
+
+    let Some(dir) = model_dir() else { return };
+    // 0.80 rather than the default 0.85, so that the look-alike below is a candidate
+    // and only the salience check stands between it and a false hit.
+    let cache = SemanticCache::builder(Arc::new(MiniLmEmbedder::load(&dir).unwrap()))
+        .threshold(0.80)
+        .build()
+        .unwrap();
+    let u = UserId::new();
+    let q = AiRequest::new(
+        u,
+        AgentType::CommunicationAdvisor,
+        "How do I stop arguing with my partner?",
+    );
+    let resp = AiResponse {
+        output: serde_json::json!({"suggestion": "agree on a pause word"}),
+        usage: Usage {
+            input_tokens: 10,
+            output_tokens: 10,
+        },
+        usage_estimated: false,
+        model: "m".into(),
+        backend: "b".into(),
+        latency: std::time::Duration::ZERO,
+    };
+    cache.store(&q, &resp, None).await.unwrap();
+    let para = AiRequest::new(
+        u,
+        AgentType::CommunicationAdvisor,
+        "How can I stop arguing with my partner?",
+    );
+    match cache.lookup(&para).await.unwrap() {
+        Lookup::Hit {
+            tier, similarity, ..
+        } => {
+            assert_eq!(tier, HitTier::Semantic);
+            assert!(similarity >= 0.80);
+        }
+        miss => panic!("paraphrase missed: {miss:?}"),
+    }
+    let other = AiRequest::new(
+        u,
+        AgentType::CommunicationAdvisor,
+        "How do I stop arguing with my partner's parents?",
+    );
+    match cache.lookup(&other).await.unwrap() {
+        Lookup::Miss {
+            nearest, rejected, ..
+        } => {
+            // Close enough in embedding space to be a candidate; refused for its meaning.
+            assert!(nearest.unwrap() >= 0.80, "{nearest:?}");
+            assert_eq!(rejected, Some("people differ"));
+        }
+        hit => panic!("false hit: {hit:?}"),
+    }
+}
