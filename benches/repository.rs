@@ -173,7 +173,7 @@ async fn seed(c: &Client) {
            FROM generate_series(1, 100000 - (SELECT count(*) FROM progress)::int) i
            JOIN u ON u.n = 1 + i % 999 JOIN pr ON pr.n = 1 + i % 50;
          INSERT INTO ai_interactions (id, user_id, agent_type, model, input, output, input_tokens, output_tokens,
-                                      cost_micros, saved_micros, latency_ms, cache_hit, success, created_at)
+                                      cost_nanos, saved_nanos, latency_ms, cache_hit, success, created_at)
            SELECT gen_random_uuid(), u.id,
                   (ARRAY['assessment_analyst','learning_coach','progress_tracker','insight_generator','communication_advisor'])[1 + i % 5]::agent_type,
                   'gpt-4o-mini', '{\"q\": \"hello\"}', '{\"a\": \"hi\"}', 100 + i % 50, 50 + i % 30,

@@ -145,8 +145,8 @@ fn interaction(
         output: json!({"a": "Reflect back what you heard."}),
         input_tokens: 100,
         output_tokens: 50,
-        cost_micros: cost,
-        saved_micros: 0,
+        cost_nanos: cost,
+        saved_nanos: 0,
         latency_ms: 100,
         cache_hit: false,
         success: true,
@@ -916,7 +916,7 @@ async fn interactions(repo: Repo) {
         .record_interaction(ua, interaction(a, AgentType::LearningCoach, 1234, None))
         .await
         .unwrap();
-    assert_eq!(one.cost_micros, 1234);
+    assert_eq!(one.cost_nanos, 1234);
     assert_eq!(one.agent_type, AgentType::LearningCoach);
     assert!(
         repo.record_interaction(ua, interaction(b, AgentType::LearningCoach, 1, None))
@@ -992,10 +992,10 @@ async fn interactions(repo: Repo) {
         0
     );
 
-    let total: i64 = batch.iter().map(|b| b.cost_micros).sum::<i64>() + 1234;
+    let total: i64 = batch.iter().map(|b| b.cost_nanos).sum::<i64>() + 1234;
     let all = repo.ai_cost_analysis(S, None, None).await.unwrap();
     assert_eq!(all.total_requests, 501);
-    assert_eq!(all.total_cost_micros, total);
+    assert_eq!(all.total_cost_nanos, total);
 }
 
 async fn statistics(repo: Repo) {
@@ -1269,7 +1269,7 @@ async fn cost_analysis(repo: Repo) {
         interaction(b, AgentType::LearningCoach, 5000, d3),
     ];
     rows[1].cache_hit = true;
-    rows[1].saved_micros = 1000;
+    rows[1].saved_nanos = 1000;
     rows[1].latency_ms = 10;
     rows[1].input_tokens = 0;
     rows[1].output_tokens = 0;
@@ -1291,7 +1291,7 @@ async fn cost_analysis(repo: Repo) {
         (4, 3, 1)
     );
     assert_eq!(c.cache_hit_rate, 0.25);
-    assert_eq!((c.total_cost_micros, c.saved_micros), (5000, 1000));
+    assert_eq!((c.total_cost_nanos, c.saved_nanos), (5000, 1000));
     assert_eq!((c.input_tokens, c.output_tokens), (400, 200));
     assert_eq!(c.average_latency_ms, Some(152.5));
     let agents: Vec<_> = c
@@ -1302,7 +1302,7 @@ async fn cost_analysis(repo: Repo) {
                 x.agent_type,
                 x.requests,
                 x.cache_hits,
-                x.cost_micros,
+                x.cost_nanos,
                 x.average_latency_ms,
             )
         })
@@ -1322,12 +1322,12 @@ async fn cost_analysis(repo: Repo) {
             DailyCost {
                 date: day(2),
                 requests: 2,
-                cost_micros: 1000
+                cost_nanos: 1000
             },
             DailyCost {
                 date: day(3),
                 requests: 2,
-                cost_micros: 4000
+                cost_nanos: 4000
             },
         ]
     );
@@ -1342,11 +1342,11 @@ async fn cost_analysis(repo: Repo) {
 
     let all = repo.ai_cost_analysis(S, None, march).await.unwrap();
     assert_eq!(
-        (all.user_id, all.total_requests, all.total_cost_micros),
+        (all.user_id, all.total_requests, all.total_cost_nanos),
         (None, 5, 10000)
     );
     assert_eq!(all.per_agent[0].agent_type, AgentType::LearningCoach);
-    assert_eq!(all.per_agent[0].cost_micros, 6000);
+    assert_eq!(all.per_agent[0].cost_nanos, 6000);
     assert!(
         repo.ai_cost_analysis(ua, None, march)
             .await
@@ -1677,9 +1677,9 @@ async fn bad_input(repo: Repo) {
     let mut i = interaction(a, AgentType::LearningCoach, -1, None);
     assert_eq!(
         field(repo.record_interaction(ua, i.clone()).await.unwrap_err()),
-        "[0].cost_micros"
+        "[0].cost_nanos"
     );
-    i.cost_micros = 1;
+    i.cost_nanos = 1;
     i.output = big;
     assert_eq!(
         field(repo.record_interaction(ua, i).await.unwrap_err()),

@@ -103,10 +103,10 @@ pub struct CostAnalysis {
     pub cache_hits: i64,
     /// `cache_hits ÷ total_requests`; 0 when there are none.
     pub cache_hit_rate: f64,
-    /// Total cost in micro-dollars (exact).
-    pub total_cost_micros: i64,
-    /// What cache hits saved, in micro-dollars.
-    pub saved_micros: i64,
+    /// Total cost in nano-dollars (1e-9 $) (exact).
+    pub total_cost_nanos: i64,
+    /// What cache hits saved, in nano-dollars (1e-9 $).
+    pub saved_nanos: i64,
     /// Input tokens billed.
     pub input_tokens: i64,
     /// Output tokens billed.
@@ -131,8 +131,8 @@ pub struct AgentCost {
     pub requests: i64,
     /// Of which cache hits.
     pub cache_hits: i64,
-    /// Cost in micro-dollars.
-    pub cost_micros: i64,
+    /// Cost in nano-dollars (1e-9 $).
+    pub cost_nanos: i64,
     /// Mean latency in milliseconds.
     pub average_latency_ms: f64,
 }
@@ -144,8 +144,8 @@ pub struct DailyCost {
     pub date: NaiveDate,
     /// Interactions.
     pub requests: i64,
-    /// Cost in micro-dollars.
-    pub cost_micros: i64,
+    /// Cost in nano-dollars (1e-9 $).
+    pub cost_nanos: i64,
 }
 
 /// Figures about the whole system (service only).

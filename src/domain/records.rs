@@ -633,10 +633,10 @@ pub struct AiInteraction {
     pub input_tokens: i32,
     /// Output tokens billed.
     pub output_tokens: i32,
-    /// What it cost, in micro-dollars (exact).
-    pub cost_micros: i64,
-    /// What a cache hit saved, in micro-dollars.
-    pub saved_micros: i64,
+    /// What it cost, in nano-dollars (1e-9 $) (exact).
+    pub cost_nanos: i64,
+    /// What a cache hit saved, in nano-dollars (1e-9 $).
+    pub saved_nanos: i64,
     /// End-to-end latency in milliseconds.
     pub latency_ms: i32,
     /// Whether it was answered from a cache.
@@ -666,10 +666,10 @@ pub struct NewAiInteraction {
     pub input_tokens: i32,
     /// Output tokens, ≥ 0.
     pub output_tokens: i32,
-    /// Cost in micro-dollars, ≥ 0.
-    pub cost_micros: i64,
-    /// Saved by a cache hit, in micro-dollars, ≥ 0.
-    pub saved_micros: i64,
+    /// Cost in nano-dollars (1e-9 $), ≥ 0.
+    pub cost_nanos: i64,
+    /// Saved by a cache hit, in nano-dollars (1e-9 $), ≥ 0.
+    pub saved_nanos: i64,
     /// Latency in milliseconds, ≥ 0.
     pub latency_ms: i32,
     /// Whether answered from a cache.
@@ -695,8 +695,8 @@ impl NewAiInteraction {
             0,
             i32::MAX.into(),
         )?;
-        v::range("cost_micros", self.cost_micros, 0, i64::MAX)?;
-        v::range("saved_micros", self.saved_micros, 0, i64::MAX)?;
+        v::range("cost_nanos", self.cost_nanos, 0, i64::MAX)?;
+        v::range("saved_nanos", self.saved_nanos, 0, i64::MAX)?;
         v::range("latency_ms", self.latency_ms.into(), 0, i32::MAX.into())
     }
 }

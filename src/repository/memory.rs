@@ -999,11 +999,11 @@ impl Repository for InMemoryRepository {
             let a = agents.entry(i.agent_type).or_default();
             a.0 += 1;
             a.1 += i64::from(i.cache_hit);
-            a.2 += i.cost_micros;
+            a.2 += i.cost_nanos;
             a.3 += i64::from(i.latency_ms);
             let d = days.entry(i.created_at.date_naive()).or_default();
             d.0 += 1;
-            d.1 += i.cost_micros;
+            d.1 += i.cost_nanos;
         }
         let mut per_agent: Vec<AgentCost> = agents
             .into_iter()
@@ -1011,13 +1011,13 @@ impl Repository for InMemoryRepository {
                 agent_type,
                 requests: n,
                 cache_hits: h,
-                cost_micros: c,
+                cost_nanos: c,
                 average_latency_ms: l as f64 / n as f64,
             })
             .collect();
         per_agent.sort_by(|a, b| {
-            b.cost_micros
-                .cmp(&a.cost_micros)
+            b.cost_nanos
+                .cmp(&a.cost_nanos)
                 .then_with(|| a.agent_type.as_str().cmp(b.agent_type.as_str()))
         });
         let mut c = CostAnalysis {
@@ -1028,18 +1028,18 @@ impl Repository for InMemoryRepository {
             successful_requests: rows.iter().filter(|i| i.success).count() as i64,
             cache_hits: hits,
             cache_hit_rate: mean(hits, total).unwrap_or(0.0),
-            total_cost_micros: rows.iter().map(|i| i.cost_micros).sum(),
-            saved_micros: rows.iter().map(|i| i.saved_micros).sum(),
+            total_cost_nanos: rows.iter().map(|i| i.cost_nanos).sum(),
+            saved_nanos: rows.iter().map(|i| i.saved_nanos).sum(),
             input_tokens: rows.iter().map(|i| i64::from(i.input_tokens)).sum(),
             output_tokens: rows.iter().map(|i| i64::from(i.output_tokens)).sum(),
             average_latency_ms: mean(rows.iter().map(|i| i64::from(i.latency_ms)).sum(), total),
             per_agent,
             daily_trend: days
                 .into_iter()
-                .map(|(date, (requests, cost_micros))| DailyCost {
+                .map(|(date, (requests, cost_nanos))| DailyCost {
                     date,
                     requests,
-                    cost_micros,
+                    cost_nanos,
                 })
                 .collect(),
             recommendations: Vec::new(),
@@ -1097,8 +1097,8 @@ fn insert_interactions(s: &mut State, batch: &[NewAiInteraction]) -> Result<Vec<
             output: n.output.clone(),
             input_tokens: n.input_tokens,
             output_tokens: n.output_tokens,
-            cost_micros: n.cost_micros,
-            saved_micros: n.saved_micros,
+            cost_nanos: n.cost_nanos,
+            saved_nanos: n.saved_nanos,
             latency_ms: n.latency_ms,
             cache_hit: n.cache_hit,
             success: n.success,

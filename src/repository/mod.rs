@@ -683,10 +683,10 @@ pub(crate) fn cost_recommendations(c: &CostAnalysis) -> Vec<String> {
         ));
     }
     if let Some(top) = c.per_agent.first()
-        && c.total_cost_micros > 0
+        && c.total_cost_nanos > 0
     {
-        let share = i128::from(top.cost_micros) * 100 / i128::from(c.total_cost_micros);
-        if i128::from(top.cost_micros) * 2 > i128::from(c.total_cost_micros) {
+        let share = i128::from(top.cost_nanos) * 100 / i128::from(c.total_cost_nanos);
+        if i128::from(top.cost_nanos) * 2 > i128::from(c.total_cost_nanos) {
             out.push(format!(
                 "{} accounts for {share}% of AI cost: consider a cheaper model or shorter prompts for it.",
                 top.agent_type

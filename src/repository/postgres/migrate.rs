@@ -44,6 +44,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "functions",
         sql: include_str!("../../../migrations/0003_functions.sql"),
     },
+    Migration {
+        version: 4,
+        name: "cost_nanos",
+        sql: include_str!("../../../migrations/0004_cost_nanos.sql"),
+    },
 ];
 
 /// What [`migrate`] did.

@@ -30,7 +30,7 @@ fn like_pattern(q: &str) -> String {
     s
 }
 
-const INSERT_INTERACTIONS: &str = "INSERT INTO ai_interactions (id, user_id, agent_type, model, input, output, input_tokens, output_tokens, cost_micros, saved_micros, latency_ms, cache_hit, success, created_at)
+const INSERT_INTERACTIONS: &str = "INSERT INTO ai_interactions (id, user_id, agent_type, model, input, output, input_tokens, output_tokens, cost_nanos, saved_nanos, latency_ms, cache_hit, success, created_at)
      SELECT t.id, t.user_id, t.agent::agent_type, t.model, t.input, t.output, t.tin, t.tout, t.cost, t.saved, t.lat, t.hit, t.ok, coalesce(t.ts, now())
      FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::jsonb[], $6::jsonb[], $7::int4[], $8::int4[], $9::int8[], $10::int8[], $11::int4[], $12::bool[], $13::bool[], $14::timestamptz[])
        AS t(id, user_id, agent, model, input, output, tin, tout, cost, saved, lat, hit, ok, ts)";
@@ -64,8 +64,8 @@ impl InteractionColumns {
             output: batch.iter().map(|n| n.output.clone()).collect(),
             tin: batch.iter().map(|n| n.input_tokens).collect(),
             tout: batch.iter().map(|n| n.output_tokens).collect(),
-            cost: batch.iter().map(|n| n.cost_micros).collect(),
-            saved: batch.iter().map(|n| n.saved_micros).collect(),
+            cost: batch.iter().map(|n| n.cost_nanos).collect(),
+            saved: batch.iter().map(|n| n.saved_nanos).collect(),
             lat: batch.iter().map(|n| n.latency_ms).collect(),
             hit: batch.iter().map(|n| n.cache_hit).collect(),
             ok: batch.iter().map(|n| n.success).collect(),

@@ -149,7 +149,7 @@ pub(super) fn notification(r: &Row) -> Result<Notification> {
     })
 }
 
-pub(super) const INTERACTION_COLS: &str = "id, user_id, agent_type::text, model, input, output, input_tokens, output_tokens, cost_micros, saved_micros, latency_ms, cache_hit, success, created_at";
+pub(super) const INTERACTION_COLS: &str = "id, user_id, agent_type::text, model, input, output, input_tokens, output_tokens, cost_nanos, saved_nanos, latency_ms, cache_hit, success, created_at";
 
 pub(super) fn interaction(r: &Row) -> Result<AiInteraction> {
     Ok(AiInteraction {
@@ -161,8 +161,8 @@ pub(super) fn interaction(r: &Row) -> Result<AiInteraction> {
         output: r.get(5),
         input_tokens: r.get(6),
         output_tokens: r.get(7),
-        cost_micros: r.get(8),
-        saved_micros: r.get(9),
+        cost_nanos: r.get(8),
+        saved_nanos: r.get(9),
         latency_ms: r.get(10),
         cache_hit: r.get(11),
         success: r.get(12),
