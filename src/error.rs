@@ -138,6 +138,63 @@ impl Error {
         }
     }
 
+    /// A copy for a second receiver of the same failure (coalesced requests): the
+    /// same variant and fields, with a backend's source reduced to its message.
+    pub(crate) fn duplicate(&self) -> Error {
+        match self {
+            Error::InvalidInput { field, reason } => Error::InvalidInput {
+                field: field.clone(),
+                reason: reason.clone(),
+            },
+            Error::NotFound { entity } => Error::NotFound { entity },
+            Error::Forbidden { reason } => Error::Forbidden {
+                reason: reason.clone(),
+            },
+            Error::Conflict { what } => Error::Conflict { what: what.clone() },
+            Error::RateLimited { retry_after } => Error::RateLimited {
+                retry_after: *retry_after,
+            },
+            Error::BudgetExceeded { scope } => Error::BudgetExceeded {
+                scope: scope.clone(),
+            },
+            Error::CircuitOpen { backend } => Error::CircuitOpen {
+                backend: backend.clone(),
+            },
+            Error::Overloaded { what } => Error::Overloaded { what: what.clone() },
+            Error::Timeout { what } => Error::Timeout { what: what.clone() },
+            Error::Migration { version, reason } => Error::Migration {
+                version: *version,
+                reason: reason.clone(),
+            },
+            Error::Backend {
+                what,
+                retryable,
+                source,
+            } => Error::Backend {
+                what: what.clone(),
+                retryable: *retryable,
+                source: source.to_string().into(),
+            },
+        }
+    }
+
+    /// A short, stable name of the variant, for metrics labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::InvalidInput { .. } => "invalid_input",
+            Error::NotFound { .. } => "not_found",
+            Error::Forbidden { .. } => "forbidden",
+            Error::Conflict { .. } => "conflict",
+            Error::RateLimited { .. } => "rate_limited",
+            Error::BudgetExceeded { .. } => "budget_exceeded",
+            Error::CircuitOpen { .. } => "circuit_open",
+            Error::Overloaded { .. } => "overloaded",
+            Error::Timeout { .. } => "timeout",
+            Error::Migration { .. } => "migration",
+            Error::Backend { .. } => "backend",
+        }
+    }
+
     /// Whether this is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })

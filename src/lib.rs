@@ -5,6 +5,8 @@ pub mod agent;
 pub mod cache;
 pub mod domain;
 pub mod error;
+pub mod metrics;
+pub mod pipeline;
 pub mod repository;
 pub mod semantic;
 mod text;
@@ -12,6 +14,7 @@ mod text;
 pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
 pub use cache::{Cache, CachedRepository, MemoryCache};
 pub use error::{Error, Result};
+pub use pipeline::AiPipeline;
 pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
 
 /// Re-exported: cache values are `bytes::Bytes`.
@@ -26,6 +29,7 @@ pub mod prelude {
     pub use crate::agent::{AiAgent, AiRequest, AiResponse, ModelParams, SimulatedAgent, Usage};
     pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
     pub use crate::domain::*;
+    pub use crate::pipeline::{AiOutcome, AiPipeline};
     pub use crate::error::{Error, Result};
     pub use crate::repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
 }

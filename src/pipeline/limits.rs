@@ -1,0 +1,186 @@
+//! Rate limits (governor): global, per user by subscription tier, for AI calls and
+//! for API requests. The limiters read tokio's clock, so paused-time tests drive them,
+//! and a refusal carries the wait ([`Error::RateLimited`]`{ retry_after }`).
+
+use std::num::NonZeroU32;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
+
+use governor::clock::Clock;
+use governor::state::keyed::DashMapStateStore;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
+
+use crate::domain::{SubscriptionTier, UserId};
+use crate::error::{Error, Result};
+
+
+/// governor's clock on tokio's time (so `tokio::time::pause` and `advance` apply).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct TokioClock;
+
+impl Clock for TokioClock {
+    type Instant = std::time::Instant;
+    fn now(&self) -> std::time::Instant {
+        tokio::time::Instant::now().into_std()
+    }
+}
+
+type Keyed = RateLimiter<UserId, DashMapStateStore<UserId>, TokioClock>;
+type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock>;
+
+/// A quota for each subscription tier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TierQuotas {
+    /// Free users.
+    pub free: Quota,
+    /// Premium users.
+    pub premium: Quota,
+    /// Enterprise users.
+    pub enterprise: Quota,
+}
+
+fn per_minute(n: u32, burst: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).expect("non-zero")).allow_burst(NonZeroU32::new(burst).expect("non-zero"))
+}
+
+/// The limits' settings. Every default is documented on its field.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RateLimitConfig {
+    /// All AI calls together. Default: 500 a second, bursts of 1,000.
+    pub global_ai: Quota,
+    /// AI calls per user. Default: free 10 a minute (bursts of 5), premium 60 (20),
+    /// enterprise 600 (100).
+    pub ai_per_user: TierQuotas,
+    /// API requests per user. Default: free 60 a minute (bursts of 30), premium 300
+    /// (60), enterprise 1,200 (200).
+    pub api_per_user: TierQuotas,
+    /// Idle users' state is pruned every this many checks. Default: 10,000.
+    pub prune_every: u64,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        Self {
+            global_ai: Quota::per_second(NonZeroU32::new(500).expect("non-zero"))
+                .allow_burst(NonZeroU32::new(1000).expect("non-zero")),
+            ai_per_user: TierQuotas {
+                free: per_minute(10, 5),
+                premium: per_minute(60, 20),
+                enterprise: per_minute(600, 100),
+            },
+            api_per_user: TierQuotas {
+                free: per_minute(60, 30),
+                premium: per_minute(300, 60),
+                enterprise: per_minute(1200, 200),
+            },
+            prune_every: 10_000,
+        }
+    }
+}
+
+struct PerTier {
+    free: Keyed,
+    premium: Keyed,
+    enterprise: Keyed,
+}
+
+impl PerTier {
+    fn new(q: TierQuotas) -> Self {
+        Self {
+            free: RateLimiter::dashmap_with_clock(q.free, TokioClock),
+            premium: RateLimiter::dashmap_with_clock(q.premium, TokioClock),
+            enterprise: RateLimiter::dashmap_with_clock(q.enterprise, TokioClock),
+        }
+    }
+
+    fn get(&self, t: SubscriptionTier) -> &Keyed {
+        match t {
+            SubscriptionTier::Free => &self.free,
+            SubscriptionTier::Premium => &self.premium,
+            SubscriptionTier::Enterprise => &self.enterprise,
+        }
+    }
+
+    fn all(&self) -> [&Keyed; 3] {
+        [&self.free, &self.premium, &self.enterprise]
+    }
+}
+
+/// The rate limiters.
+pub struct RateLimits {
+    global_ai: Direct,
+    ai: PerTier,
+    api: PerTier,
+    prune_every: u64,
+    checks: AtomicU64,
+}
+
+impl std::fmt::Debug for RateLimits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RateLimits").field("tracked_users", &self.tracked()).finish_non_exhaustive()
+    }
+}
+
+fn limited(wait: Duration) -> Error {
+    // Round up to whole milliseconds so a client that waits exactly this long succeeds.
+    let ms = wait.as_nanos().div_ceil(1_000_000) as u64;
+    Error::RateLimited {
+        retry_after: Duration::from_millis(ms.max(1)),
+    }
+}
+
+impl RateLimits {
+    /// Limiters with `config`.
+    pub fn new(config: RateLimitConfig) -> Self {
+        Self {
+            global_ai: RateLimiter::direct_with_clock(config.global_ai, TokioClock),
+            ai: PerTier::new(config.ai_per_user),
+            api: PerTier::new(config.api_per_user),
+            prune_every: config.prune_every.max(1),
+            checks: AtomicU64::new(0),
+        }
+    }
+
+    fn check(&self, limiter: &Keyed, user: UserId) -> Result<()> {
+        if self.checks.fetch_add(1, Relaxed) % self.prune_every == self.prune_every - 1 {
+            self.prune();
+        }
+        limiter
+            .check_key(&user)
+            .map_err(|n| limited(n.wait_time_from(TokioClock.now())))
+    }
+
+    /// Admits one AI call for `user`, or says how long to wait.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    pub fn check_ai(&self, user: UserId, tier: SubscriptionTier) -> Result<()> {
+        self.check(self.ai.get(tier), user)?;
+        self.global_ai
+            .check()
+            .map_err(|n| limited(n.wait_time_from(TokioClock.now())))
+    }
+
+    /// Admits one API request for `user`, or says how long to wait.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    pub fn check_api(&self, user: UserId, tier: SubscriptionTier) -> Result<()> {
+        self.check(self.api.get(tier), user)
+    }
+
+    /// Drops the state of users whose allowance is full again (they would be admitted
+    /// as if new), and returns the memory. Runs every `prune_every` checks by itself.
+    pub fn prune(&self) {
+        for l in self.ai.all().into_iter().chain(self.api.all()) {
+            l.retain_recent();
+            l.shrink_to_fit();
+        }
+    }
+
+    /// Users with state in any limiter now.
+    pub fn tracked(&self) -> usize {
+        self.ai.all().iter().chain(self.api.all().iter()).map(|l| l.len()).sum()
+    }
+}

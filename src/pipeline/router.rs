@@ -1,0 +1,368 @@
+//! Performance-based routing across backends: power of two choices over a cost that
+//! combines peak-EWMA latency, in-flight calls, recent errors and price; a circuit
+//! breaker per backend; retries of retryable errors on another backend, with backoff,
+//! within an overall deadline.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::BackoffBuilder;
+use tokio::time::Instant;
+
+use super::breaker::{Breaker, BreakerConfig, BreakerState};
+use super::cost::Price;
+use crate::agent::{AiAgent, AiRequest, AiResponse};
+use crate::domain::AgentType;
+use crate::error::{Error, Result};
+use crate::metrics::{MetricEvent, MetricsSink};
+
+/// Routing settings. Defaults on each field.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct RouterConfig {
+    /// Most attempts per request (the first included). Default: 3.
+    pub max_attempts: u32,
+    /// Everything, retries included, must finish within this. Default: 30 s.
+    pub deadline: Duration,
+    /// First backoff before a retry; doubles each time. Default: 100 ms.
+    pub backoff_min: Duration,
+    /// Longest backoff. Default: 2 s.
+    pub backoff_max: Duration,
+    /// Decay time of the latency average. Default: 10 s.
+    pub ewma_decay: Duration,
+    /// The circuit breakers' settings.
+    pub breaker: BreakerConfig,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            max_attempts: 3,
+            deadline: Duration::from_secs(30),
+            backoff_min: Duration::from_millis(100),
+            backoff_max: Duration::from_secs(2),
+            ewma_decay: Duration::from_secs(10),
+            breaker: BreakerConfig::default(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Ewma {
+    /// Latency estimate in seconds; a new backend starts optimistic.
+    value: f64,
+    at: Instant,
+    /// Recent error share, decayed the same way.
+    errors: f64,
+}
+
+struct Backend {
+    agent: Arc<dyn AiAgent>,
+    price: Price,
+    in_flight: AtomicUsize,
+    ewma: Mutex<Ewma>,
+    breaker: Mutex<Breaker>,
+    calls: AtomicU64,
+}
+
+/// A backend's state, for dashboards and tests.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BackendStatus {
+    /// Its name.
+    pub name: String,
+    /// Its breaker's state.
+    pub breaker: BreakerState,
+    /// Times its breaker opened.
+    pub trips: u64,
+    /// Calls sent to it (batches count once).
+    pub calls: u64,
+    /// Peak-EWMA latency estimate.
+    pub latency: Duration,
+    /// Decayed error share, 0–1.
+    pub error_rate: f64,
+    /// Calls in flight.
+    pub in_flight: usize,
+}
+
+/// Picks a backend per call and retries elsewhere on retryable failure.
+pub struct Router {
+    backends: Vec<Backend>,
+    cfg: RouterConfig,
+    metrics: Arc<dyn MetricsSink>,
+    rng: AtomicU64,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router").field("backends", &self.status()).finish()
+    }
+}
+
+/// Releases the in-flight slot and records the outcome when a call ends (or is dropped).
+struct Call<'a> {
+    router: &'a Router,
+    i: usize,
+    start: Instant,
+    done: bool,
+}
+
+impl Drop for Call<'_> {
+    fn drop(&mut self) {
+        self.router.backends[self.i].in_flight.fetch_sub(1, Relaxed);
+        if !self.done {
+            // Abandoned mid-call: not the backend's fault; give the probe back.
+            let mut b = self.router.backends[self.i].breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if b.state() == BreakerState::HalfOpen {
+                b.on_failure(Instant::now());
+            }
+        }
+    }
+}
+
+impl Router {
+    /// A router over `backends` (each with its price).
+    ///
+    /// # Errors
+    /// `InvalidInput` when there is no backend, two share a name, or `max_attempts` is 0.
+    pub fn new(
+        backends: Vec<(Arc<dyn AiAgent>, Price)>,
+        cfg: RouterConfig,
+        metrics: Arc<dyn MetricsSink>,
+    ) -> Result<Self> {
+        if backends.is_empty() {
+            return Err(Error::invalid("backends", "at least one is needed"));
+        }
+        let mut names: Vec<&str> = backends.iter().map(|b| b.0.name()).collect();
+        names.sort_unstable();
+        if names.windows(2).any(|w| w[0] == w[1]) {
+            return Err(Error::invalid("backends", "names must be unique"));
+        }
+        if cfg.max_attempts == 0 {
+            return Err(Error::invalid("max_attempts", "must be at least 1"));
+        }
+        let now = Instant::now();
+        Ok(Self {
+            backends: backends
+                .into_iter()
+                .map(|(agent, price)| Backend {
+                    agent,
+                    price,
+                    in_flight: AtomicUsize::new(0),
+                    ewma: Mutex::new(Ewma { value: 0.0, at: now, errors: 0.0 }),
+                    breaker: Mutex::new(Breaker::new(cfg.breaker)),
+                    calls: AtomicU64::new(0),
+                })
+                .collect(),
+            cfg,
+            metrics,
+            rng: AtomicU64::new(0x9e37_79b9_7f4a_7c15),
+        })
+    }
+
+    fn random(&self) -> u64 {
+        // xorshift64* on a shared atomic: cheap and good enough for picking two.
+        let mut x = self.rng.load(Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Relaxed);
+        x.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// The load- and performance-weighted cost of sending one more call to `i`.
+    fn score(&self, i: usize, now: Instant) -> f64 {
+        let b = &self.backends[i];
+        let e = b.ewma.lock().unwrap_or_else(|e| e.into_inner());
+        let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+        let latency = (e.value * decay).max(0.001);
+        let errors = e.errors * decay;
+        let price = (b.price.input_micros_per_1k + b.price.output_micros_per_1k) as f64 / 80_000.0;
+        latency * (b.in_flight.load(Relaxed) + 1) as f64 * (1.0 + 10.0 * errors) * (0.5 + 0.5 * price.max(0.01))
+    }
+
+    /// Picks a backend for `agent` by power of two choices among those whose breaker
+    /// would let a call through, avoiding `tried` when others remain.
+    pub(crate) fn pick(&self, agent: AgentType, tried: &[usize]) -> Option<usize> {
+        let now = Instant::now();
+        let eligible: Vec<usize> = (0..self.backends.len())
+            .filter(|&i| self.backends[i].agent.serves(agent))
+            .filter(|&i| self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner()).available(now))
+            .collect();
+        let fresh: Vec<usize> = eligible.iter().copied().filter(|i| !tried.contains(i)).collect();
+        let pool = if fresh.is_empty() { &eligible } else { &fresh };
+        match pool.len() {
+            0 => None,
+            1 => Some(pool[0]),
+            n => {
+                let a = (self.random() % n as u64) as usize;
+                let mut b = (self.random() % (n as u64 - 1)) as usize;
+                if b >= a {
+                    b += 1;
+                }
+                let (a, b) = (pool[a], pool[b]);
+                Some(if self.score(a, now) <= self.score(b, now) { a } else { b })
+            }
+        }
+    }
+
+    fn begin(&self, i: usize) -> Option<Call<'_>> {
+        let now = Instant::now();
+        let (ok, change) = self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner()).try_acquire(now);
+        self.emit(i, change);
+        if !ok {
+            return None;
+        }
+        self.backends[i].in_flight.fetch_add(1, Relaxed);
+        self.backends[i].calls.fetch_add(1, Relaxed);
+        Some(Call { router: self, i, start: now, done: false })
+    }
+
+    fn emit(&self, i: usize, change: Option<BreakerState>) {
+        if let Some(s) = change {
+            self.metrics.record(&MetricEvent::Breaker {
+                backend: self.backends[i].agent.name().to_string(),
+                state: s.as_str(),
+            });
+        }
+    }
+
+    fn finish(&self, mut call: Call<'_>, ok: bool) {
+        call.done = true;
+        let now = Instant::now();
+        let i = call.i;
+        let rtt = now.duration_since(call.start).as_secs_f64();
+        {
+            let mut e = self.backends[i].ewma.lock().unwrap_or_else(|e| e.into_inner());
+            let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+            // Peak EWMA: jump up to a slow sample at once, decay towards fast ones.
+            e.value = if rtt > e.value { rtt } else { e.value * decay + rtt * (1.0 - decay) };
+            e.errors = e.errors * decay + if ok { 0.0 } else { 1.0 - decay };
+            e.at = now;
+        }
+        let change = {
+            let mut b = self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner());
+            if ok { b.on_success(now) } else { b.on_failure(now) }
+        };
+        self.emit(i, change);
+    }
+
+    /// Sends one request, retrying retryable failures on other backends with backoff,
+    /// within the deadline.
+    ///
+    /// # Errors
+    /// [`Error::CircuitOpen`] at once when no backend for the agent would take a call;
+    /// the last backend error when attempts or time run out; [`Error::Timeout`] when
+    /// the deadline passes.
+    pub async fn call(&self, req: &AiRequest) -> Result<AiResponse> {
+        let deadline = Instant::now() + self.cfg.deadline;
+        let mut backoff = backon::ExponentialBuilder::default()
+            .with_min_delay(self.cfg.backoff_min)
+            .with_max_delay(self.cfg.backoff_max)
+            .with_jitter()
+            .without_max_times()
+            .build();
+        let mut tried = Vec::new();
+        let mut last: Option<Error> = None;
+        for attempt in 0..self.cfg.max_attempts {
+            let Some(i) = self.pick(req.agent, &tried) else {
+                return Err(last.unwrap_or(Error::CircuitOpen { backend: "all".into() }));
+            };
+            tried.push(i);
+            let Some(call) = self.begin(i) else { continue };
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            let result = match tokio::time::timeout(remaining, self.backends[i].agent.complete(req)).await {
+                Ok(r) => r,
+                Err(_) => Err(Error::Timeout { what: "AI call".into() }),
+            };
+            match result {
+                Ok(mut resp) => {
+                    self.finish(call, true);
+                    resp.backend = self.backends[i].agent.name().to_string();
+                    return Ok(resp);
+                }
+                Err(e) => {
+                    // The caller's mistakes are not the backend's failures.
+                    let backend_fault = e.is_retryable() || matches!(e, Error::Backend { .. });
+                    self.finish(call, !backend_fault);
+                    if !e.is_retryable() || attempt + 1 == self.cfg.max_attempts {
+                        return Err(e);
+                    }
+                    let wait = backoff.next().unwrap_or(self.cfg.backoff_max);
+                    let wait = e.retry_after().map_or(wait, |r| r.max(wait));
+                    if Instant::now() + wait >= deadline {
+                        return Err(e);
+                    }
+                    tokio::time::sleep(wait).await;
+                    last = Some(e);
+                }
+            }
+        }
+        Err(last.unwrap_or(Error::CircuitOpen { backend: "all".into() }))
+    }
+
+    /// Sends a batch (all for the same agent) to one backend; requests that fail
+    /// retryably there are retried one by one through [`Router::call`].
+    pub async fn call_batch(&self, reqs: &[AiRequest]) -> Vec<Result<AiResponse>> {
+        let Some(first) = reqs.first() else { return Vec::new() };
+        if reqs.len() == 1 {
+            return vec![self.call(first).await];
+        }
+        let Some(i) = self.pick(first.agent, &[]) else {
+            return reqs.iter().map(|_| Err(Error::CircuitOpen { backend: "all".into() })).collect();
+        };
+        let Some(call) = self.begin(i) else {
+            return futures_util::future::join_all(reqs.iter().map(|r| self.call(r))).await;
+        };
+        let remaining = self.cfg.deadline;
+        let results = match tokio::time::timeout(remaining, self.backends[i].agent.complete_batch(reqs)).await {
+            Ok(r) if r.len() == reqs.len() => r,
+            Ok(_) => reqs
+                .iter()
+                .map(|_| Err(Error::Backend { what: "AI batch".into(), retryable: true, source: "wrong number of results".into() }))
+                .collect(),
+            Err(_) => reqs.iter().map(|_| Err(Error::Timeout { what: "AI batch".into() })).collect(),
+        };
+        let all_ok = results.iter().all(|r| r.is_ok());
+        self.finish(call, all_ok || results.iter().any(|r| r.is_ok()));
+        let name = self.backends[i].agent.name().to_string();
+        let mut out = Vec::with_capacity(reqs.len());
+        for (r, res) in reqs.iter().zip(results) {
+            out.push(match res {
+                Ok(mut resp) => {
+                    resp.backend = name.clone();
+                    Ok(resp)
+                }
+                Err(e) if e.is_retryable() => self.call(r).await,
+                Err(e) => Err(e),
+            });
+        }
+        out
+    }
+
+    /// The price of the backend called `name`.
+    pub fn price_of(&self, name: &str) -> Option<Price> {
+        self.backends.iter().find(|b| b.agent.name() == name).map(|b| b.price)
+    }
+
+    /// Every backend's state.
+    pub fn status(&self) -> Vec<BackendStatus> {
+        let now = Instant::now();
+        self.backends
+            .iter()
+            .map(|b| {
+                let br = b.breaker.lock().unwrap_or_else(|e| e.into_inner());
+                let e = b.ewma.lock().unwrap_or_else(|e| e.into_inner());
+                let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+                BackendStatus {
+                    name: b.agent.name().to_string(),
+                    breaker: br.state(),
+                    trips: br.trips,
+                    calls: b.calls.load(Relaxed),
+                    latency: Duration::from_secs_f64(e.value * decay),
+                    error_rate: e.errors * decay,
+                    in_flight: b.in_flight.load(Relaxed),
+                }
+            })
+            .collect()
+    }
+}
