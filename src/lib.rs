@@ -29,7 +29,7 @@ pub mod prelude {
     pub use crate::agent::{AiAgent, AiRequest, AiResponse, ModelParams, SimulatedAgent, Usage};
     pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
     pub use crate::domain::*;
-    pub use crate::pipeline::{AiOutcome, AiPipeline};
     pub use crate::error::{Error, Result};
+    pub use crate::pipeline::{AiOutcome, AiPipeline};
     pub use crate::repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
 }

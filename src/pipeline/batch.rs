@@ -91,7 +91,10 @@ pub struct Batcher {
 
 impl std::fmt::Debug for Batcher {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Batcher").field("cfg", &self.cfg).field("stats", &self.stats()).finish()
+        f.debug_struct("Batcher")
+            .field("cfg", &self.cfg)
+            .field("stats", &self.stats())
+            .finish()
     }
 }
 
@@ -107,7 +110,10 @@ impl Batcher {
         personal: Arc<dyn Fn(AgentType) -> bool + Send + Sync>,
     ) -> Result<Arc<Self>> {
         if cfg.max_batch == 0 || cfg.max_queue == 0 {
-            return Err(Error::invalid("batch", "max_batch and max_queue must be positive"));
+            return Err(Error::invalid(
+                "batch",
+                "max_batch and max_queue must be positive",
+            ));
         }
         Ok(Arc::new(Self {
             router,
@@ -196,7 +202,9 @@ impl Batcher {
     fn flush(self: &Arc<Self>, agent: AgentType) {
         let items = {
             let mut s = self.lock();
-            let Some(q) = s.queues.get_mut(&agent) else { return };
+            let Some(q) = s.queues.get_mut(&agent) else {
+                return;
+            };
             q.generation += 1;
             std::mem::take(&mut q.reqs)
         };
@@ -210,7 +218,9 @@ impl Batcher {
                 let mut s = me.lock();
                 for (key, result) in keys.into_iter().zip(results) {
                     s.pending -= 1;
-                    let Some(waiters) = s.waiters.remove(&key) else { continue };
+                    let Some(waiters) = s.waiters.remove(&key) else {
+                        continue;
+                    };
                     let mut result = Some(result);
                     let n = waiters.len();
                     for (i, w) in waiters.into_iter().enumerate() {

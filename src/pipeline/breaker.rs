@@ -168,7 +168,11 @@ mod tests {
         let later = Instant::now();
         assert_eq!(b.try_acquire(later), (true, Some(BreakerState::HalfOpen)));
         assert_eq!(b.try_acquire(later), (false, None), "one probe at a time");
-        assert_eq!(b.on_failure(later), Some(BreakerState::Open), "a failed probe re-opens");
+        assert_eq!(
+            b.on_failure(later),
+            Some(BreakerState::Open),
+            "a failed probe re-opens"
+        );
         tokio::time::advance(Duration::from_secs(10)).await;
         let t = Instant::now();
         assert!(b.try_acquire(t).0);
@@ -182,7 +186,11 @@ mod tests {
         let now = Instant::now();
         let mut opened = None;
         for i in 0..12 {
-            let r = if i % 2 == 0 { b.on_failure(now) } else { b.on_success(now) };
+            let r = if i % 2 == 0 {
+                b.on_failure(now)
+            } else {
+                b.on_success(now)
+            };
             if r == Some(BreakerState::Open) && opened.is_none() {
                 opened = Some(i);
             }

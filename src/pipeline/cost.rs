@@ -133,10 +133,13 @@ struct LedgerState {
 /// Spending per user, agent and UTC day, and the budgets that cap it.
 ///
 /// Before a backend call the pipeline [reserves](Ledger::reserve) the request's
-/// worst-case cost (estimated input tokens and `max_tokens` output); the call is
-/// refused with [`Error::BudgetExceeded`] if spent + reserved + that would pass a cap.
-/// When the answer arrives the reservation is settled at the exact cost; a dropped
-/// reservation (failed call) is released.
+/// worst-case cost (estimated input tokens and `max_tokens` output). The call is
+/// refused with [`Error::BudgetExceeded`] when the budget is already reached: what was
+/// spent plus what calls in flight hold is at or above the cap. (A soft cap: the calls
+/// admitted just below it may pass it by at most their own cost; a hard cap on the
+/// worst case would refuse most calls, as `max_tokens` is rarely used up.) When the
+/// answer arrives the reservation is settled at the exact cost; a dropped reservation
+/// (failed call) is released.
 #[derive(Debug)]
 pub struct Ledger {
     budgets: Budgets,
@@ -182,13 +185,18 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Error::BudgetExceeded`] naming the cap that would be passed.
-    pub fn reserve(&self, user: UserId, tier: SubscriptionTier, amount: u64) -> Result<Reservation<'_>> {
+    pub fn reserve(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+    ) -> Result<Reservation<'_>> {
         let day = today();
         let mut s = self.lock();
         let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
         let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
         if let Some(cap) = self.budgets.user_cap(tier)
-            && spent_u + held_u + amount > cap
+            && spent_u + held_u >= cap
         {
             return Err(Error::BudgetExceeded {
                 scope: "user daily".into(),
@@ -197,7 +205,7 @@ impl Ledger {
         let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
         let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
         if let Some(cap) = self.budgets.global_daily
-            && spent_g + held_g + amount > cap
+            && spent_g + held_g >= cap
         {
             return Err(Error::BudgetExceeded {
                 scope: "global daily".into(),
@@ -248,7 +256,11 @@ impl Ledger {
 
     /// One user's spending on one agent on one day.
     pub fn line(&self, user: UserId, agent: AgentType, day: NaiveDate) -> Spend {
-        self.lock().lines.get(&(user, agent, day)).copied().unwrap_or_default()
+        self.lock()
+            .lines
+            .get(&(user, agent, day))
+            .copied()
+            .unwrap_or_default()
     }
 
     /// Everyone's spending, summed over every line.
@@ -264,6 +276,10 @@ impl Ledger {
 
     /// One user's cost today, in nano-dollars.
     pub fn user_today(&self, user: UserId) -> u64 {
-        self.lock().user_day.get(&(user, today())).copied().unwrap_or(0)
+        self.lock()
+            .user_day
+            .get(&(user, today()))
+            .copied()
+            .unwrap_or(0)
     }
 }

@@ -14,7 +14,6 @@ use governor::{Quota, RateLimiter};
 use crate::domain::{SubscriptionTier, UserId};
 use crate::error::{Error, Result};
 
-
 /// governor's clock on tokio's time (so `tokio::time::pause` and `advance` apply).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct TokioClock;
@@ -41,7 +40,8 @@ pub struct TierQuotas {
 }
 
 fn per_minute(n: u32, burst: u32) -> Quota {
-    Quota::per_minute(NonZeroU32::new(n).expect("non-zero")).allow_burst(NonZeroU32::new(burst).expect("non-zero"))
+    Quota::per_minute(NonZeroU32::new(n).expect("non-zero"))
+        .allow_burst(NonZeroU32::new(burst).expect("non-zero"))
 }
 
 /// The limits' settings. Every default is documented on its field.
@@ -118,7 +118,9 @@ pub struct RateLimits {
 
 impl std::fmt::Debug for RateLimits {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimits").field("tracked_users", &self.tracked()).finish_non_exhaustive()
+        f.debug_struct("RateLimits")
+            .field("tracked_users", &self.tracked())
+            .finish_non_exhaustive()
     }
 }
 
@@ -181,6 +183,11 @@ impl RateLimits {
 
     /// Users with state in any limiter now.
     pub fn tracked(&self) -> usize {
-        self.ai.all().iter().chain(self.api.all().iter()).map(|l| l.len()).sum()
+        self.ai
+            .all()
+            .iter()
+            .chain(self.api.all().iter())
+            .map(|l| l.len())
+            .sum()
     }
 }

@@ -65,7 +65,14 @@ pub struct AiPipelineBuilder {
 impl std::fmt::Debug for AiPipelineBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AiPipelineBuilder")
-            .field("backends", &self.backends.iter().map(|b| b.0.name().to_string()).collect::<Vec<_>>())
+            .field(
+                "backends",
+                &self
+                    .backends
+                    .iter()
+                    .map(|b| b.0.name().to_string())
+                    .collect::<Vec<_>>(),
+            )
             .finish_non_exhaustive()
     }
 }
@@ -140,7 +147,7 @@ impl AiPipelineBuilder {
             .backends
             .into_iter()
             .map(|(a, p)| {
-                let price = p.unwrap_or_else(|| self.prices.default);
+                let price = p.unwrap_or(self.prices.default);
                 (a, price)
             })
             .collect();
@@ -224,14 +231,21 @@ impl AiPipeline {
         result
     }
 
-    async fn run(&self, req: AiRequest, tier: SubscriptionTier, start: Instant) -> Result<AiOutcome> {
+    async fn run(
+        &self,
+        req: AiRequest,
+        tier: SubscriptionTier,
+        start: Instant,
+    ) -> Result<AiOutcome> {
         req.validate()?;
         self.limits.check_ai(req.user_id, tier)?;
 
         let mut embedding = None;
         if let Some(cache) = &self.cache {
             match cache.lookup(&req).await? {
-                Lookup::Hit { answer, tier: hit, .. } => {
+                Lookup::Hit {
+                    answer, tier: hit, ..
+                } => {
                     let saved = self.prices.price(&answer.model).cost_nanos(answer.usage);
                     let response = AiResponse {
                         output: answer.output,
@@ -254,7 +268,8 @@ impl AiPipeline {
 
         // The worst case this call can cost, held against the budgets until it ends.
         let price = self.prices.price(&req.params.model);
-        let worst = u64::from(estimate_tokens(&req.prompt_text()) + 200) * price.input_micros_per_1k
+        let worst = u64::from(estimate_tokens(&req.prompt_text()) + 200)
+            * price.input_micros_per_1k
             + u64::from(req.params.max_tokens) * price.output_micros_per_1k;
         let reservation = self.ledger.reserve(req.user_id, tier, worst)?;
 
@@ -273,19 +288,39 @@ impl AiPipeline {
         {
             tracing::warn!(error = %e, "semantic cache: answer not stored");
         }
-        let tier = if self.cache.is_some() { CacheTier::Miss } else { CacheTier::Off };
+        let tier = if self.cache.is_some() {
+            CacheTier::Miss
+        } else {
+            CacheTier::Off
+        };
         Ok(self.finish(&req, response, tier, cost, 0))
     }
 
-    fn finish(&self, req: &AiRequest, response: AiResponse, cache: CacheTier, cost: u64, saved: u64) -> AiOutcome {
+    fn finish(
+        &self,
+        req: &AiRequest,
+        response: AiResponse,
+        cache: CacheTier,
+        cost: u64,
+        saved: u64,
+    ) -> AiOutcome {
         let hit = matches!(cache, CacheTier::Exact | CacheTier::Semantic);
         let latency_ms = i32::try_from(response.latency.as_millis()).unwrap_or(i32::MAX);
-        if let Some(r) = self.recorder.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+        if let Some(r) = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
             r.record(NewAiInteraction {
                 id: Some(InteractionId::new()),
                 user_id: req.user_id,
                 agent_type: req.agent,
-                model: if response.model.is_empty() { "unknown".into() } else { response.model.clone() },
+                model: if response.model.is_empty() {
+                    "unknown".into()
+                } else {
+                    response.model.clone()
+                },
                 input: req.input.clone(),
                 output: response.output.clone(),
                 input_tokens: i32::try_from(response.usage.input_tokens).unwrap_or(i32::MAX),
@@ -323,7 +358,11 @@ impl AiPipeline {
     /// # Errors
     /// `Backend` when rows could not be written.
     pub async fn shutdown(&self) -> Result<RecorderStats> {
-        let rec = self.recorder.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let rec = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         match rec {
             Some(mut r) => r.shutdown().await,
             None => Ok(RecorderStats::default()),
@@ -343,6 +382,11 @@ impl AiPipeline {
     /// The batcher's counters.
     pub fn batch_stats(&self) -> BatchStats {
         self.batcher.stats()
+    }
+
+    /// The router.
+    pub fn router(&self) -> &Router {
+        &self.router
     }
 
     /// The backends' state.

@@ -142,7 +142,12 @@ impl Recorder {
     }
 }
 
-async fn write(repo: &dyn Repository, buf: &mut Vec<NewAiInteraction>, attempts: u32, c: &Counters) {
+async fn write(
+    repo: &dyn Repository,
+    buf: &mut Vec<NewAiInteraction>,
+    attempts: u32,
+    c: &Counters,
+) {
     let mut delay = Duration::from_millis(100);
     for attempt in 1..=attempts.max(1) {
         match repo.record_interactions(Actor::Service, buf).await {

@@ -94,7 +94,9 @@ pub struct Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Router").field("backends", &self.status()).finish()
+        f.debug_struct("Router")
+            .field("backends", &self.status())
+            .finish()
     }
 }
 
@@ -111,7 +113,10 @@ impl Drop for Call<'_> {
         self.router.backends[self.i].in_flight.fetch_sub(1, Relaxed);
         if !self.done {
             // Abandoned mid-call: not the backend's fault; give the probe back.
-            let mut b = self.router.backends[self.i].breaker.lock().unwrap_or_else(|e| e.into_inner());
+            let mut b = self.router.backends[self.i]
+                .breaker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
             if b.state() == BreakerState::HalfOpen {
                 b.on_failure(Instant::now());
             }
@@ -148,7 +153,11 @@ impl Router {
                     agent,
                     price,
                     in_flight: AtomicUsize::new(0),
-                    ewma: Mutex::new(Ewma { value: 0.0, at: now, errors: 0.0 }),
+                    ewma: Mutex::new(Ewma {
+                        value: 0.0,
+                        at: now,
+                        errors: 0.0,
+                    }),
                     breaker: Mutex::new(Breaker::new(cfg.breaker)),
                     calls: AtomicU64::new(0),
                 })
@@ -173,11 +182,15 @@ impl Router {
     fn score(&self, i: usize, now: Instant) -> f64 {
         let b = &self.backends[i];
         let e = b.ewma.lock().unwrap_or_else(|e| e.into_inner());
-        let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+        let decay =
+            (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
         let latency = (e.value * decay).max(0.001);
         let errors = e.errors * decay;
         let price = (b.price.input_micros_per_1k + b.price.output_micros_per_1k) as f64 / 80_000.0;
-        latency * (b.in_flight.load(Relaxed) + 1) as f64 * (1.0 + 10.0 * errors) * (0.5 + 0.5 * price.max(0.01))
+        latency
+            * (b.in_flight.load(Relaxed) + 1) as f64
+            * (1.0 + 10.0 * errors)
+            * (0.5 + 0.5 * price.max(0.01))
     }
 
     /// Picks a backend for `agent` by power of two choices among those whose breaker
@@ -186,9 +199,19 @@ impl Router {
         let now = Instant::now();
         let eligible: Vec<usize> = (0..self.backends.len())
             .filter(|&i| self.backends[i].agent.serves(agent))
-            .filter(|&i| self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner()).available(now))
+            .filter(|&i| {
+                self.backends[i]
+                    .breaker
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .available(now)
+            })
             .collect();
-        let fresh: Vec<usize> = eligible.iter().copied().filter(|i| !tried.contains(i)).collect();
+        let fresh: Vec<usize> = eligible
+            .iter()
+            .copied()
+            .filter(|i| !tried.contains(i))
+            .collect();
         let pool = if fresh.is_empty() { &eligible } else { &fresh };
         match pool.len() {
             0 => None,
@@ -200,21 +223,34 @@ impl Router {
                     b += 1;
                 }
                 let (a, b) = (pool[a], pool[b]);
-                Some(if self.score(a, now) <= self.score(b, now) { a } else { b })
+                Some(if self.score(a, now) <= self.score(b, now) {
+                    a
+                } else {
+                    b
+                })
             }
         }
     }
 
     fn begin(&self, i: usize) -> Option<Call<'_>> {
         let now = Instant::now();
-        let (ok, change) = self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner()).try_acquire(now);
+        let (ok, change) = self.backends[i]
+            .breaker
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .try_acquire(now);
         self.emit(i, change);
         if !ok {
             return None;
         }
         self.backends[i].in_flight.fetch_add(1, Relaxed);
         self.backends[i].calls.fetch_add(1, Relaxed);
-        Some(Call { router: self, i, start: now, done: false })
+        Some(Call {
+            router: self,
+            i,
+            start: now,
+            done: false,
+        })
     }
 
     fn emit(&self, i: usize, change: Option<BreakerState>) {
@@ -232,16 +268,32 @@ impl Router {
         let i = call.i;
         let rtt = now.duration_since(call.start).as_secs_f64();
         {
-            let mut e = self.backends[i].ewma.lock().unwrap_or_else(|e| e.into_inner());
-            let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+            let mut e = self.backends[i]
+                .ewma
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let decay = (-(now.duration_since(e.at).as_secs_f64())
+                / self.cfg.ewma_decay.as_secs_f64())
+            .exp();
             // Peak EWMA: jump up to a slow sample at once, decay towards fast ones.
-            e.value = if rtt > e.value { rtt } else { e.value * decay + rtt * (1.0 - decay) };
+            e.value = if rtt > e.value {
+                rtt
+            } else {
+                e.value * decay + rtt * (1.0 - decay)
+            };
             e.errors = e.errors * decay + if ok { 0.0 } else { 1.0 - decay };
             e.at = now;
         }
         let change = {
-            let mut b = self.backends[i].breaker.lock().unwrap_or_else(|e| e.into_inner());
-            if ok { b.on_success(now) } else { b.on_failure(now) }
+            let mut b = self.backends[i]
+                .breaker
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            if ok {
+                b.on_success(now)
+            } else {
+                b.on_failure(now)
+            }
         };
         self.emit(i, change);
     }
@@ -265,15 +317,20 @@ impl Router {
         let mut last: Option<Error> = None;
         for attempt in 0..self.cfg.max_attempts {
             let Some(i) = self.pick(req.agent, &tried) else {
-                return Err(last.unwrap_or(Error::CircuitOpen { backend: "all".into() }));
+                return Err(last.unwrap_or(Error::CircuitOpen {
+                    backend: "all".into(),
+                }));
             };
             tried.push(i);
             let Some(call) = self.begin(i) else { continue };
             let remaining = deadline.saturating_duration_since(Instant::now());
-            let result = match tokio::time::timeout(remaining, self.backends[i].agent.complete(req)).await {
-                Ok(r) => r,
-                Err(_) => Err(Error::Timeout { what: "AI call".into() }),
-            };
+            let result =
+                match tokio::time::timeout(remaining, self.backends[i].agent.complete(req)).await {
+                    Ok(r) => r,
+                    Err(_) => Err(Error::Timeout {
+                        what: "AI call".into(),
+                    }),
+                };
             match result {
                 Ok(mut resp) => {
                     self.finish(call, true);
@@ -297,30 +354,59 @@ impl Router {
                 }
             }
         }
-        Err(last.unwrap_or(Error::CircuitOpen { backend: "all".into() }))
+        Err(last.unwrap_or(Error::CircuitOpen {
+            backend: "all".into(),
+        }))
     }
 
     /// Sends a batch (all for the same agent) to one backend; requests that fail
     /// retryably there are retried one by one through [`Router::call`].
     pub async fn call_batch(&self, reqs: &[AiRequest]) -> Vec<Result<AiResponse>> {
-        let Some(first) = reqs.first() else { return Vec::new() };
+        let Some(first) = reqs.first() else {
+            return Vec::new();
+        };
         if reqs.len() == 1 {
             return vec![self.call(first).await];
         }
         let Some(i) = self.pick(first.agent, &[]) else {
-            return reqs.iter().map(|_| Err(Error::CircuitOpen { backend: "all".into() })).collect();
+            return reqs
+                .iter()
+                .map(|_| {
+                    Err(Error::CircuitOpen {
+                        backend: "all".into(),
+                    })
+                })
+                .collect();
         };
         let Some(call) = self.begin(i) else {
             return futures_util::future::join_all(reqs.iter().map(|r| self.call(r))).await;
         };
         let remaining = self.cfg.deadline;
-        let results = match tokio::time::timeout(remaining, self.backends[i].agent.complete_batch(reqs)).await {
+        let results = match tokio::time::timeout(
+            remaining,
+            self.backends[i].agent.complete_batch(reqs),
+        )
+        .await
+        {
             Ok(r) if r.len() == reqs.len() => r,
             Ok(_) => reqs
                 .iter()
-                .map(|_| Err(Error::Backend { what: "AI batch".into(), retryable: true, source: "wrong number of results".into() }))
+                .map(|_| {
+                    Err(Error::Backend {
+                        what: "AI batch".into(),
+                        retryable: true,
+                        source: "wrong number of results".into(),
+                    })
+                })
                 .collect(),
-            Err(_) => reqs.iter().map(|_| Err(Error::Timeout { what: "AI batch".into() })).collect(),
+            Err(_) => reqs
+                .iter()
+                .map(|_| {
+                    Err(Error::Timeout {
+                        what: "AI batch".into(),
+                    })
+                })
+                .collect(),
         };
         let all_ok = results.iter().all(|r| r.is_ok());
         self.finish(call, all_ok || results.iter().any(|r| r.is_ok()));
@@ -339,9 +425,18 @@ impl Router {
         out
     }
 
+    /// The backend a call for `agent` would go to now (what the router's pick costs is
+    /// measured in `benches/pipeline.rs`).
+    pub fn choose(&self, agent: AgentType) -> Option<&str> {
+        self.pick(agent, &[]).map(|i| self.backends[i].agent.name())
+    }
+
     /// The price of the backend called `name`.
     pub fn price_of(&self, name: &str) -> Option<Price> {
-        self.backends.iter().find(|b| b.agent.name() == name).map(|b| b.price)
+        self.backends
+            .iter()
+            .find(|b| b.agent.name() == name)
+            .map(|b| b.price)
     }
 
     /// Every backend's state.
@@ -352,7 +447,9 @@ impl Router {
             .map(|b| {
                 let br = b.breaker.lock().unwrap_or_else(|e| e.into_inner());
                 let e = b.ewma.lock().unwrap_or_else(|e| e.into_inner());
-                let decay = (-(now.duration_since(e.at).as_secs_f64()) / self.cfg.ewma_decay.as_secs_f64()).exp();
+                let decay = (-(now.duration_since(e.at).as_secs_f64())
+                    / self.cfg.ewma_decay.as_secs_f64())
+                .exp();
                 BackendStatus {
                     name: b.agent.name().to_string(),
                     breaker: br.state(),

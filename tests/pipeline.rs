@@ -1,0 +1,520 @@
+//! The AI pipeline end to end (tokio's paused clock where time matters): coalescing,
+//! personal scopes, breakers and failover, budgets, rate limits, bounded queues,
+//! priorities, and exact recording of every interaction.
+
+mod common;
+
+use std::num::NonZeroU32;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kasama::agent::{AiAgent, AiRequest, SimulatedAgent};
+use kasama::metrics::CacheTier;
+use kasama::pipeline::{
+    AiPipeline, BatchConfig, BreakerState, Budgets, Price, PriceTable, Quota, RateLimitConfig,
+    RecorderConfig, TierQuotas,
+};
+use kasama::prelude::*;
+use kasama::semantic::{HashingEmbedder, SemanticCache};
+use tokio::time::Instant;
+
+fn generous() -> RateLimitConfig {
+    let q = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
+    RateLimitConfig {
+        global_ai: q,
+        ai_per_user: TierQuotas {
+            free: q,
+            premium: q,
+            enterprise: q,
+        },
+        api_per_user: TierQuotas {
+            free: q,
+            premium: q,
+            enterprise: q,
+        },
+        prune_every: 10_000,
+    }
+}
+
+fn sim(name: &str, latency_ms: u64, failure_rate: f64) -> Arc<SimulatedAgent> {
+    let l = Duration::from_millis(latency_ms);
+    Arc::new(
+        SimulatedAgent::builder(name)
+            .latency(l, l * 2)
+            .failure_rate(failure_rate)
+            .build()
+            .unwrap(),
+    )
+}
+
+async fn users(repo: &Arc<dyn Repository>, n: usize) -> Vec<UserId> {
+    let mut v = Vec::new();
+    for i in 0..n {
+        let u = UserId::new();
+        repo.create_profile(
+            Actor::Service,
+            NewProfile::new(u, format!("u{i}-{u}@example.com"), format!("U{i}")),
+        )
+        .await
+        .unwrap();
+        v.push(u);
+    }
+    v
+}
+
+fn memory() -> Arc<dyn Repository> {
+    Arc::new(InMemoryRepository::new())
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_hundred_identical_concurrent_requests_make_one_backend_call() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = sim("a", 300, 0.0);
+    let p = Arc::new(
+        AiPipeline::builder(repo.clone())
+            .backend(agent.clone())
+            .rate_limits(generous())
+            .budgets(Budgets::unlimited())
+            .build()
+            .unwrap(),
+    );
+    let req = AiRequest::new(u, AgentType::LearningCoach, "How do I listen better?");
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (p, r) = (p.clone(), req.clone());
+            tokio::spawn(async move { p.complete(r, SubscriptionTier::Free).await })
+        })
+        .collect();
+    let mut outputs = Vec::new();
+    for t in tasks {
+        outputs.push(t.await.unwrap().unwrap().response.output);
+    }
+    assert_eq!(agent.calls(), 1);
+    assert!(outputs.iter().all(|o| *o == outputs[0]));
+    let s = p.batch_stats();
+    assert_eq!(
+        (
+            s.logical_requests,
+            s.distinct_requests,
+            s.coalesced,
+            s.backend_calls
+        ),
+        (100, 1, 99, 1)
+    );
+    assert_eq!(p.shutdown().await.unwrap().written, 100);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_personal_agent_never_answers_one_user_with_anothers_call() {
+    let repo = memory();
+    let us = users(&repo, 2).await;
+    let agent = sim("a", 50, 0.0);
+    let cache = Arc::new(
+        SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+            .build()
+            .unwrap(),
+    );
+    let p = AiPipeline::builder(repo.clone())
+        .backend(agent.clone())
+        .semantic_cache(cache)
+        .rate_limits(generous())
+        .build()
+        .unwrap();
+    let q = |u| {
+        AiRequest::new(
+            u,
+            AgentType::InsightGenerator,
+            "What patterns do you see in my week?",
+        )
+    };
+    let a = p.complete(q(us[0]), SubscriptionTier::Free).await.unwrap();
+    let b = p.complete(q(us[1]), SubscriptionTier::Free).await.unwrap();
+    assert_eq!(agent.calls(), 2, "two users, two backend calls");
+    assert_eq!((a.cache, b.cache), (CacheTier::Miss, CacheTier::Miss));
+    let again = p.complete(q(us[0]), SubscriptionTier::Free).await.unwrap();
+    assert_eq!(again.cache, CacheTier::Exact);
+    assert_eq!(again.response.output, a.response.output);
+    assert_eq!(again.cost_nanos, 0);
+    assert_eq!(
+        again.saved_nanos, a.cost_nanos,
+        "a hit saves what the call cost"
+    );
+    assert_eq!(agent.calls(), 2);
+    p.shutdown().await.unwrap();
+    let rows = repo
+        .list_interactions(Actor::Service, us[0], Page::default())
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.iter().filter(|r| r.cache_hit).count(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failing_backend_trips_its_breaker_and_traffic_moves_to_the_healthy_one() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let (bad, good) = (sim("bad", 20, 1.0), sim("good", 20, 0.0));
+    let p = AiPipeline::builder(repo)
+        .backend(bad.clone())
+        .backend(good.clone())
+        .rate_limits(generous())
+        .budgets(Budgets::unlimited())
+        .batching(BatchConfig {
+            window: Duration::ZERO,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let p = Arc::new(p);
+    // Waves of concurrent requests: load on the healthy backend keeps the failing one
+    // in the power-of-two draw until its breaker opens.
+    for wave in 0..10 {
+        let tasks: Vec<_> = (0..20)
+            .map(|i| {
+                let p = p.clone();
+                let r = AiRequest::new(
+                    u,
+                    AgentType::ProgressTracker,
+                    format!("wave {wave} summary {i}"),
+                );
+                tokio::spawn(async move { p.complete(r, SubscriptionTier::Free).await })
+            })
+            .collect();
+        for t in tasks {
+            t.await
+                .unwrap()
+                .expect("every request is answered, by failover if need be");
+        }
+    }
+    let st = p.backends();
+    let (b, g) = (&st[0], &st[1]);
+    assert_eq!(b.name, "bad");
+    assert!(b.trips >= 1, "the failing backend's breaker opened: {b:?}");
+    assert_eq!(g.breaker, BreakerState::Closed);
+    assert_eq!(
+        good.calls(),
+        200,
+        "every request ended on the healthy backend"
+    );
+    assert!(
+        bad.calls() <= 20,
+        "traffic moved away: {} calls to the failing one",
+        bad.calls()
+    );
+    assert!(b.error_rate > g.error_rate);
+}
+
+#[tokio::test(start_paused = true)]
+async fn with_every_backend_down_the_answer_is_circuit_open_at_once() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let p = AiPipeline::builder(repo)
+        .backend(sim("x", 10, 1.0))
+        .backend(sim("y", 10, 1.0))
+        .rate_limits(generous())
+        .budgets(Budgets::unlimited())
+        .batching(BatchConfig {
+            window: Duration::ZERO,
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let mut i = 0;
+    loop {
+        i += 1;
+        let r = AiRequest::new(u, AgentType::LearningCoach, format!("q{i}"));
+        let t = Instant::now();
+        match p.complete(r, SubscriptionTier::Free).await {
+            Err(Error::CircuitOpen { .. }) => {
+                assert_eq!(t.elapsed(), Duration::ZERO, "refused without waiting");
+                break;
+            }
+            Err(e) => assert!(e.is_retryable(), "{e:?}"),
+            Ok(_) => panic!("a dead backend answered"),
+        }
+        assert!(i < 20, "breakers never opened");
+    }
+    assert!(p.backends().iter().all(|b| b.breaker == BreakerState::Open));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_reached_budget_is_refused_before_any_backend_call() {
+    let repo = memory();
+    let us = users(&repo, 2).await;
+    let agent = sim("a", 10, 0.0);
+    let budgets = Budgets {
+        free_user_daily: Some(40_000_000),
+        ..Budgets::unlimited()
+    };
+    let p = AiPipeline::builder(repo)
+        .backend(agent.clone())
+        .rate_limits(generous())
+        .budgets(budgets)
+        .build()
+        .unwrap();
+    let mut answered = 0;
+    let refused = loop {
+        let r = AiRequest::new(
+            us[0],
+            AgentType::LearningCoach,
+            format!("question {answered}"),
+        );
+        let before = agent.calls();
+        match p.complete(r, SubscriptionTier::Free).await {
+            Ok(_) => answered += 1,
+            Err(e) => {
+                assert_eq!(
+                    agent.calls(),
+                    before,
+                    "no backend call for a refused request"
+                );
+                break e;
+            }
+        }
+        assert!(answered < 100);
+    };
+    assert!(
+        matches!(refused, Error::BudgetExceeded { .. }),
+        "{refused:?}"
+    );
+    assert!(answered >= 2, "{answered}");
+    let spent = p.ledger().user_today(us[0]);
+    assert!(
+        spent >= 40_000_000,
+        "refused only once the budget was reached: {spent}"
+    );
+    assert!(
+        spent < 40_000_000 + 40_000_000,
+        "passed by at most one call's cost: {spent}"
+    );
+    // Another user's budget is untouched; a premium user's cap is higher.
+    p.complete(
+        AiRequest::new(us[1], AgentType::LearningCoach, "hello"),
+        SubscriptionTier::Free,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_flood_from_one_free_user_is_limited_while_another_is_served() {
+    let repo = memory();
+    let us = users(&repo, 2).await;
+    let p = AiPipeline::builder(repo)
+        .backend(sim("a", 5, 0.0))
+        .budgets(Budgets::unlimited())
+        .batching(BatchConfig {
+            window: Duration::ZERO,
+            ..Default::default()
+        })
+        .build()
+        .unwrap(); // default limits: free users 10 a minute, bursts of 5
+    let mut ok = 0;
+    let mut wait = None;
+    for i in 0..20 {
+        match p
+            .complete(
+                AiRequest::new(us[0], AgentType::LearningCoach, format!("flood {i}")),
+                SubscriptionTier::Free,
+            )
+            .await
+        {
+            Ok(_) => ok += 1,
+            Err(Error::RateLimited { retry_after }) => {
+                wait.get_or_insert(retry_after);
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(ok, 5, "the burst");
+    let wait = wait.unwrap();
+    assert!(
+        wait > Duration::ZERO && wait <= Duration::from_secs(6),
+        "{wait:?}"
+    );
+    p.complete(
+        AiRequest::new(us[1], AgentType::LearningCoach, "I am not flooding"),
+        SubscriptionTier::Free,
+    )
+    .await
+    .unwrap();
+    tokio::time::advance(wait).await;
+    p.complete(
+        AiRequest::new(us[0], AgentType::LearningCoach, "after waiting"),
+        SubscriptionTier::Free,
+    )
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_queue_is_bounded_and_priorities_decide_when_a_batch_leaves() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = sim("a", 1000, 0.0);
+    let p = Arc::new(
+        AiPipeline::builder(repo)
+            .backend(agent.clone())
+            .rate_limits(generous())
+            .budgets(Budgets::unlimited())
+            .batching(BatchConfig {
+                max_queue: 2,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    let spawn = |q: &str, prio: PriorityLevel| {
+        let p = p.clone();
+        let mut r = AiRequest::new(u, AgentType::LearningCoach, q.to_string());
+        r.priority = prio;
+        tokio::spawn(async move { p.complete(r, SubscriptionTier::Free).await })
+    };
+    let low = spawn("low one", PriorityLevel::Low);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        agent.calls(),
+        0,
+        "a low-priority request waits for the 150 ms window"
+    );
+    let high = spawn("urgent one", PriorityLevel::High);
+    tokio::task::yield_now().await;
+    tokio::time::sleep(Duration::from_millis(1)).await;
+    assert_eq!(
+        agent.calls(),
+        2,
+        "a high-priority request flushes the batch at once"
+    );
+    // Two waiting: the third distinct request is refused at once.
+    let t = Instant::now();
+    let third = p
+        .complete(
+            AiRequest::new(u, AgentType::LearningCoach, "third"),
+            SubscriptionTier::Free,
+        )
+        .await;
+    assert!(matches!(third, Err(Error::Overloaded { .. })), "{third:?}");
+    assert_eq!(t.elapsed(), Duration::ZERO);
+    low.await.unwrap().unwrap();
+    high.await.unwrap().unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_waiter_that_gives_up_does_not_break_the_batch_for_the_others() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = sim("a", 500, 0.0);
+    let p = Arc::new(
+        AiPipeline::builder(repo)
+            .backend(agent.clone())
+            .rate_limits(generous())
+            .budgets(Budgets::unlimited())
+            .build()
+            .unwrap(),
+    );
+    let req = AiRequest::new(u, AgentType::LearningCoach, "same question");
+    let mk = || {
+        let (p, r) = (p.clone(), req.clone());
+        tokio::spawn(async move { p.complete(r, SubscriptionTier::Free).await })
+    };
+    let (a, b, c) = (mk(), mk(), mk());
+    tokio::time::sleep(Duration::from_millis(200)).await; // the batch is in flight
+    b.abort();
+    assert!(a.await.unwrap().is_ok());
+    assert!(c.await.unwrap().is_ok());
+    assert_eq!(agent.calls(), 1);
+}
+
+/// 10,000 answered requests → 10,000 rows, whose cost sum is exactly Σ tokens × price.
+async fn ten_thousand_recorded_exactly(repo: Arc<dyn Repository>) {
+    let us = users(&repo, 100).await;
+    let price = Price {
+        input_micros_per_1k: 25_000,
+        output_micros_per_1k: 75_000,
+    };
+    let p = Arc::new(
+        AiPipeline::builder(repo.clone())
+            .backend(Arc::new(SimulatedAgent::instant("sim")) as Arc<dyn AiAgent>)
+            .prices(PriceTable {
+                default: price,
+                ..Default::default()
+            })
+            .rate_limits(generous())
+            .budgets(Budgets::unlimited())
+            .batching(BatchConfig {
+                window: Duration::ZERO,
+                ..Default::default()
+            })
+            .recording(RecorderConfig {
+                batch: 500,
+                ..Default::default()
+            })
+            .build()
+            .unwrap(),
+    );
+    let workers: Vec<_> = us
+        .iter()
+        .map(|&u| {
+            let p = p.clone();
+            tokio::spawn(async move {
+                let mut expected = 0u64;
+                for i in 0..100 {
+                    let o = p
+                        .complete(
+                            AiRequest::new(
+                                u,
+                                AgentType::ALL[i % 5],
+                                format!("question {i} from {u}"),
+                            ),
+                            SubscriptionTier::Free,
+                        )
+                        .await
+                        .unwrap();
+                    expected += u64::from(o.response.usage.input_tokens) * 25_000
+                        + u64::from(o.response.usage.output_tokens) * 75_000;
+                    assert_eq!(
+                        o.cost_nanos,
+                        u64::from(o.response.usage.input_tokens) * 25_000
+                            + u64::from(o.response.usage.output_tokens) * 75_000
+                    );
+                }
+                expected
+            })
+        })
+        .collect();
+    let mut expected = 0u64;
+    for w in workers {
+        expected += w.await.unwrap();
+    }
+    let stats = p.shutdown().await.unwrap();
+    assert_eq!(stats.written, 10_000);
+    assert!(
+        stats.writes <= 10_000 / 500 + 100,
+        "{} writes",
+        stats.writes
+    );
+    assert_eq!(p.ledger().total().cost_nanos, expected);
+    let day = DateRange {
+        from: chrono::Utc::now() - chrono::Duration::hours(1),
+        to: chrono::Utc::now() + chrono::Duration::hours(1),
+    };
+    let c = repo
+        .ai_cost_analysis(Actor::Service, None, Some(day))
+        .await
+        .unwrap();
+    assert_eq!(c.total_requests, 10_000);
+    assert_eq!(c.total_cost_nanos as u64, expected);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_are_recorded_exactly_in_memory() {
+    ten_thousand_recorded_exactly(memory()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_requests_are_recorded_exactly_in_postgres() {
+    let Some(db) = common::pg().await else { return };
+    ten_thousand_recorded_exactly(Arc::new(db.repo.clone())).await;
+    db.finish().await;
+}
