@@ -40,6 +40,7 @@ pub struct CachedRepository<R, C> {
     inner: R,
     cache: C,
     ttl: Duration,
+    metrics: Option<std::sync::Arc<dyn crate::metrics::MetricsSink>>,
 }
 
 const CATALOGUE: &str = "kasama:gen:catalogue";
@@ -47,7 +48,33 @@ const CATALOGUE: &str = "kasama:gen:catalogue";
 impl<R: Repository, C: Cache> CachedRepository<R, C> {
     /// Caches `inner`'s reads in `cache` for `ttl` each (default of the crate: 300 s).
     pub fn new(inner: R, cache: C, ttl: Duration) -> Self {
-        Self { inner, cache, ttl }
+        Self {
+            inner,
+            cache,
+            ttl,
+            metrics: None,
+        }
+    }
+
+    /// Records a [`MetricEvent::Cache`](crate::metrics::MetricEvent::Cache) (tier
+    /// `"query"`) for every cached read's hit or miss.
+    #[must_use]
+    pub fn with_metrics(mut self, sink: std::sync::Arc<dyn crate::metrics::MetricsSink>) -> Self {
+        self.metrics = Some(sink);
+        self
+    }
+
+    fn count(&self, hit: bool) {
+        if let Some(m) = &self.metrics {
+            m.record(&crate::metrics::MetricEvent::Cache {
+                tier: "query",
+                outcome: if hit {
+                    crate::metrics::CacheOutcome::Hit
+                } else {
+                    crate::metrics::CacheOutcome::Miss
+                },
+            });
+        }
     }
 
     /// The wrapped repository.
@@ -101,12 +128,14 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
         match self.cache.get(&key).await {
             Ok(Some(b)) => {
                 if let Ok(v) = serde_json::from_slice(&b) {
+                    self.count(true);
                     return Ok(v);
                 }
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cache: lookup failed; reading through"),
         }
+        self.count(false);
         let v = load.await?;
         match serde_json::to_vec(&v) {
             Ok(bytes) => {

@@ -1,12 +1,45 @@
 //! Where measurements go: the [`MetricsSink`] trait and its events. Recording is a
 //! plain, synchronous, non-blocking call on the hot path.
+//!
+//! - [`InMemoryMetrics`]: HDR histograms, rolling windows, a serialisable snapshot.
+//! - [`HealthMonitor`]: checks the product's targets and raises alerts once.
+//! - `MetricsFacadeSink` (feature `metrics-facade`): forwards to the `metrics` crate,
+//!   so any exporter (Prometheus, …) the host installs sees kasama's figures.
+//! - [`MeteredRepository`](crate::repository::MeteredRepository): times every
+//!   repository call.
+
+#[cfg(feature = "metrics-facade")]
+mod facade;
+mod health;
+mod memory;
+
+#[cfg(feature = "metrics-facade")]
+pub use facade::MetricsFacadeSink;
+pub use health::{
+    Alert, AlertKind, Check, CheckStatus, HealthMonitor, HealthReport, Status, Thresholds,
+};
+pub use memory::{
+    AgentSummary, CacheSummary, InMemoryMetrics, LatencySummary, MAX_KEYS, MetricsSnapshot,
+    NamedSummary, RecentLatency, WindowStats,
+};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 
-use crate::domain::AgentType;
+use crate::domain::{AgentType, UserId};
+
+/// What happened in a cache.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
+pub enum CacheOutcome {
+    /// Found.
+    Hit,
+    /// Not found.
+    Miss,
+    /// An entry was pushed out.
+    Eviction,
+}
 
 /// How the semantic cache answered an AI request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -21,10 +54,46 @@ pub enum CacheTier {
     Off,
 }
 
-/// One measurement.
+/// One measurement. Sinks must not key series by user: `user` fields are for logs.
 #[non_exhaustive]
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub enum MetricEvent {
+    /// An API request finished.
+    Api {
+        /// The route template (e.g. `/goals/{id}`), never the raw path, so series stay few.
+        endpoint: String,
+        /// The HTTP method.
+        method: &'static str,
+        /// The response status.
+        status: u16,
+        /// How long it took.
+        latency: Duration,
+        /// Who asked (not a series key).
+        user: Option<UserId>,
+    },
+    /// A database call finished.
+    Database {
+        /// The operation (a repository method name).
+        operation: &'static str,
+        /// How long it took.
+        latency: Duration,
+        /// Whether it succeeded (refusals of bad input count as success of the database).
+        ok: bool,
+    },
+    /// A cache lookup or eviction.
+    Cache {
+        /// Which cache: `"query"`, `"semantic_exact"`, `"semantic"`, …
+        tier: &'static str,
+        /// What happened.
+        outcome: CacheOutcome,
+    },
+    /// A change event reached a subscriber.
+    RealtimeDelivery {
+        /// From commit to delivery.
+        latency: Duration,
+    },
+    /// The realtime listener reconnected.
+    RealtimeReconnect,
     /// An AI request finished (answered or failed).
     Ai {
         /// The agent kind.
@@ -62,6 +131,12 @@ pub trait MetricsSink: Send + Sync + 'static {
 }
 
 fn _object_safe(_: &dyn MetricsSink) {}
+
+impl std::fmt::Debug for dyn MetricsSink {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("MetricsSink")
+    }
+}
 
 impl<S: MetricsSink + ?Sized> MetricsSink for Arc<S> {
     fn record(&self, event: &MetricEvent) {

@@ -10,9 +10,11 @@
 //! that fails writes nothing.
 
 mod memory;
+mod metered;
 pub mod postgres;
 
 pub use memory::InMemoryRepository;
+pub use metered::MeteredRepository;
 pub use postgres::{PgConfig, PgRepository};
 
 use std::sync::Arc;
