@@ -7,6 +7,7 @@ pub mod domain;
 pub mod error;
 pub mod metrics;
 pub mod pipeline;
+pub mod realtime;
 pub mod repository;
 pub mod semantic;
 mod text;

@@ -358,6 +358,22 @@ impl<R: Repository, C: Cache> Repository for CachedRepository<R, C> {
         self.user_read(a, what, self.inner.list_progress(a, u, range, p))
             .await
     }
+    async fn get_progress_entry(&self, a: Actor, id: ProgressId) -> Result<ProgressEntry> {
+        self.user_read(
+            a,
+            format!("progress_entry:{id}"),
+            self.inner.get_progress_entry(a, id),
+        )
+        .await
+    }
+    async fn get_notification(&self, a: Actor, id: NotificationId) -> Result<Notification> {
+        self.user_read(
+            a,
+            format!("notification:{id}"),
+            self.inner.get_notification(a, id),
+        )
+        .await
+    }
     async fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> Result<LearningPath> {
         let owner = n.user_id;
         let r = self.inner.create_learning_path(a, n).await;

@@ -10,6 +10,7 @@ use serde_json::Value;
 use super::{Repository, checks, cost_recommendations};
 use crate::domain::*;
 use crate::error::{Error, Result};
+use crate::realtime::{ChangeOp as Op, ChangeTable as T};
 use crate::text::terms;
 
 /// A complete, concurrent [`Repository`] in memory: the same validation, isolation and
@@ -22,6 +23,8 @@ use crate::text::terms;
 #[derive(Debug, Default)]
 pub struct InMemoryRepository {
     state: RwLock<State>,
+    feed: Option<std::sync::Arc<crate::realtime::Hub>>,
+    ai_feed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -67,6 +70,45 @@ impl InMemoryRepository {
     /// An empty repository.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Publishes every committed change to `hub`, as PostgreSQL's triggers do (see
+    /// [`MemoryRealtime`](crate::realtime::MemoryRealtime)). AI interactions are left
+    /// out unless [`with_ai_interactions_feed`](Self::with_ai_interactions_feed).
+    #[must_use]
+    pub fn with_change_feed(mut self, hub: std::sync::Arc<crate::realtime::Hub>) -> Self {
+        self.feed = Some(hub);
+        self
+    }
+
+    /// Also publishes AI interactions (the hottest table; off by default, as in
+    /// PostgreSQL, where `kasama_ai_interactions_feed(true)` switches it on).
+    #[must_use]
+    pub fn with_ai_interactions_feed(mut self, on: bool) -> Self {
+        self.ai_feed = on;
+        self
+    }
+
+    fn emit(
+        &self,
+        table: crate::realtime::ChangeTable,
+        op: crate::realtime::ChangeOp,
+        id: uuid::Uuid,
+        user: UserId,
+    ) {
+        if let Some(hub) = &self.feed {
+            if table == crate::realtime::ChangeTable::AiInteractions && !self.ai_feed {
+                return;
+            }
+            hub.publish(&crate::realtime::ChangeEvent {
+                table,
+                op,
+                id,
+                user_id: user,
+                seq: hub.next_seq(),
+                at: now(),
+            });
+        }
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
@@ -288,6 +330,7 @@ impl Repository for InMemoryRepository {
             updated_at: t,
         };
         s.assessments.insert(a.id, a.clone());
+        self.emit(T::Assessments, Op::Insert, a.id.0, a.user_id);
         Ok(a)
     }
 
@@ -371,7 +414,9 @@ impl Repository for InMemoryRepository {
         a.score = Some(score);
         a.insights = insights;
         a.updated_at = t;
-        Ok(a.clone())
+        let a = a.clone();
+        self.emit(T::Assessments, Op::Update, a.id.0, a.user_id);
+        Ok(a)
     }
 
     async fn list_assessments(
@@ -499,6 +544,7 @@ impl Repository for InMemoryRepository {
             updated_at: t,
         };
         s.goals.insert(g.id, g.clone());
+        self.emit(T::Goals, Op::Insert, g.id.0, g.user_id);
         Ok(g)
     }
 
@@ -527,7 +573,9 @@ impl Repository for InMemoryRepository {
             g.target_date = td;
         }
         g.updated_at = now();
-        Ok(g.clone())
+        let g = g.clone();
+        self.emit(T::Goals, Op::Update, g.id.0, g.user_id);
+        Ok(g)
     }
 
     async fn set_goal_progress(&self, actor: Actor, id: GoalId, progress: i32) -> Result<Goal> {
@@ -543,7 +591,9 @@ impl Repository for InMemoryRepository {
             None
         };
         g.updated_at = t;
-        Ok(g.clone())
+        let g = g.clone();
+        self.emit(T::Goals, Op::Update, g.id.0, g.user_id);
+        Ok(g)
     }
 
     async fn complete_milestone(&self, actor: Actor, id: GoalId, index: usize) -> Result<Goal> {
@@ -556,25 +606,45 @@ impl Repository for InMemoryRepository {
                 format!("no milestone {index}; the goal has {}", g.milestones.len()),
             ));
         };
-        if !m.completed {
+        let changed = !m.completed;
+        if changed {
             m.completed = true;
             m.completed_at = Some(t);
             g.updated_at = t;
         }
-        Ok(g.clone())
+        let g = g.clone();
+        if changed {
+            self.emit(T::Goals, Op::Update, g.id.0, g.user_id);
+        }
+        Ok(g)
     }
 
     async fn delete_goal(&self, actor: Actor, id: GoalId) -> Result<()> {
         let mut s = self.write();
         let user = s.goal_mut(actor, id)?.user_id;
         s.goals.remove(&id);
+        let (mut deleted, mut updated) = (Vec::new(), Vec::new());
         if let Some(v) = s.progress.get_mut(&user) {
             v.retain(|e| {
-                !(e.goal_id == Some(id) && e.practice_id.is_none() && e.learning_path_id.is_none())
+                let goal_only = e.goal_id == Some(id)
+                    && e.practice_id.is_none()
+                    && e.learning_path_id.is_none();
+                if goal_only {
+                    deleted.push(e.id);
+                }
+                !goal_only
             });
             for e in v.iter_mut().filter(|e| e.goal_id == Some(id)) {
                 e.goal_id = None;
+                updated.push(e.id);
             }
+        }
+        for p in deleted {
+            self.emit(T::Progress, Op::Delete, p.0, user);
+        }
+        self.emit(T::Goals, Op::Delete, id.0, user);
+        for p in updated {
+            self.emit(T::Progress, Op::Update, p.0, user);
         }
         Ok(())
     }
@@ -632,6 +702,7 @@ impl Repository for InMemoryRepository {
             created_at: new.created_at.map_or_else(now, micros),
         };
         s.progress.entry(e.user_id).or_default().push(e.clone());
+        self.emit(T::Progress, Op::Insert, e.id.0, e.user_id);
         Ok(e)
     }
 
@@ -658,6 +729,26 @@ impl Repository for InMemoryRepository {
             .collect();
         newest_first(&mut v, |e| (e.created_at, e.id.0));
         Ok(page(v.into_iter(), p))
+    }
+
+    async fn get_progress_entry(&self, actor: Actor, id: ProgressId) -> Result<ProgressEntry> {
+        let s = self.read();
+        let found = match actor {
+            Actor::User(u) => s
+                .progress
+                .get(&u)
+                .and_then(|v| v.iter().find(|e| e.id == id)),
+            Actor::Service => s.progress.values().flatten().find(|e| e.id == id),
+        };
+        found.cloned().ok_or_else(|| not_found("progress entry"))
+    }
+
+    async fn get_notification(&self, actor: Actor, id: NotificationId) -> Result<Notification> {
+        let s = self.read();
+        match s.notifications.get(&id) {
+            Some(n) if actor.may_access(n.user_id) => Ok(n.clone()),
+            _ => Err(not_found("notification")),
+        }
     }
 
     async fn create_learning_path(
@@ -691,6 +782,7 @@ impl Repository for InMemoryRepository {
             updated_at: t,
         };
         s.paths.insert(l.id, l.clone());
+        self.emit(T::LearningPaths, Op::Insert, l.id.0, l.user_id);
         Ok(l)
     }
 
@@ -741,7 +833,9 @@ impl Repository for InMemoryRepository {
             None
         };
         l.updated_at = t;
-        Ok(l.clone())
+        let l = l.clone();
+        self.emit(T::LearningPaths, Op::Update, l.id.0, l.user_id);
+        Ok(l)
     }
 
     async fn create_notification(
@@ -766,6 +860,7 @@ impl Repository for InMemoryRepository {
             created_at: now(),
         };
         s.notifications.insert(n.id, n.clone());
+        self.emit(T::Notifications, Op::Insert, n.id.0, n.user_id);
         Ok(n)
     }
 
@@ -808,6 +903,7 @@ impl Repository for InMemoryRepository {
                 x.read = true;
                 x.read_at = Some(t);
                 n += 1;
+                self.emit(T::Notifications, Op::Update, id.0, user);
             }
         }
         Ok(n)
@@ -821,13 +917,20 @@ impl Repository for InMemoryRepository {
         checks::interactions(actor, std::slice::from_ref(&new))?;
         let mut s = self.write();
         let rows = insert_interactions(&mut s, std::slice::from_ref(&new))?;
+        for r in &rows {
+            self.emit(T::AiInteractions, Op::Insert, r.id.0, r.user_id);
+        }
         Ok(rows.into_iter().next().expect("one row in, one row out"))
     }
 
     async fn record_interactions(&self, actor: Actor, batch: &[NewAiInteraction]) -> Result<u64> {
         checks::interactions(actor, batch)?;
         let mut s = self.write();
-        Ok(insert_interactions(&mut s, batch)?.len() as u64)
+        let rows = insert_interactions(&mut s, batch)?;
+        for r in &rows {
+            self.emit(T::AiInteractions, Op::Insert, r.id.0, r.user_id);
+        }
+        Ok(rows.len() as u64)
     }
 
     async fn list_interactions(

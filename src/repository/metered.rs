@@ -84,6 +84,8 @@ metered! {
     fn list_goals(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<Goal>>;
     fn log_progress(&self, a: Actor, n: NewProgress) -> Result<ProgressEntry>;
     fn list_progress(&self, a: Actor, u: UserId, r: Option<DateRange>, p: Page) -> Result<Vec<ProgressEntry>>;
+    fn get_progress_entry(&self, a: Actor, id: ProgressId) -> Result<ProgressEntry>;
+    fn get_notification(&self, a: Actor, id: NotificationId) -> Result<Notification>;
     fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> Result<LearningPath>;
     fn get_learning_path(&self, a: Actor, id: LearningPathId) -> Result<LearningPath>;
     fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<LearningPath>>;

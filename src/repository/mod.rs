@@ -205,6 +205,12 @@ pub trait Repository: Send + Sync + 'static {
     /// `InvalidInput`, `Forbidden`.
     async fn log_progress(&self, actor: Actor, new: NewProgress) -> Result<ProgressEntry>;
 
+    /// Reads one progress entry.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn get_progress_entry(&self, actor: Actor, id: ProgressId) -> Result<ProgressEntry>;
+
     /// A user's progress entries, optionally within a range.
     ///
     /// # Errors
@@ -266,6 +272,12 @@ pub trait Repository: Send + Sync + 'static {
     /// `InvalidInput`, `Forbidden`.
     async fn create_notification(&self, actor: Actor, new: NewNotification)
     -> Result<Notification>;
+
+    /// Reads one notification.
+    ///
+    /// # Errors
+    /// `NotFound`.
+    async fn get_notification(&self, actor: Actor, id: NotificationId) -> Result<Notification>;
 
     /// A user's unread notifications.
     ///
@@ -457,6 +469,12 @@ impl<R: Repository + ?Sized> Repository for Arc<R> {
         p: Page,
     ) -> Result<Vec<ProgressEntry>> {
         (**self).list_progress(a, u, r, p).await
+    }
+    async fn get_progress_entry(&self, a: Actor, id: ProgressId) -> Result<ProgressEntry> {
+        (**self).get_progress_entry(a, id).await
+    }
+    async fn get_notification(&self, a: Actor, id: NotificationId) -> Result<Notification> {
+        (**self).get_notification(a, id).await
     }
     async fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> Result<LearningPath> {
         (**self).create_learning_path(a, n).await

@@ -49,6 +49,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "cost_nanos",
         sql: include_str!("../../../migrations/0004_cost_nanos.sql"),
     },
+    Migration {
+        version: 5,
+        name: "realtime",
+        sql: include_str!("../../../migrations/0005_realtime.sql"),
+    },
 ];
 
 /// What [`migrate`] did.

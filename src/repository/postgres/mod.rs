@@ -148,6 +148,20 @@ impl PgRepository {
         Ok(row.get::<_, i32>(0) as u32)
     }
 
+    /// Switches the change feed of `ai_interactions` (the hottest table) on or off;
+    /// off by default.
+    ///
+    /// # Errors
+    /// `Backend` on database errors.
+    pub async fn set_ai_interactions_feed(&self, on: bool) -> Result<()> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT kasama_ai_interactions_feed($1)", &[&on])
+            .await
+            .map_err(db_err)?;
+        Ok(())
+    }
+
     pub(crate) async fn client(&self) -> Result<Object> {
         self.pool.get().await.map_err(pool_err)
     }

@@ -623,6 +623,18 @@ impl Repository for PgRepository {
         all(&r, progress)
     }
 
+    async fn get_progress_entry(&self, actor: Actor, id: ProgressId) -> Result<ProgressEntry> {
+        let sql = format!("SELECT {PROGRESS_COLS} FROM progress WHERE id = $1");
+        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        one(&r, "progress entry", progress)
+    }
+
+    async fn get_notification(&self, actor: Actor, id: NotificationId) -> Result<Notification> {
+        let sql = format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = $1");
+        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        one(&r, "notification", notification)
+    }
+
     async fn create_learning_path(
         &self,
         actor: Actor,

@@ -1,0 +1,264 @@
+//! [`PgRealtime`]: LISTEN/NOTIFY on a dedicated connection, with reconnect, heartbeat
+//! and resync.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use futures_util::StreamExt;
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+use tokio_postgres::{AsyncMessage, NoTls};
+
+use super::hub::{Hub, Subscription};
+use super::{Channel, FeedState, Realtime, RealtimeStatus, parse_payload};
+use crate::domain::Actor;
+use crate::error::Result;
+use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
+
+/// The channel `kasama_notify_change()` sends on.
+pub(crate) const CHANNEL: &str = "kasama_changes";
+
+/// Settings of [`PgRealtime`]. Defaults on each field.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PgRealtimeConfig {
+    /// Connection string of the listener (any role that may connect; LISTEN needs no
+    /// table privilege). Default: `postgres://postgres@127.0.0.1:5432/postgres`.
+    pub url: String,
+    /// First reconnect delay; doubles per failed attempt. Default: 1 s.
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default: 30 s.
+    pub reconnect_max: Duration,
+    /// Heartbeat interval. Default: 30 s.
+    pub heartbeat: Duration,
+    /// A heartbeat that takes longer counts the connection as dead. Default: 5 s.
+    pub heartbeat_timeout: Duration,
+    /// Events buffered per subscriber before it lags. Default: 256.
+    pub buffer: usize,
+}
+
+impl Default for PgRealtimeConfig {
+    fn default() -> Self {
+        Self {
+            url: "postgres://postgres@127.0.0.1:5432/postgres".into(),
+            reconnect_min: Duration::from_secs(1),
+            reconnect_max: Duration::from_secs(30),
+            heartbeat: Duration::from_secs(30),
+            heartbeat_timeout: Duration::from_secs(5),
+            buffer: 256,
+        }
+    }
+}
+
+/// The PostgreSQL change feed. Dropping it stops the listener.
+pub struct PgRealtime {
+    hub: Arc<Hub>,
+    status: Arc<Mutex<RealtimeStatus>>,
+    task: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for PgRealtime {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRealtime")
+            .field("status", &self.status())
+            .finish()
+    }
+}
+
+impl Drop for PgRealtime {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl PgRealtime {
+    /// Starts the listener (needs a tokio runtime). Connection failures are retried
+    /// in the background; see [`Realtime::status`].
+    pub fn start(config: PgRealtimeConfig) -> Self {
+        Self::start_with_metrics(config, Arc::new(NoopMetrics))
+    }
+
+    /// As [`PgRealtime::start`], recording delivery latency (database clock to
+    /// arrival) and reconnects into `metrics`.
+    pub fn start_with_metrics(config: PgRealtimeConfig, metrics: Arc<dyn MetricsSink>) -> Self {
+        let hub = Hub::new(config.buffer);
+        let status = Arc::new(Mutex::new(RealtimeStatus {
+            state: FeedState::Connecting,
+            attempts: 0,
+            reconnects: 0,
+            last_heartbeat: None,
+            last_event: None,
+            backend_pid: None,
+            subscribers: 0,
+        }));
+        let task = tokio::spawn(supervise(config, hub.clone(), status.clone(), metrics));
+        Self { hub, status, task }
+    }
+
+    /// Waits until the listener is connected (or `timeout` passes); returns whether it is.
+    pub async fn wait_connected(&self, timeout: Duration) -> bool {
+        let end = Instant::now() + timeout;
+        loop {
+            if self.status().state == FeedState::Connected {
+                return true;
+            }
+            if Instant::now() >= end {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl Realtime for PgRealtime {
+    fn subscribe(&self, actor: Actor, channel: Channel) -> Result<Subscription> {
+        channel.authorise(actor)?;
+        Ok(self.hub.subscribe(channel))
+    }
+
+    fn status(&self) -> RealtimeStatus {
+        let mut s = self
+            .status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        s.subscribers = self.hub.len();
+        s
+    }
+}
+
+fn set(status: &Mutex<RealtimeStatus>, f: impl FnOnce(&mut RealtimeStatus)) {
+    f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
+}
+
+/// ±20 % jitter, from the clock's low bits (no RNG needed for this).
+fn jitter(d: Duration) -> Duration {
+    let n = Utc::now().timestamp_subsec_nanos() % 401;
+    d.mul_f64(0.8 + f64::from(n) / 1000.0)
+}
+
+async fn supervise(
+    cfg: PgRealtimeConfig,
+    hub: Arc<Hub>,
+    status: Arc<Mutex<RealtimeStatus>>,
+    metrics: Arc<dyn MetricsSink>,
+) {
+    let mut first = true;
+    let mut attempts: u32 = 0;
+    loop {
+        match listen(&cfg, &hub, &status, &metrics, first).await {
+            Ok(()) => {
+                // Connected, then lost: start the backoff afresh.
+                attempts = 0;
+                first = false;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "realtime: connecting failed");
+            }
+        }
+        attempts += 1;
+        set(&status, |s| {
+            s.state = if first {
+                FeedState::Connecting
+            } else {
+                FeedState::Reconnecting
+            };
+            s.attempts = attempts;
+            s.backend_pid = None;
+        });
+        let exp = cfg
+            .reconnect_min
+            .saturating_mul(1u32 << (attempts - 1).min(16));
+        tokio::time::sleep(jitter(exp.min(cfg.reconnect_max))).await;
+    }
+}
+
+/// One connection's life: connect, LISTEN, deliver, heartbeat, until it fails.
+/// `Ok` once it had connected (and then was lost), `Err` if it never connected.
+async fn listen(
+    cfg: &PgRealtimeConfig,
+    hub: &Hub,
+    status: &Mutex<RealtimeStatus>,
+    metrics: &Arc<dyn MetricsSink>,
+    first: bool,
+) -> std::result::Result<(), tokio_postgres::Error> {
+    let (client, mut connection) = tokio_postgres::connect(&cfg.url, NoTls).await?;
+    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // The connection must be polled for notifications to arrive; this task does it.
+    let driver = tokio::spawn(async move {
+        let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
+        while let Some(m) = messages.next().await {
+            match m {
+                Ok(AsyncMessage::Notification(n)) => {
+                    if tx.send(n.payload().to_string()).is_err() {
+                        break;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "realtime: listener connection failed");
+                    break;
+                }
+            }
+        }
+    });
+    let setup = async {
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        client
+            .query_one("SELECT pg_backend_pid()", &[])
+            .await
+            .map(|r| r.get::<_, i32>(0))
+    };
+    let pid = match setup.await {
+        Ok(pid) => pid,
+        Err(e) => {
+            driver.abort();
+            return Err(e);
+        }
+    };
+    set(status, |s| {
+        s.state = FeedState::Connected;
+        s.attempts = 0;
+        s.backend_pid = Some(pid);
+        if !first {
+            s.reconnects += 1;
+        }
+    });
+    if !first {
+        // NOTIFY is not durable: whatever happened while we were away is lost.
+        hub.resync();
+        metrics.record(&MetricEvent::RealtimeReconnect);
+    }
+    let mut heartbeat = tokio::time::interval_at(Instant::now() + cfg.heartbeat, cfg.heartbeat);
+    loop {
+        tokio::select! {
+            payload = rx.recv() => {
+                let Some(p) = payload else { break };
+                match parse_payload(&p) {
+                    Some(e) => {
+                        let now = Utc::now();
+                        if let Ok(d) = (now - e.at).to_std() {
+                            metrics.record(&MetricEvent::RealtimeDelivery { latency: d });
+                        }
+                        hub.publish(&e);
+                        set(status, |s| s.last_event = Some(now));
+                    }
+                    None => tracing::warn!(payload = %p, "realtime: unreadable payload"),
+                }
+            }
+            _ = heartbeat.tick() => {
+                let t = Instant::now();
+                match tokio::time::timeout(cfg.heartbeat_timeout, client.simple_query("SELECT 1")).await {
+                    Ok(Ok(_)) => set(status, |s| s.last_heartbeat = Some(t.elapsed())),
+                    _ => {
+                        tracing::warn!("realtime: heartbeat failed; reconnecting");
+                        break;
+                    }
+                }
+            }
+        }
+    }
+    driver.abort();
+    Ok(())
+}

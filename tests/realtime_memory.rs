@@ -1,0 +1,210 @@
+//! The in-memory change feed: the same events as PostgreSQL's, isolation, bounded
+//! buffers, unsubscribe on drop, hydration.
+
+use std::sync::Arc;
+
+use kasama::prelude::*;
+use kasama::realtime::{
+    ChangeOp, ChangeTable, ChangedRow, Channel, Hub, MemoryRealtime, Realtime, RealtimeEvent,
+    hydrate,
+};
+
+fn setup(buffer: usize) -> (Arc<InMemoryRepository>, MemoryRealtime) {
+    let hub = Hub::new(buffer);
+    (
+        Arc::new(InMemoryRepository::new().with_change_feed(hub.clone())),
+        MemoryRealtime::new(hub),
+    )
+}
+
+async fn user(repo: &InMemoryRepository) -> UserId {
+    let u = UserId::new();
+    repo.create_profile(
+        Actor::Service,
+        NewProfile::new(u, format!("{u}@example.com"), "U"),
+    )
+    .await
+    .unwrap();
+    u
+}
+
+fn goal(u: UserId, title: &str) -> NewGoal {
+    NewGoal {
+        user_id: u,
+        title: title.into(),
+        description: String::new(),
+        category: "c".into(),
+        target_date: None,
+        milestones: vec![],
+    }
+}
+
+fn change(e: Option<RealtimeEvent>) -> kasama::realtime::ChangeEvent {
+    match e {
+        Some(RealtimeEvent::Change(c)) => c,
+        other => panic!("expected a change, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn writes_publish_ordered_events_only_to_their_owner() {
+    let (repo, rt) = setup(64);
+    let (a, b) = (user(&repo).await, user(&repo).await);
+    let mut sa = rt
+        .subscribe(
+            Actor::User(a),
+            Channel::User {
+                user: a,
+                table: None,
+            },
+        )
+        .unwrap();
+    let mut goals_only = rt
+        .subscribe(
+            Actor::User(a),
+            Channel::User {
+                user: a,
+                table: Some(ChangeTable::Goals),
+            },
+        )
+        .unwrap();
+    let mut all_goals = rt
+        .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
+        .unwrap();
+    assert!(
+        rt.subscribe(
+            Actor::User(a),
+            Channel::User {
+                user: b,
+                table: None
+            }
+        )
+        .unwrap_err()
+        .is_forbidden()
+    );
+    assert!(
+        rt.subscribe(Actor::User(a), Channel::Table(ChangeTable::Goals))
+            .unwrap_err()
+            .is_forbidden()
+    );
+
+    repo.create_goal(Actor::User(b), goal(b, "b's"))
+        .await
+        .unwrap();
+    let g = repo
+        .create_goal(Actor::User(a), goal(a, "a's"))
+        .await
+        .unwrap();
+    repo.set_goal_progress(Actor::User(a), g.id, 50)
+        .await
+        .unwrap();
+    let n = repo
+        .create_notification(
+            Actor::Service,
+            NewNotification {
+                user_id: a,
+                kind: NotificationType::Reminder,
+                priority: PriorityLevel::Low,
+                title: "t".into(),
+                body: String::new(),
+                data: serde_json::json!({}),
+            },
+        )
+        .await
+        .unwrap();
+    repo.delete_goal(Actor::User(a), g.id).await.unwrap();
+
+    let got: Vec<(ChangeTable, ChangeOp)> = (0..4)
+        .map(|_| {
+            let c = change(futures_util::FutureExt::now_or_never(sa.next_event()).flatten());
+            assert_eq!(c.user_id, a, "never another user's events");
+            (c.table, c.op)
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (ChangeTable::Goals, ChangeOp::Insert),
+            (ChangeTable::Goals, ChangeOp::Update),
+            (ChangeTable::Notifications, ChangeOp::Insert),
+            (ChangeTable::Goals, ChangeOp::Delete),
+        ]
+    );
+    let first = change(goals_only.next_event().await);
+    assert_eq!((first.table, first.id), (ChangeTable::Goals, g.id.0));
+    assert_eq!(change(goals_only.next_event().await).op, ChangeOp::Update);
+    assert_eq!(
+        change(goals_only.next_event().await).op,
+        ChangeOp::Delete,
+        "the notification was filtered out"
+    );
+    // The service's table channel sees both users' goals, in order.
+    assert_eq!(change(all_goals.next_event().await).user_id, b);
+    assert_eq!(change(all_goals.next_event().await).user_id, a);
+    let _ = n;
+}
+
+#[tokio::test]
+async fn a_subscriber_that_never_reads_lags_without_stalling_others() {
+    let (repo, rt) = setup(4);
+    let u = user(&repo).await;
+    let mut stuck = rt
+        .subscribe(
+            Actor::User(u),
+            Channel::User {
+                user: u,
+                table: None,
+            },
+        )
+        .unwrap();
+    let mut reader = rt
+        .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
+        .unwrap();
+    let mut seen = 0;
+    for i in 0..20 {
+        repo.create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+            .await
+            .unwrap();
+        // The reader keeps up; the stuck one does not read at all.
+        change(reader.next_event().await);
+        seen += 1;
+    }
+    assert_eq!(seen, 20);
+    assert_eq!(
+        stuck.next_event().await,
+        Some(RealtimeEvent::Lagged { missed: 16 })
+    );
+    for _ in 0..4 {
+        change(stuck.next_event().await);
+    }
+    assert_eq!(rt.status().subscribers, 2);
+    drop(stuck);
+    assert_eq!(
+        rt.status().subscribers,
+        1,
+        "dropping the stream unsubscribes"
+    );
+}
+
+#[tokio::test]
+async fn hydration_reads_as_the_subscriber() {
+    let (repo, rt) = setup(16);
+    let (a, b) = (user(&repo).await, user(&repo).await);
+    let mut s = rt
+        .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
+        .unwrap();
+    let g = repo
+        .create_goal(Actor::User(a), goal(a, "mine"))
+        .await
+        .unwrap();
+    let e = change(s.next_event().await);
+    match hydrate(&*repo, Actor::User(a), &e).await.unwrap() {
+        Some(ChangedRow::Goal(x)) => assert_eq!(x, g),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        hydrate(&*repo, Actor::User(b), &e).await.unwrap(),
+        None,
+        "another user reads nothing"
+    );
+}
