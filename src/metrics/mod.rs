@@ -112,7 +112,9 @@ pub enum MetricEvent {
         latency: Duration,
         /// How the cache answered.
         cache: CacheTier,
-        /// `None` when answered, else the error's kind (`"rate_limited"`, …).
+        /// `None` when answered, else the error's kind (`"rate_limited"`, …). Refusals
+        /// (`rate_limited`, `budget_exceeded`, `invalid_input`, `forbidden`) do not count
+        /// as failures in error rates.
         error: Option<&'static str>,
     },
     /// A circuit breaker changed state.
