@@ -10,6 +10,8 @@ pub mod pipeline;
 pub mod realtime;
 pub mod repository;
 pub mod semantic;
+#[cfg(feature = "server")]
+pub mod server;
 mod text;
 
 pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};

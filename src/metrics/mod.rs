@@ -146,6 +146,18 @@ impl<S: MetricsSink + ?Sized> MetricsSink for Arc<S> {
     }
 }
 
+/// Sends every event to several sinks, in order.
+#[derive(Debug, Clone, Default)]
+pub struct FanOut(pub Vec<Arc<dyn MetricsSink>>);
+
+impl MetricsSink for FanOut {
+    fn record(&self, event: &MetricEvent) {
+        for s in &self.0 {
+            s.record(event);
+        }
+    }
+}
+
 /// Discards everything.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoopMetrics;

@@ -1,0 +1,637 @@
+//! An axum server composed from the library (feature `server`): REST endpoints, JWT
+//! auth, rate limits, `/health`, `/metrics`, a realtime WebSocket and a live dashboard.
+//! `examples/server.rs` runs it; hosts can copy it or mount [`router`] as it is.
+//!
+//! Auth: `Authorization: Bearer <JWT>` (HS256) whose `sub` is the acting user's id;
+//! the WebSocket also takes `?token=`. No token or a bad one → 401; another user's id
+//! in the path → 403. Errors map to statuses: invalid input 400 (with the field),
+//! forbidden 403, not found 404, conflict 409, rate limited 429 with `Retry-After`,
+//! budget exceeded 402, overloaded or circuit open 503, timeout 504. Bodies over
+//! 64 KiB → 413; malformed JSON → 400/422 from axum's extractor, never 500.
+
+mod dashboard;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, patch, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use crate::agent::AiRequest;
+use crate::domain::*;
+use crate::error::Error;
+use crate::metrics::{HealthMonitor, InMemoryMetrics, MetricEvent, MetricsSink, Status};
+use crate::pipeline::AiPipeline;
+use crate::realtime::{Channel, Realtime, RealtimeEvent};
+use crate::repository::Repository;
+
+/// Everything the handlers share.
+#[derive(Clone)]
+pub struct AppState {
+    /// The data.
+    pub repo: Arc<dyn Repository>,
+    /// The AI pipeline.
+    pub pipeline: Arc<AiPipeline>,
+    /// The change feed.
+    pub realtime: Arc<dyn Realtime>,
+    /// In-process metrics (the dashboard reads them); API requests are recorded here.
+    pub metrics: Arc<InMemoryMetrics>,
+    /// Where else API request metrics go (e.g. a `MetricsFacadeSink`).
+    pub sink: Arc<dyn MetricsSink>,
+    /// Health checks.
+    pub health: Arc<HealthMonitor>,
+    /// The HS256 secret tokens are signed with.
+    pub jwt_secret: Arc<Vec<u8>>,
+    /// Renders `/metrics` (e.g. a Prometheus handle's `render`); `None` → 404.
+    pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
+    /// WebSocket ping interval. Default in the example: 15 s.
+    pub ws_heartbeat: Duration,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState").finish_non_exhaustive()
+    }
+}
+
+/// The claims of a token.
+#[derive(Debug, Deserialize, serde::Serialize)]
+pub struct Claims {
+    /// The user's id.
+    pub sub: String,
+    /// Expiry, seconds since the epoch.
+    pub exp: u64,
+}
+
+/// Signs a token for `user` valid for `ttl` (for tests and tools).
+pub fn token(secret: &[u8], user: UserId, ttl: Duration) -> String {
+    let exp = (chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default())
+        .timestamp()
+        .max(0) as u64;
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        &Claims {
+            sub: user.to_string(),
+            exp,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("HS256 signing does not fail")
+}
+
+/// An HTTP error with a JSON body.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, Value, Option<Duration>);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut r = (self.0, Json(self.1)).into_response();
+        if let Some(d) = self.2
+            && let Ok(v) = HeaderValue::from_str(&d.as_secs_f64().ceil().max(1.0).to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        let kind = e.kind();
+        let (status, retry) = match &e {
+            Error::InvalidInput { .. } => (StatusCode::BAD_REQUEST, None),
+            Error::NotFound { .. } => (StatusCode::NOT_FOUND, None),
+            Error::Forbidden { .. } => (StatusCode::FORBIDDEN, None),
+            Error::Conflict { .. } => (StatusCode::CONFLICT, None),
+            Error::RateLimited { retry_after } => {
+                (StatusCode::TOO_MANY_REQUESTS, Some(*retry_after))
+            }
+            Error::BudgetExceeded { .. } => (StatusCode::PAYMENT_REQUIRED, None),
+            Error::CircuitOpen { .. } | Error::Overloaded { .. } => {
+                (StatusCode::SERVICE_UNAVAILABLE, None)
+            }
+            Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+            _ => (StatusCode::BAD_GATEWAY, None),
+        };
+        let mut body = json!({ "error": kind, "message": e.to_string() });
+        if let Error::InvalidInput { field, reason } = &e {
+            body["field"] = json!(field);
+            body["reason"] = json!(reason);
+        }
+        ApiError(status, body, retry)
+    }
+}
+
+fn unauthorized(msg: &str) -> ApiError {
+    ApiError(
+        StatusCode::UNAUTHORIZED,
+        json!({ "error": "unauthorized", "message": msg }),
+        None,
+    )
+}
+
+/// The authenticated user, from the bearer token; also applies the API rate limit.
+#[derive(Debug, Clone, Copy)]
+pub struct AuthUser {
+    /// The user.
+    pub id: UserId,
+    /// Their plan.
+    pub tier: SubscriptionTier,
+}
+
+fn verify(state: &AppState, tok: &str) -> Result<UserId, ApiError> {
+    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
+    v.required_spec_claims = ["exp", "sub"].into_iter().map(String::from).collect();
+    let data = jsonwebtoken::decode::<Claims>(
+        tok,
+        &jsonwebtoken::DecodingKey::from_secret(&state.jwt_secret),
+        &v,
+    )
+    .map_err(|_| unauthorized("invalid or expired token"))?;
+    data.claims
+        .sub
+        .parse::<UserId>()
+        .map_err(|_| unauthorized("the token's subject is not a user id"))
+}
+
+async fn tier_of(state: &AppState, user: UserId) -> SubscriptionTier {
+    state
+        .repo
+        .get_profile(Actor::User(user), user)
+        .await
+        .map(|p| p.subscription_tier)
+        .unwrap_or_default()
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let h = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok());
+        let tok = h
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .ok_or_else(|| unauthorized("missing bearer token"))?;
+        let id = verify(state, tok)?;
+        let tier = tier_of(state, id).await;
+        state.pipeline.rate_limits().check_api(id, tier)?;
+        Ok(AuthUser { id, tier })
+    }
+}
+
+/// The server's routes (see the module docs).
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .route(
+            "/profile",
+            get(get_profile).post(create_profile).patch(update_profile),
+        )
+        .route(
+            "/assessments",
+            get(list_assessments).post(create_assessment),
+        )
+        .route("/assessments/{id}/answers", post(answer_assessment))
+        .route("/assessments/{id}/complete", post(complete_assessment))
+        .route("/goals", get(list_goals).post(create_goal))
+        .route("/goals/{id}/progress", patch(goal_progress))
+        .route("/progress", get(list_progress).post(log_progress))
+        .route("/stats", get(my_stats))
+        .route("/users/{id}/stats", get(user_stats))
+        .route("/agents/{agent}", post(ask_agent))
+        .route("/metrics", get(metrics_snapshot));
+    Router::new()
+        .nest("/api", api)
+        .route("/health", get(health))
+        .route("/metrics", get(prometheus))
+        .route("/dashboard", get(|| async { Html(dashboard::PAGE) }))
+        .route("/realtime", get(realtime_ws))
+        .layer(middleware::from_fn_with_state(state.clone(), record_api))
+        .layer(DefaultBodyLimit::max(64 * 1024))
+        .with_state(state)
+}
+
+async fn record_api(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let start = tokio::time::Instant::now();
+    let endpoint = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_string(), |p| p.as_str().to_string());
+    let method: &'static str = match *req.method() {
+        axum::http::Method::GET => "GET",
+        axum::http::Method::POST => "POST",
+        axum::http::Method::PATCH => "PATCH",
+        axum::http::Method::PUT => "PUT",
+        axum::http::Method::DELETE => "DELETE",
+        _ => "OTHER",
+    };
+    let resp = next.run(req).await;
+    let ev = MetricEvent::Api {
+        endpoint,
+        method,
+        status: resp.status().as_u16(),
+        latency: start.elapsed(),
+        user: None,
+    };
+    state.metrics.record(&ev);
+    state.sink.record(&ev);
+    resp
+}
+
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+async fn get_profile(State(s): State<AppState>, u: AuthUser) -> ApiResult<Profile> {
+    Ok(Json(s.repo.get_profile(Actor::User(u.id), u.id).await?))
+}
+
+#[derive(Deserialize)]
+struct NewProfileBody {
+    email: String,
+    display_name: String,
+}
+
+async fn create_profile(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Json(b): Json<NewProfileBody>,
+) -> Result<(StatusCode, Json<Profile>), ApiError> {
+    // The profile does not exist yet, so the tier lookup and rate limit of AuthUser
+    // are skipped: only the token is checked.
+    let tok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .ok_or_else(|| unauthorized("missing bearer token"))?;
+    let id = verify(&s, tok)?;
+    let p = s
+        .repo
+        .create_profile(
+            Actor::User(id),
+            NewProfile::new(id, b.email, b.display_name),
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(p)))
+}
+
+async fn update_profile(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Json(b): Json<ProfileUpdate>,
+) -> ApiResult<Profile> {
+    Ok(Json(
+        s.repo.update_profile(Actor::User(u.id), u.id, b).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct PageQuery {
+    limit: Option<u32>,
+    offset: Option<u32>,
+    #[serde(rename = "type")]
+    kind: Option<String>,
+    completed: Option<bool>,
+    days: Option<i64>,
+}
+
+impl PageQuery {
+    fn page(&self) -> Page {
+        Page {
+            limit: self.limit.unwrap_or(50),
+            offset: self.offset.unwrap_or(0),
+        }
+    }
+}
+
+async fn list_assessments(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Vec<Assessment>> {
+    let f = AssessmentFilter {
+        assessment_type: q.kind.clone(),
+        completed: q.completed,
+        ..Default::default()
+    };
+    Ok(Json(
+        s.repo
+            .list_assessments(Actor::User(u.id), u.id, &f, q.page())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewAssessmentBody {
+    assessment_type: String,
+    title: String,
+}
+
+async fn create_assessment(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Json(b): Json<NewAssessmentBody>,
+) -> Result<(StatusCode, Json<Assessment>), ApiError> {
+    let a = s
+        .repo
+        .create_assessment(
+            Actor::User(u.id),
+            NewAssessment {
+                user_id: u.id,
+                assessment_type: b.assessment_type,
+                title: b.title,
+                created_at: None,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(a)))
+}
+
+async fn answer_assessment(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<AssessmentId>,
+    Json(b): Json<Vec<NewAnswer>>,
+) -> ApiResult<Vec<AssessmentAnswer>> {
+    Ok(Json(
+        s.repo.answer_assessment(Actor::User(u.id), id, b).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct CompleteBody {
+    score: i32,
+    #[serde(default)]
+    insights: Value,
+}
+
+async fn complete_assessment(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<AssessmentId>,
+    Json(b): Json<CompleteBody>,
+) -> ApiResult<Assessment> {
+    Ok(Json(
+        s.repo
+            .complete_assessment(Actor::User(u.id), id, b.score, b.insights)
+            .await?,
+    ))
+}
+
+async fn list_goals(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Vec<Goal>> {
+    Ok(Json(
+        s.repo.list_goals(Actor::User(u.id), u.id, q.page()).await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct NewGoalBody {
+    title: String,
+    #[serde(default)]
+    description: String,
+    category: String,
+    #[serde(default)]
+    milestones: Vec<String>,
+}
+
+async fn create_goal(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Json(b): Json<NewGoalBody>,
+) -> Result<(StatusCode, Json<Goal>), ApiError> {
+    let g = s
+        .repo
+        .create_goal(
+            Actor::User(u.id),
+            NewGoal {
+                user_id: u.id,
+                title: b.title,
+                description: b.description,
+                category: b.category,
+                target_date: None,
+                milestones: b.milestones,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(g)))
+}
+
+#[derive(Deserialize)]
+struct ProgressBody {
+    progress: i32,
+}
+
+async fn goal_progress(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<GoalId>,
+    Json(b): Json<ProgressBody>,
+) -> ApiResult<Goal> {
+    Ok(Json(
+        s.repo
+            .set_goal_progress(Actor::User(u.id), id, b.progress)
+            .await?,
+    ))
+}
+
+async fn list_progress(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Vec<ProgressEntry>> {
+    Ok(Json(
+        s.repo
+            .list_progress(Actor::User(u.id), u.id, None, q.page())
+            .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct LogBody {
+    practice_id: Option<PracticeId>,
+    goal_id: Option<GoalId>,
+    learning_path_id: Option<LearningPathId>,
+    duration_minutes: i32,
+    rating: Option<i16>,
+    mood_before: Option<i16>,
+    mood_after: Option<i16>,
+    notes: Option<String>,
+    #[serde(default)]
+    completed: bool,
+}
+
+async fn log_progress(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Json(b): Json<LogBody>,
+) -> Result<(StatusCode, Json<ProgressEntry>), ApiError> {
+    let e = s
+        .repo
+        .log_progress(
+            Actor::User(u.id),
+            NewProgress {
+                user_id: u.id,
+                practice_id: b.practice_id,
+                goal_id: b.goal_id,
+                learning_path_id: b.learning_path_id,
+                duration_minutes: b.duration_minutes,
+                rating: b.rating,
+                mood_before: b.mood_before,
+                mood_after: b.mood_after,
+                notes: b.notes,
+                completed: b.completed,
+                completed_at: b.completed.then(chrono::Utc::now),
+                created_at: None,
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(e)))
+}
+
+fn range(days: Option<i64>) -> Result<Option<DateRange>, ApiError> {
+    match days {
+        None => Ok(None),
+        Some(d) if (1..=3650).contains(&d) => Ok(Some(DateRange::last_days(d))),
+        Some(_) => Err(Error::invalid("days", "must be 1 to 3650").into()),
+    }
+}
+
+async fn my_stats(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<UserStatistics> {
+    Ok(Json(
+        s.repo
+            .user_statistics(Actor::User(u.id), u.id, range(q.days)?)
+            .await?,
+    ))
+}
+
+async fn user_stats(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<UserId>,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<UserStatistics> {
+    if id != u.id {
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            json!({ "error": "forbidden", "message": "another user's data" }),
+            None,
+        ));
+    }
+    Ok(Json(
+        s.repo
+            .user_statistics(Actor::User(u.id), id, range(q.days)?)
+            .await?,
+    ))
+}
+
+async fn ask_agent(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(agent): Path<String>,
+    Json(input): Json<Value>,
+) -> ApiResult<Value> {
+    let agent: AgentType = agent.parse()?;
+    let out = s
+        .pipeline
+        .complete(AiRequest::new(u.id, agent, input), u.tier)
+        .await?;
+    Ok(Json(json!({
+        "output": out.response.output,
+        "cache": out.cache,
+        "cost_nanos": out.cost_nanos,
+        "backend": out.response.backend,
+    })))
+}
+
+async fn metrics_snapshot(State(s): State<AppState>) -> Json<crate::metrics::MetricsSnapshot> {
+    Json(s.metrics.snapshot())
+}
+
+async fn health(State(s): State<AppState>) -> Response {
+    let r = s.health.evaluate().await;
+    let code = if r.overall == Status::Critical {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(r)).into_response()
+}
+
+async fn prometheus(State(s): State<AppState>) -> Response {
+    match &s.render_metrics {
+        Some(f) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+#[derive(Deserialize)]
+struct WsQuery {
+    token: Option<String>,
+}
+
+async fn realtime_ws(
+    State(s): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<WsQuery>,
+    ws: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let tok = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string))
+        .or(q.token)
+        .ok_or_else(|| unauthorized("missing token"))?;
+    let user = verify(&s, &tok)?;
+    let sub = s
+        .realtime
+        .subscribe(Actor::User(user), Channel::User { user, table: None })?;
+    let every = s.ws_heartbeat;
+    Ok(ws.on_upgrade(move |socket| stream_changes(socket, sub, every)))
+}
+
+async fn stream_changes(
+    mut socket: WebSocket,
+    mut sub: crate::realtime::Subscription,
+    every: Duration,
+) {
+    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+    loop {
+        tokio::select! {
+            ev = sub.next_event() => {
+                let Some(ev) = ev else { break };
+                let body = match ev {
+                    RealtimeEvent::Change(c) => json!({ "type": "change", "change": c }),
+                    RealtimeEvent::Resync => json!({ "type": "resync" }),
+                    RealtimeEvent::Lagged { missed } => json!({ "type": "lagged", "missed": missed }),
+                };
+                if socket.send(Message::Text(body.to_string().into())).await.is_err() {
+                    break;
+                }
+            }
+            _ = ping.tick() => {
+                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                    break;
+                }
+            }
+            msg = socket.recv() => match msg {
+                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+                _ => {}
+            }
+        }
+    }
+}

@@ -1,0 +1,409 @@
+//! The example server used as its clients would: HTTP with reqwest and WebSocket with
+//! tokio-tungstenite against a loopback port — the auth matrix, a REST change arriving
+//! on the same user's socket only, 429 under a flood, malformed and oversize bodies,
+//! `/metrics` and `/health`, and the dashboard rendered in headless Chromium.
+#![cfg(all(feature = "server", feature = "metrics-facade"))]
+
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use kasama::agent::SimulatedAgent;
+use kasama::metrics::{FanOut, HealthMonitor, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
+use kasama::pipeline::AiPipeline;
+use kasama::prelude::*;
+use kasama::realtime::{Hub, MemoryRealtime};
+use kasama::server::{AppState, router, token};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+
+const SECRET: &[u8] = b"test-secret";
+
+fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    static H: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
+    H.get_or_init(|| {
+        metrics_exporter_prometheus::PrometheusBuilder::new()
+            .install_recorder()
+            .unwrap()
+    })
+    .clone()
+}
+
+struct Server {
+    base: String,
+    repo: Arc<dyn Repository>,
+}
+
+async fn start() -> Server {
+    let handle = prometheus();
+    let metrics = Arc::new(InMemoryMetrics::new());
+    let sink: Arc<dyn MetricsSink> = Arc::new(FanOut(vec![Arc::new(MetricsFacadeSink::new())]));
+    let hub = Hub::new(64);
+    let repo: Arc<dyn Repository> =
+        Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
+    let pipeline = Arc::new(
+        AiPipeline::builder(repo.clone())
+            .backend(Arc::new(SimulatedAgent::instant("sim")))
+            .metrics(FanOut(vec![metrics.clone(), sink.clone()]).into_arc())
+            .build()
+            .unwrap(),
+    );
+    let state = AppState {
+        repo: repo.clone(),
+        pipeline,
+        realtime: Arc::new(MemoryRealtime::new(hub)),
+        metrics: metrics.clone(),
+        sink,
+        health: Arc::new(HealthMonitor::new(metrics)),
+        jwt_secret: Arc::new(SECRET.to_vec()),
+        render_metrics: Some(Arc::new(move || handle.render())),
+        ws_heartbeat: Duration::from_secs(15),
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, router(state)).await.unwrap() });
+    Server {
+        base: format!("http://{addr}"),
+        repo,
+    }
+}
+
+trait IntoArc {
+    fn into_arc(self) -> Arc<dyn MetricsSink>;
+}
+impl IntoArc for FanOut {
+    fn into_arc(self) -> Arc<dyn MetricsSink> {
+        Arc::new(self)
+    }
+}
+
+async fn user(s: &Server, tier: SubscriptionTier) -> (UserId, String) {
+    let u = UserId::new();
+    let mut p = NewProfile::new(u, format!("{u}@example.com"), "U");
+    p.subscription_tier = tier;
+    s.repo.create_profile(Actor::Service, p).await.unwrap();
+    (u, token(SECRET, u, Duration::from_secs(3600)))
+}
+
+fn http() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_auth_matrix() {
+    let s = start().await;
+    let (a, ta) = user(&s, SubscriptionTier::Premium).await;
+    let (b, _) = user(&s, SubscriptionTier::Premium).await;
+    let get = |path: &str, tok: Option<String>| {
+        let mut r = http().get(format!("{}{path}", s.base));
+        if let Some(t) = tok {
+            r = r.bearer_auth(t);
+        }
+        r.send()
+    };
+    assert_eq!(get("/api/profile", None).await.unwrap().status(), 401);
+    assert_eq!(
+        get("/api/profile", Some("not.a.jwt".into()))
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    assert_eq!(
+        get(
+            "/api/profile",
+            Some(token(b"wrong-secret", a, Duration::from_secs(60)))
+        )
+        .await
+        .unwrap()
+        .status(),
+        401
+    );
+    // Expired (well past the default leeway).
+    let old = jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &kasama::server::Claims {
+            sub: a.to_string(),
+            exp: 1_000_000,
+        },
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    assert_eq!(get("/api/profile", Some(old)).await.unwrap().status(), 401);
+    let me = get("/api/profile", Some(ta.clone())).await.unwrap();
+    assert_eq!(me.status(), 200);
+    assert_eq!(me.json::<Value>().await.unwrap()["id"], a.to_string());
+    assert_eq!(
+        get(&format!("/api/users/{a}/stats"), Some(ta.clone()))
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        get(&format!("/api/users/{b}/stats"), Some(ta.clone()))
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+}
+
+type Ws =
+    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn next(w: &mut Ws) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), w.next())
+            .await
+            .expect("a message within 5 s")
+            .unwrap()
+            .unwrap()
+        {
+            Message::Text(t) => return serde_json::from_str::<Value>(&t).unwrap(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+            other => panic!("expected text, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_change_reaches_its_users_socket_and_no_one_elses() {
+    let s = start().await;
+    let (a, ta) = user(&s, SubscriptionTier::Premium).await;
+    let (b, tb) = user(&s, SubscriptionTier::Premium).await;
+    let ws = |t: &str| {
+        tokio_tungstenite::connect_async(format!(
+            "{}/realtime?token={t}",
+            s.base.replace("http", "ws")
+        ))
+    };
+    let (mut wa, _) = ws(&ta).await.unwrap();
+    let (mut wb, _) = ws(&tb).await.unwrap();
+    assert!(
+        tokio_tungstenite::connect_async(format!(
+            "{}/realtime?token=bad",
+            s.base.replace("http", "ws")
+        ))
+        .await
+        .is_err()
+    );
+
+    let post = |tok: &str, title: &str| {
+        http()
+            .post(format!("{}/api/goals", s.base))
+            .bearer_auth(tok)
+            .json(&json!({"title": title, "category": "communication"}))
+            .send()
+    };
+    let ga: Value = post(&ta, "a's goal").await.unwrap().json().await.unwrap();
+    let ev = next(&mut wa).await;
+    assert_eq!(ev["type"], "change");
+    assert_eq!(ev["change"]["table"], "goals");
+    assert_eq!(ev["change"]["id"], ga["id"]);
+    assert_eq!(ev["change"]["user_id"], a.to_string());
+    // b's socket got nothing of a's: its first message is b's own change.
+    let gb: Value = post(&tb, "b's goal").await.unwrap().json().await.unwrap();
+    let ev = next(&mut wb).await;
+    assert_eq!(
+        (ev["change"]["id"].clone(), ev["change"]["user_id"].clone()),
+        (gb["id"].clone(), json!(b.to_string()))
+    );
+    wa.send(Message::Close(None)).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn floods_get_429_and_bad_bodies_get_4xx() {
+    let s = start().await;
+    let (_, t) = user(&s, SubscriptionTier::Free).await; // free: 60 a minute, bursts of 30
+    let mut limited = None;
+    for _ in 0..40 {
+        let r = http()
+            .get(format!("{}/api/goals", s.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+        if r.status() == 429 {
+            limited = Some(r);
+            break;
+        }
+        assert_eq!(r.status(), 200);
+    }
+    let r = limited.expect("the flood was limited");
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "{retry}");
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "rate_limited");
+
+    let (_, t) = user(&s, SubscriptionTier::Enterprise).await;
+    let post = |body: Vec<u8>, ct: &'static str| {
+        http()
+            .post(format!("{}/api/goals", s.base))
+            .bearer_auth(&t)
+            .header("content-type", ct)
+            .body(body)
+            .send()
+    };
+    let r = post(b"{\"title\": ".to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = post(b"{\"title\": 5}".to_vec(), "application/json")
+        .await
+        .unwrap();
+    assert!(r.status().is_client_error(), "{}", r.status());
+    let r = post(
+        format!(
+            "{{\"title\": \"{}\", \"category\": \"c\"}}",
+            "x".repeat(100_000)
+        )
+        .into_bytes(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 413);
+    let r = post(
+        json!({"title": " ", "category": "c"})
+            .to_string()
+            .into_bytes(),
+        "application/json",
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(
+        (body["error"].clone(), body["field"].clone()),
+        (json!("invalid_input"), json!("title"))
+    );
+    let r = http()
+        .post(format!("{}/api/agents/not_an_agent", s.base))
+        .bearer_auth(&t)
+        .json(&json!("hi"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = http()
+        .post(format!("{}/api/agents/learning_coach", s.base))
+        .bearer_auth(&t)
+        .json(&json!("How do I listen better?"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.json::<Value>().await.unwrap()["output"]["advice"].is_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_health_and_the_dashboard_render() {
+    let s = start().await;
+    let (_, t) = user(&s, SubscriptionTier::Enterprise).await;
+    for i in 0..5 {
+        http()
+            .post(format!("{}/api/agents/insight_generator", s.base))
+            .bearer_auth(&t)
+            .json(&json!(format!("question {i}")))
+            .send()
+            .await
+            .unwrap();
+        http()
+            .get(format!("{}/api/goals", s.base))
+            .bearer_auth(&t)
+            .send()
+            .await
+            .unwrap();
+    }
+    let text = http()
+        .get(format!("{}/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        text.contains("kasama_ai_requests_total{agent=\"insight_generator\""),
+        "{text}"
+    );
+    assert!(text.contains("kasama_api_requests_total"));
+    let h = http()
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(h.status(), 200);
+    assert!(
+        h.json::<Value>().await.unwrap()["checks"]
+            .as_array()
+            .unwrap()
+            .len()
+            >= 7
+    );
+    let snap: Value = http()
+        .get(format!("{}/api/metrics", s.base))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(snap["ai"]["count"].as_u64().unwrap() >= 5);
+
+    // The dashboard, in a real browser.
+    let chromium = ["chromium", "chromium-browser"].into_iter().find(|b| {
+        std::process::Command::new(b)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    let Some(chromium) = chromium else {
+        if std::env::var("KASAMA_REQUIRE_CHROMIUM").is_ok_and(|v| v == "1") {
+            panic!("Chromium is required (KASAMA_REQUIRE_CHROMIUM=1) but not installed");
+        }
+        eprintln!("SKIPPED (no Chromium): dashboard rendering");
+        return;
+    };
+    let profile =
+        std::env::temp_dir().join(format!("kasama-chromium-{}", uuid::Uuid::new_v4().simple()));
+    let url = format!("{}/dashboard", s.base);
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(chromium)
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+                "--virtual-time-budget=5000",
+                "--dump-dom",
+            ])
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .arg(url)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-rendered=\"yes\""),
+        "the charts did not render: {dom}"
+    );
+    let points: u32 = dom
+        .split("data-points=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap();
+    assert!(points >= 5, "{points} points drawn");
+    assert!(dom.contains("AI requests"));
+}
