@@ -29,10 +29,10 @@ pub(crate) const PAGE: &str = r##"<!doctype html>
 </div>
 <script>
 const colors = ["#4c78a8", "#f58518", "#54a24b", "#e45756", "#72b7b2", "#b279a2"];
-function bars(id, labels, series, names) {
+function bars(id, labels, series, names, fixedMax) {
   const c = document.getElementById(id), g = c.getContext("2d");
   g.clearRect(0, 0, c.width, c.height);
-  const max = Math.max(1e-9, ...series.flat());
+  const max = fixedMax || Math.max(1e-9, ...series.flat());
   const groupW = (c.width - 40) / Math.max(1, labels.length), barW = groupW / (series.length + 1);
   let drawn = 0;
   labels.forEach((label, i) => {
@@ -56,7 +56,7 @@ async function refresh() {
     points += bars("latency", layers.map(l => l[0]),
       [layers.map(l => l[1].p50_ms), layers.map(l => l[1].p95_ms), layers.map(l => l[1].p99_ms)], ["p50", "p95", "p99"]);
     const caches = [m.ai_cache].concat(m.caches);
-    points += bars("hits", caches.map(c => c.tier), [caches.map(c => c.hit_rate)], ["hit rate"]);
+    points += bars("hits", caches.map(c => c.tier + " " + Math.round(100 * c.hit_rate) + " %"), [caches.map(c => c.hit_rate)], ["hit rate (0–100 %)"], 1);
     points += bars("cost", m.ai_agents.map(a => a.agent.split("_")[0]), [m.ai_agents.map(a => a.cost_nanos / 1000)], ["cost"]);
     points += bars("rps", m.windows.map(w => w.window),
       [m.windows.map(w => w.api_rps), m.windows.map(w => w.ai_rps), m.windows.map(w => w.db_rps)], ["api", "ai", "db"]);
