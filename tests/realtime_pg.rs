@@ -39,6 +39,23 @@ async fn change(s: &mut Subscription) -> ChangeEvent {
     }
 }
 
+/// A fresh database, a connected feed on it, and one user.
+async fn feed() -> Option<(common::TestDb, PgRealtime, UserId)> {
+    let db = common::pg().await?;
+    let rt = PgRealtime::start(cfg(db.app_config().url));
+    assert!(rt.wait_connected(Duration::from_secs(10)).await);
+    let u = users(&db.repo, 1).await[0];
+    Some((db, rt, u))
+}
+
+/// Everything of `u`'s.
+fn mine(u: UserId) -> Channel {
+    Channel::User {
+        user: u,
+        table: None,
+    }
+}
+
 fn goal(u: UserId, title: &str) -> NewGoal {
     NewGoal {
         user_id: u,
@@ -187,19 +204,10 @@ async fn commit_order_rollbacks_and_isolation() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_listener_reconnects_resyncs_and_delivers_again() {
-    let Some(db) = common::pg().await else { return };
-    let rt = PgRealtime::start(cfg(db.app_config().url));
-    assert!(rt.wait_connected(Duration::from_secs(10)).await);
-    let u = users(&db.repo, 1).await[0];
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let Some((db, rt, u)) = feed().await else {
+        return;
+    };
+    let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();
     let pid = rt.status().backend_pid.unwrap();
     let admin = db.admin().await;
     admin
@@ -230,19 +238,10 @@ async fn a_killed_listener_reconnects_resyncs_and_delivers_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_never_reads_does_not_stall_the_others() {
-    let Some(db) = common::pg().await else { return };
-    let rt = PgRealtime::start(cfg(db.app_config().url));
-    assert!(rt.wait_connected(Duration::from_secs(10)).await);
-    let u = users(&db.repo, 1).await[0];
-    let mut stuck = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let Some((db, rt, u)) = feed().await else {
+        return;
+    };
+    let mut stuck = rt.subscribe(Actor::User(u), mine(u)).unwrap();
     let mut reader = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -261,10 +260,9 @@ async fn a_subscriber_that_never_reads_does_not_stall_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_row_with_megabytes_of_json_still_notifies() {
-    let Some(db) = common::pg().await else { return };
-    let rt = PgRealtime::start(cfg(db.app_config().url));
-    assert!(rt.wait_connected(Duration::from_secs(10)).await);
-    let u = users(&db.repo, 1).await[0];
+    let Some((db, rt, u)) = feed().await else {
+        return;
+    };
     let mut s = rt
         .subscribe(
             Actor::User(u),
@@ -406,15 +404,7 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     let rt = PgRealtime::start(cfg(cluster.url()));
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let u = users(&repo, 1).await[0];
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();
     let before = repo
         .create_goal(Actor::User(u), goal(u, "before"))
         .await
