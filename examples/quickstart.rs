@@ -361,12 +361,11 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
             70..95 => SubscriptionTier::Premium,
             _ => SubscriptionTier::Enterprise,
         };
-        let id = UserId::new();
-        let mut p = NewProfile::new(
-            id,
-            format!("user{i}-{}@example.com", a.seed),
-            format!("User {i}"),
-        );
+        // Seeded ids in memory (the simulated backends draw from the request's content,
+        // user included); fresh ones on PostgreSQL, where earlier runs' users remain.
+        let seeded = UserId(uuid::Uuid::from_u64_pair(rng.next(), rng.next()));
+        let id = if pg.is_some() { UserId::new() } else { seeded };
+        let mut p = NewProfile::new(id, format!("user{i}-{id}@example.com"), format!("User {i}"));
         p.subscription_tier = tier;
         repo.create_profile(Actor::Service, p).await?;
         *by_tier.entry(tier.as_str()).or_default() += 1;

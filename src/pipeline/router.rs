@@ -311,6 +311,7 @@ impl Router {
             .with_min_delay(self.cfg.backoff_min)
             .with_max_delay(self.cfg.backoff_max)
             .with_jitter()
+            .with_jitter_seed(self.random())
             .without_max_times()
             .build();
         let mut tried = Vec::new();
