@@ -14,36 +14,15 @@
 //! ```
 
 use std::hint::black_box;
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use kasama::agent::{AiAgent, AiRequest, SimulatedAgent};
-use kasama::pipeline::{
-    AiPipeline, BatchConfig, Budgets, Quota, RateLimitConfig, RateLimits, TierQuotas,
-};
+use kasama::pipeline::{AiPipeline, BatchConfig, Budgets, RateLimitConfig, RateLimits};
 use kasama::prelude::*;
 use kasama::semantic::{HashingEmbedder, SemanticCache};
 use tokio::runtime::Runtime;
-
-fn generous() -> RateLimitConfig {
-    let q = Quota::per_second(NonZeroU32::new(1_000_000_000).unwrap());
-    RateLimitConfig {
-        global_ai: q,
-        ai_per_user: TierQuotas {
-            free: q,
-            premium: q,
-            enterprise: q,
-        },
-        api_per_user: TierQuotas {
-            free: q,
-            premium: q,
-            enterprise: q,
-        },
-        prune_every: 10_000,
-    }
-}
 
 fn pipeline(
     rt: &Runtime,
@@ -53,7 +32,7 @@ fn pipeline(
 ) -> AiPipeline {
     let _g = rt.enter();
     let mut b = AiPipeline::builder(repo)
-        .rate_limits(generous())
+        .rate_limits(RateLimitConfig::unlimited())
         .budgets(Budgets::unlimited())
         .batching(BatchConfig {
             window: Duration::ZERO,

@@ -4,37 +4,18 @@
 
 mod common;
 
-use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;
 
 use kasama::agent::{AiAgent, AiRequest, SimulatedAgent};
 use kasama::metrics::CacheTier;
 use kasama::pipeline::{
-    AiPipeline, BatchConfig, BreakerState, Budgets, Price, PriceTable, Quota, RateLimitConfig,
-    RecorderConfig, TierQuotas,
+    AiPipeline, BatchConfig, BreakerState, Budgets, Price, PriceTable, RateLimitConfig,
+    RecorderConfig,
 };
 use kasama::prelude::*;
 use kasama::semantic::{HashingEmbedder, SemanticCache};
 use tokio::time::Instant;
-
-fn generous() -> RateLimitConfig {
-    let q = Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
-    RateLimitConfig {
-        global_ai: q,
-        ai_per_user: TierQuotas {
-            free: q,
-            premium: q,
-            enterprise: q,
-        },
-        api_per_user: TierQuotas {
-            free: q,
-            premium: q,
-            enterprise: q,
-        },
-        prune_every: 10_000,
-    }
-}
 
 fn sim(name: &str, latency_ms: u64, failure_rate: f64) -> Arc<SimulatedAgent> {
     let l = Duration::from_millis(latency_ms);
@@ -74,7 +55,7 @@ async fn a_hundred_identical_concurrent_requests_make_one_backend_call() {
     let p = Arc::new(
         AiPipeline::builder(repo.clone())
             .backend(agent.clone())
-            .rate_limits(generous())
+            .rate_limits(RateLimitConfig::unlimited())
             .budgets(Budgets::unlimited())
             .build()
             .unwrap(),
@@ -118,7 +99,7 @@ async fn a_personal_agent_never_answers_one_user_with_anothers_call() {
     let p = AiPipeline::builder(repo.clone())
         .backend(agent.clone())
         .semantic_cache(cache)
-        .rate_limits(generous())
+        .rate_limits(RateLimitConfig::unlimited())
         .build()
         .unwrap();
     let q = |u| {
@@ -158,7 +139,7 @@ async fn a_failing_backend_trips_its_breaker_and_traffic_moves_to_the_healthy_on
     let p = AiPipeline::builder(repo)
         .backend(bad.clone())
         .backend(good.clone())
-        .rate_limits(generous())
+        .rate_limits(RateLimitConfig::unlimited())
         .budgets(Budgets::unlimited())
         .batching(BatchConfig {
             window: Duration::ZERO,
@@ -212,7 +193,7 @@ async fn with_every_backend_down_the_answer_is_circuit_open_at_once() {
     let p = AiPipeline::builder(repo)
         .backend(sim("x", 10, 1.0))
         .backend(sim("y", 10, 1.0))
-        .rate_limits(generous())
+        .rate_limits(RateLimitConfig::unlimited())
         .budgets(Budgets::unlimited())
         .batching(BatchConfig {
             window: Duration::ZERO,
@@ -249,7 +230,7 @@ async fn a_reached_budget_is_refused_before_any_backend_call() {
     };
     let p = AiPipeline::builder(repo)
         .backend(agent.clone())
-        .rate_limits(generous())
+        .rate_limits(RateLimitConfig::unlimited())
         .budgets(budgets)
         .build()
         .unwrap();
@@ -356,7 +337,7 @@ async fn the_queue_is_bounded_and_priorities_decide_when_a_batch_leaves() {
     let p = Arc::new(
         AiPipeline::builder(repo)
             .backend(agent.clone())
-            .rate_limits(generous())
+            .rate_limits(RateLimitConfig::unlimited())
             .budgets(Budgets::unlimited())
             .batching(BatchConfig {
                 max_queue: 2,
@@ -408,7 +389,7 @@ async fn a_waiter_that_gives_up_does_not_break_the_batch_for_the_others() {
     let p = Arc::new(
         AiPipeline::builder(repo)
             .backend(agent.clone())
-            .rate_limits(generous())
+            .rate_limits(RateLimitConfig::unlimited())
             .budgets(Budgets::unlimited())
             .build()
             .unwrap(),
@@ -440,7 +421,7 @@ async fn ten_thousand_recorded_exactly(repo: Arc<dyn Repository>) {
                 default: price,
                 ..Default::default()
             })
-            .rate_limits(generous())
+            .rate_limits(RateLimitConfig::unlimited())
             .budgets(Budgets::unlimited())
             .batching(BatchConfig {
                 window: Duration::ZERO,

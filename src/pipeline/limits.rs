@@ -79,6 +79,25 @@ impl Default for RateLimitConfig {
     }
 }
 
+impl RateLimitConfig {
+    /// Limits so high they never bite (a billion a second): for tests, benchmarks and
+    /// hosts that limit elsewhere.
+    pub fn unlimited() -> Self {
+        let q = Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero"));
+        let t = TierQuotas {
+            free: q,
+            premium: q,
+            enterprise: q,
+        };
+        Self {
+            global_ai: q,
+            ai_per_user: t,
+            api_per_user: t,
+            prune_every: 10_000,
+        }
+    }
+}
+
 struct PerTier {
     free: Keyed,
     premium: Keyed,
