@@ -12,7 +12,7 @@ use crate::text::{fnv1a, terms};
 /// paraphrases that share few words score low — it does not know that "argue" and
 /// "fight" mean the same. Its cosines therefore sit much lower than a language
 /// model's, and its calibrated threshold is lower (see [`Embedder::default_threshold`]).
-/// Deterministic across runs and machines. Roughly a microsecond per short sentence.
+/// Deterministic across runs and machines.
 #[derive(Clone, Debug)]
 pub struct HashingEmbedder {
     dimension: usize,
