@@ -43,6 +43,13 @@ async fn users(repo: &Arc<dyn Repository>, n: usize) -> Vec<UserId> {
     v
 }
 
+/// A pipeline builder whose rate limits and budgets never bite.
+fn relaxed(repo: Arc<dyn Repository>) -> kasama::pipeline::AiPipelineBuilder {
+    AiPipeline::builder(repo)
+        .rate_limits(RateLimitConfig::unlimited())
+        .budgets(Budgets::unlimited())
+}
+
 fn memory() -> Arc<dyn Repository> {
     Arc::new(InMemoryRepository::new())
 }
@@ -53,10 +60,8 @@ async fn a_hundred_identical_concurrent_requests_make_one_backend_call() {
     let u = users(&repo, 1).await[0];
     let agent = sim("a", 300, 0.0);
     let p = Arc::new(
-        AiPipeline::builder(repo.clone())
+        relaxed(repo.clone())
             .backend(agent.clone())
-            .rate_limits(RateLimitConfig::unlimited())
-            .budgets(Budgets::unlimited())
             .build()
             .unwrap(),
     );
@@ -136,11 +141,9 @@ async fn a_failing_backend_trips_its_breaker_and_traffic_moves_to_the_healthy_on
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let (bad, good) = (sim("bad", 20, 1.0), sim("good", 20, 0.0));
-    let p = AiPipeline::builder(repo)
+    let p = relaxed(repo)
         .backend(bad.clone())
         .backend(good.clone())
-        .rate_limits(RateLimitConfig::unlimited())
-        .budgets(Budgets::unlimited())
         .batching(BatchConfig {
             window: Duration::ZERO,
             ..Default::default()
@@ -190,11 +193,9 @@ async fn a_failing_backend_trips_its_breaker_and_traffic_moves_to_the_healthy_on
 async fn with_every_backend_down_the_answer_is_circuit_open_at_once() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
-    let p = AiPipeline::builder(repo)
+    let p = relaxed(repo)
         .backend(sim("x", 10, 1.0))
         .backend(sim("y", 10, 1.0))
-        .rate_limits(RateLimitConfig::unlimited())
-        .budgets(Budgets::unlimited())
         .batching(BatchConfig {
             window: Duration::ZERO,
             ..Default::default()
@@ -269,7 +270,7 @@ async fn a_reached_budget_is_refused_before_any_backend_call() {
         spent < 40_000_000 + 40_000_000,
         "passed by at most one call's cost: {spent}"
     );
-    // Another user's budget is untouched; a premium user's cap is higher.
+    // Another user's budget is untouched.
     p.complete(
         AiRequest::new(us[1], AgentType::LearningCoach, "hello"),
         SubscriptionTier::Free,
@@ -335,10 +336,8 @@ async fn the_queue_is_bounded_and_priorities_decide_when_a_batch_leaves() {
     let u = users(&repo, 1).await[0];
     let agent = sim("a", 1000, 0.0);
     let p = Arc::new(
-        AiPipeline::builder(repo)
+        relaxed(repo)
             .backend(agent.clone())
-            .rate_limits(RateLimitConfig::unlimited())
-            .budgets(Budgets::unlimited())
             .batching(BatchConfig {
                 max_queue: 2,
                 ..Default::default()
@@ -386,14 +385,7 @@ async fn a_waiter_that_gives_up_does_not_break_the_batch_for_the_others() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let agent = sim("a", 500, 0.0);
-    let p = Arc::new(
-        AiPipeline::builder(repo)
-            .backend(agent.clone())
-            .rate_limits(RateLimitConfig::unlimited())
-            .budgets(Budgets::unlimited())
-            .build()
-            .unwrap(),
-    );
+    let p = Arc::new(relaxed(repo).backend(agent.clone()).build().unwrap());
     let req = AiRequest::new(u, AgentType::LearningCoach, "same question");
     let mk = || {
         let (p, r) = (p.clone(), req.clone());

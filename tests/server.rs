@@ -37,14 +37,17 @@ struct Server {
 async fn start() -> Server {
     let handle = prometheus();
     let metrics = Arc::new(InMemoryMetrics::new());
-    let sink: Arc<dyn MetricsSink> = Arc::new(FanOut(vec![Arc::new(MetricsFacadeSink::new())]));
+    let sink: Arc<dyn MetricsSink> = Arc::new(FanOut(vec![
+        metrics.clone(),
+        Arc::new(MetricsFacadeSink::new()),
+    ]));
     let hub = Hub::new(64);
     let repo: Arc<dyn Repository> =
         Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
     let pipeline = Arc::new(
         AiPipeline::builder(repo.clone())
             .backend(Arc::new(SimulatedAgent::instant("sim")))
-            .metrics(FanOut(vec![metrics.clone(), sink.clone()]).into_arc())
+            .metrics(sink.clone())
             .build()
             .unwrap(),
     );
@@ -65,15 +68,6 @@ async fn start() -> Server {
     Server {
         base: format!("http://{addr}"),
         repo,
-    }
-}
-
-trait IntoArc {
-    fn into_arc(self) -> Arc<dyn MetricsSink>;
-}
-impl IntoArc for FanOut {
-    fn into_arc(self) -> Arc<dyn MetricsSink> {
-        Arc::new(self)
     }
 }
 
@@ -354,6 +348,9 @@ async fn metrics_health_and_the_dashboard_render() {
         .await
         .unwrap();
     assert!(snap["ai"]["count"].as_u64().unwrap() >= 5);
+    // Each API request counted once: 10 calls, /metrics and /health (this one ends after
+    // the snapshot is taken).
+    assert_eq!(snap["api"]["count"], 12);
 
     // The dashboard, in a real browser.
     let chromium = ["chromium", "chromium-browser"].into_iter().find(|b| {

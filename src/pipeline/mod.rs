@@ -214,10 +214,11 @@ impl AiPipeline {
     /// backend call), `Overloaded`, `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
-        let result = self.run(req.clone(), tier, start).await;
+        let agent = req.agent;
+        let result = self.run(req, tier, start).await;
         if let Err(e) = &result {
             self.metrics.record(&MetricEvent::Ai {
-                agent: req.agent,
+                agent,
                 backend: None,
                 input_tokens: 0,
                 output_tokens: 0,
@@ -268,6 +269,7 @@ impl AiPipeline {
 
         // The worst case this call can cost, held against the budgets until it ends.
         let price = self.prices.price(&req.params.model);
+        // Input: the question plus up to 200 tokens of system prompt and framing.
         let worst = u64::from(estimate_tokens(&req.prompt_text()) + 200)
             * price.input_micros_per_1k
             + u64::from(req.params.max_tokens) * price.output_micros_per_1k;

@@ -114,14 +114,7 @@ impl MiniLmEmbedder {
     /// `InvalidInput` for a text over [`MAX_TEXT_BYTES`](super::MAX_TEXT_BYTES);
     /// `Backend` when the model fails.
     pub fn encode(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
-        for (i, t) in texts.iter().enumerate() {
-            if t.len() > super::MAX_TEXT_BYTES {
-                return Err(Error::invalid(
-                    format!("texts[{i}]"),
-                    format!("{} bytes, at most {}", t.len(), super::MAX_TEXT_BYTES),
-                ));
-            }
-        }
+        super::check_sizes(texts)?;
         let inner = &self.inner;
         let mut out = Vec::with_capacity(texts.len());
         // Texts of similar length share a padded batch; each batch is at most 32.

@@ -80,18 +80,21 @@ impl<E: Embedder + ?Sized> Embedder for Arc<E> {
 
 /// Checks the texts given to an embedder.
 pub(crate) fn check_texts(texts: &[String]) -> Result<()> {
-    for (i, t) in texts.iter().enumerate() {
-        if t.trim().is_empty() {
-            return Err(Error::invalid(format!("texts[{i}]"), "must not be empty"));
-        }
-        if t.len() > MAX_TEXT_BYTES {
-            return Err(Error::invalid(
-                format!("texts[{i}]"),
-                format!("{} bytes, at most {MAX_TEXT_BYTES}", t.len()),
-            ));
-        }
+    if let Some(i) = texts.iter().position(|t| t.trim().is_empty()) {
+        return Err(Error::invalid(format!("texts[{i}]"), "must not be empty"));
     }
-    Ok(())
+    check_sizes(texts)
+}
+
+/// Refuses a text over [`MAX_TEXT_BYTES`] (empty text allowed).
+pub(crate) fn check_sizes(texts: &[String]) -> Result<()> {
+    match texts.iter().position(|t| t.len() > MAX_TEXT_BYTES) {
+        Some(i) => Err(Error::invalid(
+            format!("texts[{i}]"),
+            format!("{} bytes, at most {MAX_TEXT_BYTES}", texts[i].len()),
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Checks a vector an embedder produced (or a caller supplied) and normalises it.

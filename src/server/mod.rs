@@ -42,9 +42,11 @@ pub struct AppState {
     pub pipeline: Arc<AiPipeline>,
     /// The change feed.
     pub realtime: Arc<dyn Realtime>,
-    /// In-process metrics (the dashboard reads them); API requests are recorded here.
+    /// In-process metrics: the dashboard and `/api/metrics` read them.
     pub metrics: Arc<InMemoryMetrics>,
-    /// Where else API request metrics go (e.g. a `MetricsFacadeSink`).
+    /// Where API request metrics go. Include `metrics` (e.g. in a
+    /// [`FanOut`](crate::metrics::FanOut) with a `MetricsFacadeSink`) for the dashboard
+    /// to see them; each event is recorded once, here.
     pub sink: Arc<dyn MetricsSink>,
     /// Health checks.
     pub health: Arc<HealthMonitor>,
@@ -242,7 +244,6 @@ async fn record_api(State(state): State<AppState>, req: Request, next: Next) -> 
         latency: start.elapsed(),
         user: None,
     };
-    state.metrics.record(&ev);
     state.sink.record(&ev);
     resp
 }
