@@ -121,6 +121,12 @@ impl From<Error> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }
             Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+            // The operator's problem, not the client's: no details over HTTP.
+            Error::Config { .. } => {
+                tracing::error!(error = %e, "refusing requests: unsafe configuration");
+                let body = json!({ "error": kind, "message": "server misconfigured" });
+                return ApiError(StatusCode::INTERNAL_SERVER_ERROR, body, None);
+            }
             _ => (StatusCode::BAD_GATEWAY, None),
         };
         let mut body = json!({ "error": kind, "message": e.to_string() });

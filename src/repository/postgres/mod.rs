@@ -19,7 +19,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::future::join4;
 use tokio_postgres::error::SqlState;
@@ -45,6 +45,14 @@ pub struct PgConfig {
     pub create_timeout: Option<Duration>,
     /// How long checking a returned connection may take. Default: 5 s.
     pub recycle_timeout: Option<Duration>,
+    /// **Dangerous.** Accept a role for which row-level security does not apply (a
+    /// superuser, a role with `BYPASSRLS`, the owner of the tables, or a role that can
+    /// become one of those). Default: `false`: every new connection checks its role and
+    /// the pool refuses it with [`Error::Config`]. The repository still filters every
+    /// user-scoped statement by the acting user, so users stay apart without RLS, but a
+    /// single missed filter would then expose data: set this only for tools
+    /// (migrations, one-off maintenance) that need it, never for the app.
+    pub allow_rls_bypass: bool,
 }
 
 impl Default for PgConfig {
@@ -55,6 +63,7 @@ impl Default for PgConfig {
             wait_timeout: Some(Duration::from_secs(5)),
             create_timeout: Some(Duration::from_secs(5)),
             recycle_timeout: Some(Duration::from_secs(5)),
+            allow_rls_bypass: false,
         }
     }
 }
@@ -87,7 +96,9 @@ const SCOPE_SQL: &str =
     "SELECT set_config('app.user_id', $1, true), set_config('app.service', $2, true)";
 
 impl PgRepository {
-    /// Builds the pool. Connections open lazily, on first use.
+    /// Builds the pool. Connections open lazily, on first use; each new connection
+    /// first checks the role it runs as (see [`PgConfig::allow_rls_bypass`]). Call
+    /// [`PgRepository::verify`] at start-up to fail fast.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] for an unparsable URL or a pool size of 0.
@@ -104,7 +115,17 @@ impl PgRepository {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let allow_bypass = config.allow_rls_bypass;
         let pool = Pool::builder(mgr)
+            .post_create(Hook::async_fn(move |client, _| {
+                Box::pin(async move {
+                    match check_role(client, allow_bypass).await {
+                        Ok(()) => Ok(()),
+                        Err(RoleCheck::Db(e)) => Err(HookError::Backend(e)),
+                        Err(RoleCheck::Refused(msg)) => Err(HookError::message(msg)),
+                    }
+                })
+            }))
             .max_size(config.max_size)
             .wait_timeout(config.wait_timeout)
             .create_timeout(config.create_timeout)
@@ -115,9 +136,22 @@ impl PgRepository {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool (its connections must use the application role).
+    /// Wraps an existing pool (its connections must use the application role; the
+    /// pool's own hooks decide whether they are checked).
     pub fn from_pool(pool: Pool) -> Self {
         Self { pool }
+    }
+
+    /// Opens (or reuses) a connection, which checks the database role: call it at
+    /// start-up so a misconfigured deployment refuses to start instead of failing on
+    /// the first request.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the role bypasses row-level security (and
+    /// [`PgConfig::allow_rls_bypass`] is off); `Backend`/`Timeout` when the database
+    /// cannot be reached.
+    pub async fn verify(&self) -> Result<()> {
+        self.client().await.map(drop)
     }
 
     /// The underlying pool.
@@ -211,6 +245,59 @@ impl PgRepository {
     }
 }
 
+/// The user tables row-level security must protect.
+const USER_TABLES: &str = "'profiles', 'assessments', 'assessment_answers', 'goals', \
+    'learning_paths', 'progress', 'notifications', 'ai_interactions'";
+
+/// Why [`check_role`] refused.
+pub(crate) enum RoleCheck {
+    Db(tokio_postgres::Error),
+    Refused(String),
+}
+
+/// Refuses a role for which row-level security would not apply: a superuser, a
+/// `BYPASSRLS` role, an owner of a user table, or a role that can become one of those
+/// (`SET ROLE` to a role it is a member of). With `allow_bypass` it only warns.
+pub(crate) async fn check_role(
+    client: &tokio_postgres::Client,
+    allow_bypass: bool,
+) -> std::result::Result<(), RoleCheck> {
+    let sql = format!(
+        "SELECT current_user::text,
+            (SELECT string_agg(r.rolname::text, ', ' ORDER BY r.rolname) FROM pg_roles r
+              WHERE r.rolsuper AND pg_has_role(current_user, r.oid, 'MEMBER')),
+            (SELECT string_agg(r.rolname::text, ', ' ORDER BY r.rolname) FROM pg_roles r
+              WHERE r.rolbypassrls AND pg_has_role(current_user, r.oid, 'MEMBER')),
+            (SELECT string_agg(DISTINCT c.relowner::regrole::text, ', ') FROM pg_class c
+              WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(ARRAY[{USER_TABLES}]) AS t)
+                AND pg_has_role(current_user, c.relowner, 'MEMBER'))"
+    );
+    let row = client.query_one(&sql, &[]).await.map_err(RoleCheck::Db)?;
+    let role: String = row.get(0);
+    let superuser: Option<String> = row.get(1);
+    let bypass: Option<String> = row.get(2);
+    let owner: Option<String> = row.get(3);
+    let why = if let Some(r) = superuser {
+        format!("is or can become the superuser {r}")
+    } else if let Some(r) = bypass {
+        format!("is or can become {r}, which has BYPASSRLS")
+    } else if let Some(r) = owner {
+        format!("is or can become {r}, the owner of the app's tables")
+    } else {
+        return Ok(());
+    };
+    let msg = format!(
+        "the database role \"{role}\" {why}, so row-level security would not apply to it. \
+         Connect as a login role that is only a member of kasama_app (README, \"Database roles\"); \
+         a tool that must bypass RLS can set PgConfig::allow_rls_bypass"
+    );
+    if allow_bypass {
+        tracing::warn!(%role, "allow_rls_bypass is set: {why}; row-level security does not apply");
+        return Ok(());
+    }
+    Err(RoleCheck::Refused(msg))
+}
+
 fn scope_params(actor: Actor) -> (String, &'static str) {
     match actor {
         Actor::User(u) => (u.to_string(), ""),
@@ -236,6 +323,11 @@ fn pool_err(e: PoolError) -> Error {
             what: "waiting for a database connection".into(),
         },
         PoolError::Backend(e) => db_err(e),
+        PoolError::PostCreateHook(HookError::Message(msg)) => Error::Config {
+            what: "database role".into(),
+            reason: msg.into_owned(),
+        },
+        PoolError::PostCreateHook(HookError::Backend(e)) => db_err(e),
         other => backend("database pool", true, SafeError(other.to_string())),
     }
 }
