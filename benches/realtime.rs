@@ -78,9 +78,22 @@ async fn main() {
             .unwrap();
     }
     migrate_url(&conn(&base, &db)).await.unwrap();
-    let repo = PgRepository::connect(&PgConfig::new(conn(&base, &db))).unwrap();
+    // The app's side runs as a login that is only a member of kasama_app (the
+    // repository refuses roles that bypass row-level security).
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE kasama_bench_login LOGIN IN ROLE kasama_app;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    let app = conn(&base, &db).replace(
+        &format!("user={}", base.get_user().unwrap_or("postgres")),
+        "user=kasama_bench_login",
+    );
+    let repo = PgRepository::connect(&PgConfig::new(app.clone())).unwrap();
     let rt = PgRealtime::start(PgRealtimeConfig {
-        url: conn(&base, &db),
+        url: app,
         buffer: 20_000,
         ..Default::default()
     });

@@ -22,6 +22,7 @@ fn cfg(url: String) -> PgRealtimeConfig {
         heartbeat: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_secs(2),
         buffer: 4,
+        allow_rls_bypass: false,
     }
 }
 
@@ -397,11 +398,9 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
         eprintln!("SKIPPED (no throwaway PostgreSQL cluster)");
         return;
     };
-    kasama::repository::postgres::migrate_url(&cluster.url())
-        .await
-        .unwrap();
-    let repo = PgRepository::connect(&PgConfig::new(cluster.url())).unwrap();
-    let rt = PgRealtime::start(cfg(cluster.url()));
+    let (_, app) = common::provision(&cluster.url(), "kasama_restart").await;
+    let repo = PgRepository::connect(&PgConfig::new(app.clone())).unwrap();
+    let rt = PgRealtime::start(cfg(app));
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let u = users(&repo, 1).await[0];
     let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();

@@ -16,6 +16,7 @@ use super::{Channel, FeedState, Realtime, RealtimeStatus, parse_payload};
 use crate::domain::Actor;
 use crate::error::Result;
 use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
+use crate::repository::postgres::{RoleCheck, check_role};
 
 /// The channel `kasama_notify_change()` sends on.
 pub(crate) const CHANNEL: &str = "kasama_changes";
@@ -36,6 +37,12 @@ pub struct PgRealtimeConfig {
     pub heartbeat_timeout: Duration,
     /// Events buffered per subscriber before it lags. Default: 256.
     pub buffer: usize,
+    /// **Dangerous.** Accept a listener role for which row-level security does not
+    /// apply (superuser, `BYPASSRLS`, the tables' owner). Default: `false`: such a role
+    /// stops the feed in [`FeedState::Refused`], as
+    /// [`PgConfig::allow_rls_bypass`](crate::PgConfig::allow_rls_bypass) refuses it
+    /// for the repository.
+    pub allow_rls_bypass: bool,
 }
 
 impl Default for PgRealtimeConfig {
@@ -47,6 +54,7 @@ impl Default for PgRealtimeConfig {
             heartbeat: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(5),
             buffer: 256,
+            allow_rls_bypass: false,
         }
     }
 }
@@ -153,8 +161,16 @@ async fn supervise(
                 attempts = 0;
                 first = false;
             }
-            Err(e) => {
+            Err(Listen::Db(e)) => {
                 tracing::warn!(error = %e, "realtime: connecting failed");
+            }
+            Err(Listen::Refused(why)) => {
+                tracing::error!("realtime: not listening: {why}");
+                set(&status, |s| {
+                    s.state = FeedState::Refused;
+                    s.backend_pid = None;
+                });
+                return;
             }
         }
         attempts += 1;
@@ -174,6 +190,18 @@ async fn supervise(
     }
 }
 
+/// Why a listener connection ended before it was established.
+enum Listen {
+    Db(tokio_postgres::Error),
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for Listen {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Listen::Db(e)
+    }
+}
+
 /// One connection's life: connect, LISTEN, deliver, heartbeat, until it fails.
 /// `Ok` once it had connected (and then was lost), `Err` if it never connected.
 async fn listen(
@@ -182,7 +210,7 @@ async fn listen(
     status: &Mutex<RealtimeStatus>,
     metrics: &Arc<dyn MetricsSink>,
     first: bool,
-) -> std::result::Result<(), tokio_postgres::Error> {
+) -> std::result::Result<(), Listen> {
     let (client, mut connection) = tokio_postgres::connect(&cfg.url, NoTls).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     // The connection must be polled for notifications to arrive; this task does it.
@@ -204,11 +232,19 @@ async fn listen(
         }
     });
     let setup = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        client
-            .query_one("SELECT pg_backend_pid()", &[])
+        check_role(&client, cfg.allow_rls_bypass)
             .await
-            .map(|r| r.get::<_, i32>(0))
+            .map_err(|e| match e {
+                RoleCheck::Db(e) => Listen::Db(e),
+                RoleCheck::Refused(why) => Listen::Refused(why),
+            })?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        Ok::<_, Listen>(
+            client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map(|r| r.get::<_, i32>(0))?,
+        )
     };
     let pid = match setup.await {
         Ok(pid) => pid,
