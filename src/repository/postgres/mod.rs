@@ -9,10 +9,15 @@
 //!   call sends `BEGIN`, the scope, the statement and `COMMIT` pipelined, in one round
 //!   trip; statements are prepared once per connection.
 
+mod maintenance;
 mod migrate;
 mod queries;
 mod rows;
 
+pub use maintenance::{
+    MaintenanceConfig, MaintenanceReport, MaintenanceStatus, MaintenanceTask, PartitionMaintainer,
+    spawn_partition_maintenance,
+};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate, migrate_url};
 
 use std::str::FromStr;
@@ -161,8 +166,10 @@ impl PgRepository {
 
     /// Creates the partitions for this month and `months_ahead` more (assessments)
     /// and this week and `weeks_ahead` more (AI interactions), plus any that rows in a
-    /// DEFAULT partition need, moving those rows. Idempotent; call it at start-up and
-    /// daily. Returns how many partitions were created.
+    /// DEFAULT partition need, moving those rows (writers wait for the move; moved rows
+    /// send no change events). Bounds are in UTC whatever the session's time zone.
+    /// Idempotent; call it at start-up and daily ([`spawn_partition_maintenance`]
+    /// does). Returns how many partitions were created.
     ///
     /// # Errors
     /// `InvalidInput` for more than 120 months or 520 weeks; `Backend` on database errors.
