@@ -423,3 +423,46 @@ async fn roles_that_bypass_rls_are_refused_at_connect() {
     assert_eq!(refused(bypass, true).await, None);
     db.finish().await;
 }
+
+/// An answer can only point at an assessment of its own user, even for raw SQL run
+/// as the service (which RLS lets write any row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cannot_point_at_another_users_assessment_even_in_raw_sql() {
+    let Some(db) = common::pg().await else { return };
+    let (a, b, _, _) = seed(&db.repo).await;
+    let asmt = db
+        .repo
+        .create_assessment(
+            Actor::User(a),
+            NewAssessment {
+                user_id: a,
+                assessment_type: "x".into(),
+                title: "A's".into(),
+                created_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let c = db.app().await;
+    c.batch_execute("SELECT set_config('app.service', 'on', false)")
+        .await
+        .unwrap();
+    let e = c
+        .execute(
+            "INSERT INTO assessment_answers (id, assessment_id, assessment_created_at, user_id, question_id, answer)
+             VALUES ($1, $2, $3, $4, 'q', '1')",
+            &[&uuid::Uuid::new_v4(), &asmt.id.0, &asmt.created_at, &b.0],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION), "{e}");
+    // The same row for the assessment's own user is accepted.
+    c.execute(
+        "INSERT INTO assessment_answers (id, assessment_id, assessment_created_at, user_id, question_id, answer)
+         VALUES ($1, $2, $3, $4, 'q', '1')",
+        &[&uuid::Uuid::new_v4(), &asmt.id.0, &asmt.created_at, &a.0],
+    )
+    .await
+    .unwrap();
+    db.finish().await;
+}
