@@ -2,6 +2,8 @@
 //! template, reached as a non-owner, non-superuser application role.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::str::FromStr;
 
 use kasama::repository::postgres::{MIGRATIONS, migrate_url};
