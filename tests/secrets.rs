@@ -34,6 +34,15 @@ fn pg_config_hides_the_password() {
     );
 }
 
+#[tokio::test]
+async fn the_repository_and_its_pool_hide_the_password() {
+    for url in urls().into_iter().take(4) {
+        let repo = kasama::PgRepository::connect(&PgConfig::new(url)).unwrap();
+        let shown = format!("{repo:?} {:?}", repo.pool());
+        assert!(!shown.contains("pa55"), "{shown}");
+    }
+}
+
 #[test]
 fn the_realtime_config_hides_the_password() {
     for url in urls() {
