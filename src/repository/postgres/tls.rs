@@ -229,11 +229,34 @@ pub(crate) fn redact(url: &str) -> String {
         .into_iter()
         .find(|p| url.starts_with(p));
     if let Some(prefix) = prefix {
-        let after = &url[prefix.len()..];
+        // First every `password=` parameter, wherever a '?' or '&' starts one (even
+        // before an '@' that only looks like the end of the user info)...
+        let params: Vec<String> = url[prefix.len()..]
+            .split('&')
+            .map(|piece| {
+                let (head, param) = match piece.split_once('?') {
+                    Some((h, p)) => (Some(h), p),
+                    None => (None, piece),
+                };
+                let (k, _) = param.split_once('=').unwrap_or((param, ""));
+                let param =
+                    if percent_encoding::percent_decode_str(k).decode_utf8_lossy() == "password" {
+                        format!("{k}={HIDDEN}")
+                    } else {
+                        param.to_string()
+                    };
+                match head {
+                    Some(h) => format!("{h}?{param}"),
+                    None => param,
+                }
+            })
+            .collect();
+        let after = params.join("&");
+        // ...then everything between the user name and the first '@', as
+        // tokio-postgres reads the user info.
         let mut out = prefix.to_string();
-        let rest = match after.find('@') {
-            Some(at) => {
-                let user_info = &after[..at];
+        match after.split_once('@') {
+            Some((user_info, rest)) => {
                 match user_info.split_once(':') {
                     Some((user, _)) => {
                         out.push_str(user);
@@ -243,30 +266,9 @@ pub(crate) fn redact(url: &str) -> String {
                     None => out.push_str(user_info),
                 }
                 out.push('@');
-                &after[at + 1..]
+                out.push_str(rest);
             }
-            None => after,
-        };
-        let (main, query) = match rest.split_once('?') {
-            Some((m, q)) => (m, Some(q)),
-            None => (rest, None),
-        };
-        out.push_str(main);
-        if let Some(q) = query {
-            let pieces: Vec<String> = q
-                .split('&')
-                .map(|piece| {
-                    let (k, _) = piece.split_once('=').unwrap_or((piece, ""));
-                    let key = percent_encoding::percent_decode_str(k).decode_utf8_lossy();
-                    if key == "password" {
-                        format!("{k}={HIDDEN}")
-                    } else {
-                        piece.to_string()
-                    }
-                })
-                .collect();
-            out.push('?');
-            out.push_str(&pieces.join("&"));
+            None => out.push_str(&after),
         }
         return out;
     }
@@ -610,6 +612,15 @@ mod tests {
             "postgresql://db/x?user=app&password=***&sslmode=require"
         );
         assert_eq!(redact("postgres://app@db/x"), "postgres://app@db/x");
+        // An '@' in the query is not the end of the user info; the password still goes.
+        for url in [
+            "postgres://db:5432/x?application_name=a@b&password=s3cret",
+            "postgres://db/x?password=s3cret&application_name=a@b",
+            "postgres://db/x?pass%77ord=s3cret",
+        ] {
+            let shown = redact(url);
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
         assert_eq!(
             redact("host=db user=app password='s3 cret' dbname=x"),
             "host=db user=app password=*** dbname=x"
