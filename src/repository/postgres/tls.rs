@@ -29,7 +29,6 @@
 //! Without the `tls` feature the connector is `NoTls`: `disable` and `prefer` (which
 //! then stays plaintext) work, every other mode is refused naming `sslmode`.
 
-use std::borrow::Cow;
 use std::str::FromStr;
 
 use tokio_postgres::config::SslMode as PgSslMode;
@@ -426,7 +425,7 @@ fn root_store(path: &str) -> Result<rustls::RootCertStore> {
 }
 
 #[cfg(feature = "tls")]
-fn io_reason(e: &std::io::Error) -> Cow<'static, str> {
+fn io_reason(e: &std::io::Error) -> std::borrow::Cow<'static, str> {
     match e.kind() {
         std::io::ErrorKind::NotFound => "no such file".into(),
         std::io::ErrorKind::PermissionDenied => "permission denied".into(),
