@@ -29,7 +29,8 @@ fn conn(base: &tokio_postgres::Config, db: &str) -> String {
     };
     let port = base.get_ports().first().copied().unwrap_or(5432);
     let user = base.get_user().unwrap_or("postgres");
-    format!("host={host} port={port} user={user} dbname={db}")
+    // Plaintext, like the NoTls baselines, so the ratios compare like with like.
+    format!("host={host} port={port} user={user} dbname={db} sslmode=disable")
 }
 
 async fn latency_of(sub: &mut Subscription) -> Duration {
@@ -96,7 +97,8 @@ async fn main() {
         url: app,
         buffer: 20_000,
         ..Default::default()
-    });
+    })
+    .unwrap();
     assert!(
         rt.wait_connected(Duration::from_secs(10)).await,
         "listener connected"

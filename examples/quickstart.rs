@@ -283,7 +283,7 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
                     ..Default::default()
                 },
                 metrics.clone(),
-            );
+            )?;
             feed.wait_connected(Duration::from_secs(10)).await;
             (
                 Arc::new(MeteredRepository::new(pgr, metrics.clone())),

@@ -335,7 +335,8 @@ async fn on_postgres_every_table_insert_update_delete() {
     let rt = PgRealtime::start(PgRealtimeConfig {
         url: db.app_config().url,
         ..Default::default()
-    });
+    })
+    .unwrap();
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let repo = db.repo.clone();
     every_table(Arc::new(db.repo.clone()), &rt, || async move {

@@ -9,23 +9,27 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::hub::{Hub, Subscription};
 use super::{Channel, FeedState, Realtime, RealtimeStatus, parse_payload};
 use crate::domain::Actor;
 use crate::error::Result;
 use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
+use crate::repository::postgres::tls::{Connector, connect_config};
 use crate::repository::postgres::{RoleCheck, check_role};
 
 /// The channel `kasama_notify_change()` sends on.
 pub(crate) const CHANNEL: &str = "kasama_changes";
 
-/// Settings of [`PgRealtime`]. Defaults on each field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of [`PgRealtime`]. Defaults on each field. Its `Debug` hides the
+/// connection string's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgRealtimeConfig {
     /// Connection string of the listener (any role that may connect; LISTEN needs no
-    /// table privilege). Default: `postgres://postgres@127.0.0.1:5432/postgres`.
+    /// table privilege), with `sslmode`/`sslrootcert` as for
+    /// [`PgRepository::connect`](crate::PgRepository::connect). Default:
+    /// `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: String,
     /// First reconnect delay; doubles per failed attempt. Default: 1 s.
     pub reconnect_min: Duration,
@@ -43,6 +47,23 @@ pub struct PgRealtimeConfig {
     /// [`PgConfig::allow_rls_bypass`](crate::PgConfig::allow_rls_bypass) refuses it
     /// for the repository.
     pub allow_rls_bypass: bool,
+}
+
+impl std::fmt::Debug for PgRealtimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRealtimeConfig")
+            .field(
+                "url",
+                &crate::repository::postgres::tls::RedactedUrl(&self.url),
+            )
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("heartbeat", &self.heartbeat)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("buffer", &self.buffer)
+            .field("allow_rls_bypass", &self.allow_rls_bypass)
+            .finish()
+    }
 }
 
 impl Default for PgRealtimeConfig {
@@ -83,13 +104,25 @@ impl Drop for PgRealtime {
 impl PgRealtime {
     /// Starts the listener (needs a tokio runtime). Connection failures are retried
     /// in the background; see [`Realtime::status`].
-    pub fn start(config: PgRealtimeConfig) -> Self {
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a connection string
+    /// that cannot work whatever the server does: unparsable, an unknown `sslmode`, or
+    /// `verify-ca`/`verify-full` without a readable `sslrootcert`.
+    pub fn start(config: PgRealtimeConfig) -> Result<Self> {
         Self::start_with_metrics(config, Arc::new(NoopMetrics))
     }
 
     /// As [`PgRealtime::start`], recording delivery latency (database clock to
     /// arrival) and reconnects into `metrics`.
-    pub fn start_with_metrics(config: PgRealtimeConfig, metrics: Arc<dyn MetricsSink>) -> Self {
+    ///
+    /// # Errors
+    /// As [`PgRealtime::start`].
+    pub fn start_with_metrics(
+        config: PgRealtimeConfig,
+        metrics: Arc<dyn MetricsSink>,
+    ) -> Result<Self> {
+        let conn = connect_config(&config.url)?;
         let hub = Hub::new(config.buffer);
         let status = Arc::new(Mutex::new(RealtimeStatus {
             state: FeedState::Connecting,
@@ -100,8 +133,14 @@ impl PgRealtime {
             backend_pid: None,
             subscribers: 0,
         }));
-        let task = tokio::spawn(supervise(config, hub.clone(), status.clone(), metrics));
-        Self { hub, status, task }
+        let task = tokio::spawn(supervise(
+            config,
+            conn,
+            hub.clone(),
+            status.clone(),
+            metrics,
+        ));
+        Ok(Self { hub, status, task })
     }
 
     /// Waits until the listener is connected (or `timeout` passes); returns whether it is.
@@ -148,6 +187,7 @@ fn jitter(d: Duration) -> Duration {
 
 async fn supervise(
     cfg: PgRealtimeConfig,
+    conn: (tokio_postgres::Config, Connector),
     hub: Arc<Hub>,
     status: Arc<Mutex<RealtimeStatus>>,
     metrics: Arc<dyn MetricsSink>,
@@ -155,7 +195,7 @@ async fn supervise(
     let mut first = true;
     let mut attempts: u32 = 0;
     loop {
-        match listen(&cfg, &hub, &status, &metrics, first).await {
+        match listen(&cfg, &conn, &hub, &status, &metrics, first).await {
             Ok(()) => {
                 // Connected, then lost: start the backoff afresh.
                 attempts = 0;
@@ -206,12 +246,13 @@ impl From<tokio_postgres::Error> for Listen {
 /// `Ok` once it had connected (and then was lost), `Err` if it never connected.
 async fn listen(
     cfg: &PgRealtimeConfig,
+    (config, tls): &(tokio_postgres::Config, Connector),
     hub: &Hub,
     status: &Mutex<RealtimeStatus>,
     metrics: &Arc<dyn MetricsSink>,
     first: bool,
 ) -> std::result::Result<(), Listen> {
-    let (client, mut connection) = tokio_postgres::connect(&cfg.url, NoTls).await?;
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     // The connection must be polled for notifications to arrive; this task does it.
     let driver = tokio::spawn(async move {

@@ -4,6 +4,8 @@
 //! `DATABASE_URL` only creates roles and databases (the DBA's part).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::str::FromStr;
 
 use kasama::repository::postgres::{MIGRATIONS, migrate_url};
