@@ -104,6 +104,9 @@ DECLARE
     hi timestamptz;
     part text;
     stash assessment_answers[];
+    p record;
+    misaligned text[] := '{}';
+    mis text;
 BEGIN
     IF months_ahead IS NULL OR weeks_ahead IS NULL
        OR months_ahead < 0 OR months_ahead > 120 OR weeks_ahead < 0 OR weeks_ahead > 520 THEN
@@ -113,6 +116,44 @@ BEGIN
     PERFORM pg_advisory_xact_lock(hashtext('kasama_ensure_partitions'));
     PERFORM set_config('app.service', 'on', true);
     PERFORM set_config('kasama.moving', 'on', true);
+
+    -- Repair: a weekly partition whose bounds are not its name's UTC week (0003's
+    -- function, run in a DST zone, put its upper bound an hour off, which made every
+    -- later week overlap or left an hour of rows in DEFAULT) is detached and made anew
+    -- with the right bounds; its rows, and DEFAULT's in that week, move into it.
+    FOR p IN
+        SELECT c.relname::text AS name, pg_get_expr(c.relpartbound, c.oid) AS bound
+        FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+        WHERE i.inhparent = 'ai_interactions'::regclass
+          AND c.relname ~ '^ai_interactions_p[0-9]{8}$'
+    LOOP
+        lo := to_timestamp(substring(p.name FROM '([0-9]{8})$'), 'YYYYMMDD');
+        hi := lo + interval '7 days';
+        CONTINUE WHEN p.bound = format('FOR VALUES FROM (%L) TO (%L)', lo, hi);
+        LOCK TABLE ai_interactions_default IN ACCESS EXCLUSIVE MODE;
+        EXECUTE format('ALTER TABLE ai_interactions DETACH PARTITION %I', p.name);
+        EXECUTE format('ALTER TABLE %I RENAME TO %I', p.name, p.name || '_misaligned');
+        misaligned := misaligned || p.name;
+    END LOOP;
+    FOREACH mis IN ARRAY misaligned LOOP
+        lo := to_timestamp(substring(mis FROM '([0-9]{8})$'), 'YYYYMMDD');
+        hi := lo + interval '7 days';
+        EXECUTE format('CREATE TABLE %I (LIKE ai_interactions INCLUDING DEFAULTS INCLUDING CONSTRAINTS)', mis);
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM ai_interactions_default WHERE created_at >= $1 AND created_at < $2 RETURNING *) '
+            'INSERT INTO %I SELECT * FROM moved', mis) USING lo, hi;
+        EXECUTE format(
+            'WITH moved AS (DELETE FROM %I WHERE created_at >= $1 AND created_at < $2 RETURNING *) '
+            'INSERT INTO %I SELECT * FROM moved', mis || '_misaligned', mis) USING lo, hi;
+        EXECUTE format('ALTER TABLE ai_interactions ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)', mis, lo, hi);
+        created := created + 1;
+    END LOOP;
+    -- What is left of an old table belongs to a neighbouring week: route it through
+    -- the parent (into its partition, or DEFAULT, which the loop below drains).
+    FOREACH mis IN ARRAY misaligned LOOP
+        EXECUTE format('INSERT INTO ai_interactions SELECT * FROM %I', mis || '_misaligned');
+        EXECUTE format('DROP TABLE %I', mis || '_misaligned');
+    END LOOP;
 
     -- assessments: monthly
     FOR lo IN
@@ -211,7 +252,11 @@ BEGIN
         ORDER BY 3, 1
     LOOP
         CONTINUE WHEN p.ends > before;
+        -- Same lock order as writers and moves (assessments, then answers), so an
+        -- answer written meanwhile cannot make the DETACH fail.
+        EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', p.name);
         IF p.parent = 'assessments' THEN
+            LOCK TABLE assessment_answers IN SHARE ROW EXCLUSIVE MODE;
             EXECUTE format(
                 'DELETE FROM assessment_answers a USING %I d '
                 'WHERE a.assessment_id = d.id AND a.assessment_created_at = d.created_at', p.name);

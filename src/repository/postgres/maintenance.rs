@@ -45,15 +45,18 @@ impl Default for MaintenanceConfig {
 
 impl MaintenanceConfig {
     /// # Errors
-    /// [`Error::InvalidInput`] naming the field: a zero `every` or `retry`, more than
-    /// 120 months or 520 weeks ahead, a retention under 7 days (a week's partition
-    /// could go while it is still written to).
+    /// [`Error::InvalidInput`] naming the field: an `every` or `retry` of zero or over
+    /// 366 days, more than 120 months or 520 weeks ahead, a retention under 7 days (a
+    /// week's partition could go while it is still written to) or over 100 years.
     pub fn validate(&self) -> Result<()> {
-        if self.every.is_zero() {
-            return Err(Error::invalid("every", "must be more than zero"));
-        }
-        if self.retry.is_zero() {
-            return Err(Error::invalid("retry", "must be more than zero"));
+        const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
+        for (field, d) in [("every", self.every), ("retry", self.retry)] {
+            if d.is_zero() || d > MAX_PERIOD {
+                return Err(Error::invalid(
+                    field,
+                    "must be more than zero and at most 366 days",
+                ));
+            }
         }
         if self.months_ahead > 120 {
             return Err(Error::invalid("months_ahead", "at most 120"));
@@ -62,9 +65,13 @@ impl MaintenanceConfig {
             return Err(Error::invalid("weeks_ahead", "at most 520"));
         }
         if let Some(r) = self.retention
-            && r < Duration::from_secs(7 * 24 * 3600)
+            && (r < Duration::from_secs(7 * 24 * 3600)
+                || r > Duration::from_secs(100 * 366 * 24 * 3600))
         {
-            return Err(Error::invalid("retention", "at least 7 days"));
+            return Err(Error::invalid(
+                "retention",
+                "at least 7 days and at most 100 years",
+            ));
         }
         Ok(())
     }
@@ -172,8 +179,8 @@ impl Drop for MaintenanceTask {
 }
 
 /// Spawns partition maintenance: one run at once, then one every
-/// [`MaintenanceConfig::every`]; a failed run (logged, counted) is retried after
-/// [`MaintenanceConfig::retry`], doubling up to `every`. Runs on tokio's clock, so a
+/// [`MaintenanceConfig::every`]; a failed run (an error or a panic: logged, counted)
+/// is retried after [`MaintenanceConfig::retry`], doubling up to `every`. Runs on tokio's clock, so a
 /// paused clock drives it in tests. Hosts spawn it beside the server, e.g.:
 ///
 /// ```no_run
@@ -201,7 +208,17 @@ pub fn spawn_partition_maintenance(
     let task = tokio::spawn(async move {
         let mut backoff = None;
         loop {
-            let result = maintainer.maintain(&config).await;
+            // Each run in a task of its own, so a panicking run is a failure to retry,
+            // not the silent end of maintenance.
+            let (m, c) = (maintainer.clone(), config.clone());
+            let result = match tokio::spawn(async move { m.maintain(&c).await }).await {
+                Ok(r) => r,
+                Err(e) => Err(Error::Backend {
+                    what: "partition maintenance".into(),
+                    retryable: true,
+                    source: format!("the run panicked: {e}").into(),
+                }),
+            };
             let wait = {
                 let mut s = st.lock().unwrap_or_else(|e| e.into_inner());
                 match result {
@@ -232,7 +249,8 @@ pub fn spawn_partition_maintenance(
                     }
                 }
             };
-            tokio::time::sleep_until(Instant::now() + wait).await;
+            let now = Instant::now();
+            tokio::time::sleep_until(now.checked_add(wait).unwrap_or(now + config.every)).await;
         }
     });
     Ok(MaintenanceTask { status, task })

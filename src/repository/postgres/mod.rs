@@ -282,39 +282,49 @@ pub(crate) enum RoleCheck {
     Refused(String),
 }
 
-/// Refuses a role for which row-level security would not apply: a superuser, a
-/// `BYPASSRLS` role, an owner of a user table, or a role that can become one of those
-/// (`SET ROLE` to a role it is a member of). With `allow_bypass` it only warns.
+/// Refuses a role for which row-level security would not keep users apart: a
+/// superuser, a `BYPASSRLS` role, an owner of a user table, a role named in a policy
+/// of a user table (e.g. `kasama_readonly`, which reads every row), a `CREATEROLE`
+/// role (on PostgreSQL 15 it can grant itself any of those) — or a role that can
+/// become one of those (`SET ROLE` to a role it is a member of). With `allow_bypass`
+/// it only warns.
 pub(crate) async fn check_role(
     client: &tokio_postgres::Client,
     allow_bypass: bool,
 ) -> std::result::Result<(), RoleCheck> {
     let sql = format!(
-        "SELECT current_user::text,
-            (SELECT string_agg(r.rolname::text, ', ' ORDER BY r.rolname) FROM pg_roles r
-              WHERE r.rolsuper AND pg_has_role(current_user, r.oid, 'MEMBER')),
-            (SELECT string_agg(r.rolname::text, ', ' ORDER BY r.rolname) FROM pg_roles r
-              WHERE r.rolbypassrls AND pg_has_role(current_user, r.oid, 'MEMBER')),
+        "WITH t AS (SELECT to_regclass(t) AS oid FROM unnest(ARRAY[{USER_TABLES}]) AS t),
+              mine AS (SELECT r.* FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER'))
+         SELECT current_user::text,
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolsuper),
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolbypassrls),
             (SELECT string_agg(DISTINCT c.relowner::regrole::text, ', ') FROM pg_class c
-              WHERE c.oid IN (SELECT to_regclass(t) FROM unnest(ARRAY[{USER_TABLES}]) AS t)
-                AND pg_has_role(current_user, c.relowner, 'MEMBER'))"
+              WHERE c.oid IN (SELECT oid FROM t) AND c.relowner IN (SELECT oid FROM mine)),
+            (SELECT string_agg(DISTINCT m.rolname::text, ', ') FROM pg_policy p
+              JOIN mine m ON m.oid = ANY (p.polroles)
+              WHERE p.polrelid IN (SELECT oid FROM t)),
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolcreaterole)"
     );
     let row = client.query_one(&sql, &[]).await.map_err(RoleCheck::Db)?;
     let role: String = row.get(0);
-    let superuser: Option<String> = row.get(1);
-    let bypass: Option<String> = row.get(2);
-    let owner: Option<String> = row.get(3);
-    let why = if let Some(r) = superuser {
+    let found = |i: usize| row.get::<_, Option<String>>(i);
+    let why = if let Some(r) = found(1) {
         format!("is or can become the superuser {r}")
-    } else if let Some(r) = bypass {
+    } else if let Some(r) = found(2) {
         format!("is or can become {r}, which has BYPASSRLS")
-    } else if let Some(r) = owner {
+    } else if let Some(r) = found(3) {
         format!("is or can become {r}, the owner of the app's tables")
+    } else if let Some(r) = found(4) {
+        format!("is or can become {r}, for which a policy opens other users' rows")
+    } else if let Some(r) = found(5) {
+        format!(
+            "is or can become {r}, which has CREATEROLE and so can grant itself the owner's role"
+        )
     } else {
         return Ok(());
     };
     let msg = format!(
-        "the database role \"{role}\" {why}, so row-level security would not apply to it. \
+        "the database role \"{role}\" {why}, so row-level security would not keep users apart. \
          Connect as a login role that is only a member of kasama_app (README, \"Database roles\"); \
          a tool that must bypass RLS can set PgConfig::allow_rls_bypass"
     );

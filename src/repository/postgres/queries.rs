@@ -964,6 +964,18 @@ impl Repository for PgRepository {
         actor.require_service("only the service may erase a user")?;
         let mut client = self.client().await?;
         let tx = Self::begin(&mut client, actor).await?;
+        // Locks in the order every writer and partition maintenance take them
+        // (assessments, then answers), so erasing never deadlocks with a move; then the
+        // profile row, so the user's concurrent writes (whose foreign-key checks share-lock
+        // it) wait and then fail, and the counts below are every row that went.
+        tx.batch_execute("LOCK TABLE assessments, assessment_answers IN ROW EXCLUSIVE MODE")
+            .await
+            .map_err(db_err)?;
+        let lock = tx
+            .prepare_cached("SELECT 1 FROM profiles WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(db_err)?;
+        tx.execute(&lock, &[&user.0]).await.map_err(db_err)?;
         let mut counts = [0u64; 8];
         // Children first, so no ON DELETE action turns a delete into an update event.
         for (i, table) in [
