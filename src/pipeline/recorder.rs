@@ -169,8 +169,8 @@ impl Recorder {
     /// Stops taking rows and waits until every buffered row is written.
     ///
     /// # Errors
-    /// [`Error::Backend`] when rows could not be written (how many is in
-    /// [`Recorder::stats`]).
+    /// [`Error::Backend`] when rows could not be written — failed, dropped or
+    /// rejected (how many is in [`Recorder::stats`]).
     pub async fn shutdown(&mut self) -> Result<RecorderStats> {
         self.tx = None;
         if let Some(t) = self.task.take() {
@@ -181,11 +181,15 @@ impl Recorder {
             })?;
         }
         let s = self.stats();
-        if s.failed > 0 || s.dropped > 0 {
+        if s.failed > 0 || s.dropped > 0 || s.rejected > 0 {
             return Err(Error::Backend {
                 what: "interaction recorder".into(),
                 retryable: false,
-                source: format!("{} rows not written, {} dropped", s.failed, s.dropped).into(),
+                source: format!(
+                    "{} rows not written, {} dropped, {} rejected as invalid",
+                    s.failed, s.dropped, s.rejected
+                )
+                .into(),
             });
         }
         Ok(s)

@@ -94,11 +94,13 @@ impl Books {
             Ok(response) => {
                 let cost = self.cost_of(&response);
                 // Stored before anyone is answered, so the next identical request hits.
+                // A claim without an embedding had a failed lookup: the embedder is
+                // down or slow, so the store (which would need it) is skipped.
                 if let Some(cache) = &self.cache
                     && let Some(first) = claims.first_mut()
+                    && let Some(embedding) = first.embedding.take()
                 {
-                    let embedding = first.embedding.take();
-                    let store = cache.store(&first.req, &response, embedding);
+                    let store = cache.store(&first.req, &response, Some(embedding));
                     match tokio::time::timeout(self.cache_timeout, store).await {
                         Ok(Ok(())) => {}
                         Ok(Err(e)) => {
