@@ -1103,3 +1103,28 @@ async fn a_global_refusal_leaves_the_users_allowance_alone() {
     ));
     limits.check_ai(b, SubscriptionTier::Free).unwrap();
 }
+
+#[tokio::test(start_paused = true)]
+async fn shutdown_waits_for_calls_whose_callers_went_away() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = Scripted::new("a", 500, Mode::Answer);
+    let p = builder(repo.clone())
+        .backend(agent.clone())
+        .build()
+        .unwrap();
+    let r = AiRequest::new(u, AgentType::LearningCoach, "anyone there?");
+    assert!(
+        tokio::time::timeout(
+            Duration::from_millis(200),
+            p.complete(r, SubscriptionTier::Free)
+        )
+        .await
+        .is_err()
+    );
+    // Shut down while the call is still in flight: it is settled and written first.
+    let s = p.shutdown().await.unwrap();
+    assert_eq!(s.written, 1);
+    assert_eq!(p.ledger().user_today(u), cost(ONE_CALL));
+    assert_eq!(rows(&repo, u).await[0].cost_nanos, cost(ONE_CALL) as i64);
+}

@@ -52,6 +52,8 @@ pub struct BatchStats {
     pub backend_calls: u64,
     /// Requests answered by joining an identical one already waiting or in flight.
     pub coalesced: u64,
+    /// Distinct requests queued or in flight now (not yet settled).
+    pub pending: u64,
 }
 
 /// One caller waiting on a backend call: its claim (settled by the call's task) and
@@ -92,6 +94,7 @@ pub(crate) struct Batcher {
     cfg: BatchConfig,
     personal: Arc<dyn Fn(AgentType) -> bool + Send + Sync>,
     state: Mutex<State>,
+    idle: tokio::sync::Notify,
     logical: AtomicU64,
     distinct: AtomicU64,
     calls: AtomicU64,
@@ -131,6 +134,7 @@ impl Batcher {
             cfg,
             personal,
             state: Mutex::new(State::default()),
+            idle: tokio::sync::Notify::new(),
             logical: AtomicU64::new(0),
             distinct: AtomicU64::new(0),
             calls: AtomicU64::new(0),
@@ -236,10 +240,7 @@ impl Batcher {
                 let groups: Vec<Vec<Waiter>> = {
                     let mut s = me.lock();
                     keys.iter()
-                        .map(|key| {
-                            s.pending -= 1;
-                            s.waiters.remove(key).unwrap_or_default()
-                        })
+                        .map(|key| s.waiters.remove(key).unwrap_or_default())
                         .collect()
                 };
                 for (waiters, result) in groups.into_iter().zip(results) {
@@ -250,6 +251,15 @@ impl Batcher {
                         // settled and recorded all the same.
                         let _ = tx.send(answer);
                     }
+                }
+                // Only now, settled: `pending == 0` means every call's books are kept.
+                let idle = {
+                    let mut s = me.lock();
+                    s.pending -= n;
+                    s.pending == 0
+                };
+                if idle {
+                    me.idle.notify_waiters();
                 }
             });
         }
@@ -262,6 +272,20 @@ impl Batcher {
             distinct_requests: self.distinct.load(Relaxed),
             backend_calls: self.calls.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            pending: self.lock().pending as u64,
+        }
+    }
+
+    /// Waits until every queued or in-flight call has been settled.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().pending == 0 {
+                return;
+            }
+            notified.await;
         }
     }
 }

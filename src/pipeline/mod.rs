@@ -367,12 +367,14 @@ impl AiPipeline {
         });
     }
 
-    /// Stops recording and writes every buffered interaction; call it on graceful
-    /// shutdown. Later answers are not recorded.
+    /// Waits for every backend call queued or in flight to be settled (callers that
+    /// went away included), then stops recording and writes every buffered
+    /// interaction; call it on graceful shutdown. Later answers are not recorded.
     ///
     /// # Errors
-    /// `Backend` when rows could not be written.
+    /// `Backend` when rows could not be written (failed, dropped or rejected).
     pub async fn shutdown(&self) -> Result<RecorderStats> {
+        self.batcher.idle().await;
         let rec = self
             .books
             .recorder
