@@ -223,6 +223,7 @@ async fn ten_identical_concurrent_requests_are_paid_once() {
         ),
         (10, call, 9 * call, 9)
     );
+    assert_eq!(total.saved_by_coalescing_nanos, 9 * call);
     assert_eq!(
         p.ledger().user_today(u),
         call,

@@ -225,18 +225,15 @@ impl Batcher {
             self.calls.fetch_add(1, Relaxed);
             tokio::spawn(async move {
                 let n = reqs.len();
-                // The call runs in a task of its own, so a backend that panics fails
-                // its waiters with an error instead of leaving them (and every later
-                // identical request) behind a dead entry.
-                let router = me.router.clone();
-                let results =
-                    match tokio::spawn(async move { router.call_batch(&reqs).await }).await {
-                        Ok(r) => r,
-                        Err(e) => {
-                            tracing::error!(error = %e, "AI backend call panicked");
-                            (0..n).map(|_| Err(panicked())).collect()
-                        }
-                    };
+                // A backend that panics fails its waiters with an error instead of
+                // leaving them (and every later identical request) behind a dead entry.
+                let results = match CatchUnwind(Box::pin(me.router.call_batch(&reqs))).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::error!("AI backend call panicked");
+                        (0..n).map(|_| Err(panicked())).collect()
+                    }
+                };
                 let groups: Vec<Vec<Waiter>> = {
                     let mut s = me.lock();
                     keys.iter()
@@ -295,5 +292,25 @@ fn panicked() -> Error {
         what: "AI backend".into(),
         retryable: false,
         source: "the backend call panicked".into(),
+    }
+}
+
+/// A future that turns a panic while polling `F` into an `Err` (what
+/// `futures::FutureExt::catch_unwind` does; futures-util is built without `std` here).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let f = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(p) => std::task::Poll::Ready(Err(p)),
+        }
     }
 }

@@ -164,6 +164,8 @@ pub struct Spend {
     /// Requests answered by joining an identical request's backend call (cost 0; what
     /// the call cost is in `saved_nanos`).
     pub coalesced: u64,
+    /// Of `saved_nanos`, what coalescing saved (the rest is the cache's).
+    pub saved_by_coalescing_nanos: u64,
 }
 
 impl Spend {
@@ -172,6 +174,9 @@ impl Spend {
         self.cost_nanos = self.cost_nanos.saturating_add(cost);
         self.saved_nanos = self.saved_nanos.saturating_add(saved);
         self.coalesced += u64::from(coalesced);
+        if coalesced {
+            self.saved_by_coalescing_nanos = self.saved_by_coalescing_nanos.saturating_add(saved);
+        }
     }
 }
 
