@@ -241,13 +241,13 @@ impl Batcher {
                         .collect()
                 };
                 for (waiters, result) in groups.into_iter().zip(results) {
-                    let (claims, senders): (Vec<Claim>, Vec<_>) = waiters.into_iter().unzip();
-                    let answers = me.books.settle(claims, result).await;
-                    for (tx, answer) in senders.into_iter().zip(answers) {
-                        // A caller that gave up has dropped its receiver: its share is
-                        // settled and recorded all the same.
-                        let _ = tx.send(answer);
-                    }
+                    // A caller that gave up has dropped its receiver: its share is
+                    // settled and recorded all the same.
+                    me.books
+                        .settle(waiters, result, |tx, answer| {
+                            let _ = tx.send(answer);
+                        })
+                        .await;
                 }
                 // Only now, settled: `pending == 0` means every call's books are kept.
                 let idle = {

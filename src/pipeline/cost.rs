@@ -94,6 +94,9 @@ impl PriceTable {
 
     /// The price of `model` or of its undated name, if either is listed.
     pub fn listed(&self, model: &str) -> Option<Price> {
+        if self.models.is_empty() {
+            return None;
+        }
         if let Some(p) = self.models.get(model) {
             return Some(*p);
         }
@@ -298,7 +301,17 @@ impl Shared {
     }
 
     fn release(&self, user: UserId, day: NaiveDate, amount: u64) {
+        Self::release_locked(&mut self.lock(), user, day, amount);
+    }
+
+    /// Releases `r` and books its call, under one lock.
+    fn settle(&self, r: &Reservation, agent: AgentType, cost: u64, saved: u64, co: bool) {
         let mut s = self.lock();
+        Self::release_locked(&mut s, r.user, r.day, r.amount);
+        Self::add_locked(&mut s, r.user, agent, r.day, cost, saved, co);
+    }
+
+    fn release_locked(s: &mut LedgerState, user: UserId, day: NaiveDate, amount: u64) {
         if let Some(r) = s.reserved_user.get_mut(&(user, day)) {
             *r = r.saturating_sub(amount);
             if *r == 0 {
@@ -311,7 +324,18 @@ impl Shared {
     }
 
     fn add(&self, user: UserId, agent: AgentType, day: NaiveDate, cost: u64, saved: u64, co: bool) {
-        let mut s = self.lock();
+        Self::add_locked(&mut self.lock(), user, agent, day, cost, saved, co);
+    }
+
+    fn add_locked(
+        s: &mut LedgerState,
+        user: UserId,
+        agent: AgentType,
+        day: NaiveDate,
+        cost: u64,
+        saved: u64,
+        co: bool,
+    ) {
         s.advance(day);
         s.total.add(cost, saved, co);
         if !s.kept(day) {
@@ -403,8 +427,7 @@ impl Ledger {
     /// Turns a reservation into the exact cost of the answered call.
     pub fn settle(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
         r.done = true;
-        self.shared.release(r.user, r.day, r.amount);
-        self.shared.add(r.user, agent, r.day, cost_nanos, 0, false);
+        self.shared.settle(&r, agent, cost_nanos, 0, false);
     }
 
     /// Settles a request that was answered by joining another request's backend call:
@@ -412,8 +435,7 @@ impl Ledger {
     /// saves `saved_nanos`, what the call cost.
     pub fn settle_coalesced(&self, mut r: Reservation, agent: AgentType, saved_nanos: u64) {
         r.done = true;
-        self.shared.release(r.user, r.day, r.amount);
-        self.shared.add(r.user, agent, r.day, 0, saved_nanos, true);
+        self.shared.settle(&r, agent, 0, saved_nanos, true);
     }
 
     /// Records a cache hit: no cost, `saved_nanos` saved.

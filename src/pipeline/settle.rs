@@ -84,12 +84,15 @@ impl Books {
     }
 
     /// Settles one backend call for every claim on it (the first claim caused it) and
-    /// returns each claim's answer, in order.
-    pub(crate) async fn settle(
+    /// hands each claim's answer to `deliver`, with the value that came with the claim
+    /// (where its answer goes: a channel to a waiting caller, a stream's sink, …).
+    pub(crate) async fn settle<T>(
         &self,
-        mut claims: Vec<Claim>,
+        mut claims: Vec<(Claim, T)>,
         result: Result<AiResponse>,
-    ) -> Vec<Result<AiOutcome>> {
+        mut deliver: impl FnMut(T, Result<AiOutcome>),
+    ) {
+        let n = claims.len();
         match result {
             Ok(response) => {
                 let cost = self.cost_of(&response);
@@ -97,7 +100,7 @@ impl Books {
                 // A claim without an embedding had a failed lookup: the embedder is
                 // down or slow, so the store (which would need it) is skipped.
                 if let Some(cache) = &self.cache
-                    && let Some(first) = claims.first_mut()
+                    && let Some((first, _)) = claims.first_mut()
                     && let Some(embedding) = first.embedding.take()
                 {
                     let store = cache.store(&first.req, &response, Some(embedding));
@@ -114,44 +117,43 @@ impl Books {
                     }
                 }
                 let tier = self.tier();
-                claims
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, mut c)| {
-                        let (paid, saved) = if i == 0 { (cost, 0) } else { (0, cost) };
-                        if let Some(hold) = c.hold.take() {
-                            if i == 0 {
-                                self.ledger.settle(hold, c.req.agent, cost);
-                            } else {
-                                self.ledger.settle_coalesced(hold, c.req.agent, cost);
-                            }
+                let mut response = Some(response);
+                for (i, (mut c, to)) in claims.into_iter().enumerate() {
+                    let coalesced = i > 0;
+                    let (paid, saved) = if coalesced { (0, cost) } else { (cost, 0) };
+                    if let Some(hold) = c.hold.take() {
+                        if coalesced {
+                            self.ledger.settle_coalesced(hold, c.req.agent, cost);
+                        } else {
+                            self.ledger.settle(hold, c.req.agent, cost);
                         }
-                        let mut response = response.clone();
-                        if i > 0 {
-                            response.latency = c.start.elapsed();
-                        }
-                        Ok(self.answered(&c.req, response, tier, paid, saved, i > 0))
-                    })
-                    .collect()
+                    }
+                    // The last claim takes the answer; the others get a copy.
+                    let mut response = if i + 1 == n {
+                        response.take().expect("one answer")
+                    } else {
+                        response.as_ref().expect("one answer").clone()
+                    };
+                    if coalesced {
+                        response.latency = c.start.elapsed();
+                    }
+                    let outcome = self.answered(&c.req, response, tier, paid, saved, coalesced);
+                    deliver(to, Ok(outcome));
+                }
             }
             Err(e) => {
-                let n = claims.len();
                 let mut e = Some(e);
-                claims
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let err = if i + 1 == n {
-                            e.take().expect("one error")
-                        } else {
-                            e.as_ref().expect("one error").duplicate()
-                        };
-                        // The reservation is released: a failed call is not billed.
-                        drop(c.hold);
-                        self.failed(&c.req, c.start, &err);
-                        Err(err)
-                    })
-                    .collect()
+                for (i, (c, to)) in claims.into_iter().enumerate() {
+                    let err = if i + 1 == n {
+                        e.take().expect("one error")
+                    } else {
+                        e.as_ref().expect("one error").duplicate()
+                    };
+                    // The reservation is released: a failed call is not billed.
+                    drop(c.hold);
+                    self.failed(&c.req, c.start, &err);
+                    deliver(to, Err(err));
+                }
             }
         }
     }
@@ -244,8 +246,26 @@ impl Books {
     }
 }
 
-/// Removes NUL characters from every string of `v` (PostgreSQL's text and jsonb
-/// refuse them; a model's output may hold one).
+/// Whether any string (or key) of `v` holds a NUL character.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `v` without NUL characters in any string (PostgreSQL's text and jsonb refuse them;
+/// a model's output may hold one). Copies only what it must.
+fn clean(v: &Value) -> Value {
+    if has_nul(v) {
+        without_nul(v.clone())
+    } else {
+        v.clone()
+    }
+}
+
 fn without_nul(v: Value) -> Value {
     match v {
         Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
@@ -274,11 +294,15 @@ fn row(
     cache_hit: bool,
     success: bool,
 ) -> NewAiInteraction {
-    let model: String = model
-        .chars()
-        .filter(|c| *c != '\0')
-        .take(MODEL_CHARS)
-        .collect();
+    let model: String = if model.contains('\0') || model.len() > MODEL_CHARS {
+        model
+            .chars()
+            .filter(|c| *c != '\0')
+            .take(MODEL_CHARS)
+            .collect()
+    } else {
+        model.to_string()
+    };
     let model = if model.trim().is_empty() {
         "unknown".to_string()
     } else {
@@ -289,8 +313,12 @@ fn row(
         user_id: req.user_id,
         agent_type: req.agent,
         model,
-        input: without_nul(req.input.clone()),
-        output: without_nul(output),
+        input: clean(&req.input),
+        output: if has_nul(&output) {
+            without_nul(output)
+        } else {
+            output
+        },
         input_tokens: i32::try_from(input_tokens).unwrap_or(i32::MAX),
         output_tokens: i32::try_from(output_tokens).unwrap_or(i32::MAX),
         cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
