@@ -225,6 +225,9 @@ impl Batcher {
             self.calls.fetch_add(1, Relaxed);
             tokio::spawn(async move {
                 let n = reqs.len();
+                // Counts the call out of `pending` once settled — or if this task ends
+                // any other way — so `pending == 0` means every call's books are kept.
+                let done = Settled { batcher: &me, n };
                 // A backend that panics fails its waiters with an error instead of
                 // leaving them (and every later identical request) behind a dead entry.
                 let results = match CatchUnwind(Box::pin(me.router.call_batch(&reqs))).await {
@@ -249,15 +252,7 @@ impl Batcher {
                         })
                         .await;
                 }
-                // Only now, settled: `pending == 0` means every call's books are kept.
-                let idle = {
-                    let mut s = me.lock();
-                    s.pending -= n;
-                    s.pending == 0
-                };
-                if idle {
-                    me.idle.notify_waiters();
-                }
+                drop(done);
             });
         }
     }
@@ -311,6 +306,25 @@ impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
             Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
             Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
             Err(p) => std::task::Poll::Ready(Err(p)),
+        }
+    }
+}
+
+/// Takes a settled call's requests out of `pending` when dropped.
+struct Settled<'a> {
+    batcher: &'a Batcher,
+    n: usize,
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        let idle = {
+            let mut s = self.batcher.lock();
+            s.pending -= self.n;
+            s.pending == 0
+        };
+        if idle {
+            self.batcher.idle.notify_waiters();
         }
     }
 }
