@@ -568,14 +568,11 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
             n as f64 / lookups as f64
         }
     };
-    let avg_call = if bs.distinct_requests == 0 {
-        0.0
-    } else {
-        spend.cost_nanos as f64 / bs.distinct_requests as f64
-    };
     let usd = |n: f64| n / 1e9;
-    let coalesce_saved = avg_call * bs.coalesced as f64;
-    let without = spend.cost_nanos as f64 + spend.saved_nanos as f64 + coalesce_saved;
+    // Exact, from the ledger: each coalesced request saved what its shared call cost.
+    let coalesce_saved = spend.saved_by_coalescing_nanos as f64;
+    let cache_saved = (spend.saved_nanos - spend.saved_by_coalescing_nanos) as f64;
+    let without = spend.cost_nanos as f64 + spend.saved_nanos as f64;
     let month = |n: f64| usd(n) / a.users as f64 * 30.0;
     let pct = |s: &kasama::metrics::LatencySummary| Percentiles {
         count: s.count,
@@ -665,7 +662,7 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
         },
         cost: CostReport {
             spent_usd: usd(spend.cost_nanos as f64),
-            saved_by_cache_usd: usd(spend.saved_nanos as f64),
+            saved_by_cache_usd: usd(cache_saved),
             saved_by_coalescing_usd: usd(coalesce_saved),
             without_optimisations_usd: usd(without),
             per_user_per_month_usd: month(spend.cost_nanos as f64),
@@ -743,7 +740,7 @@ fn print_report(r: &Report) {
     );
     let k = &r.cost;
     println!(
-        "cost: ${:.4} spent; ${:.4} saved by the cache, ~${:.4} by coalescing; ${:.4} without them",
+        "cost: ${:.4} spent; ${:.4} saved by the cache, ${:.4} by coalescing; ${:.4} without them",
         k.spent_usd, k.saved_by_cache_usd, k.saved_by_coalescing_usd, k.without_optimisations_usd
     );
     println!(

@@ -253,3 +253,20 @@ async fn embedder_orders_by_index_and_checks_vectors() {
         Some("texts[0]")
     );
 }
+
+#[tokio::test]
+async fn token_counts_past_u32_saturate_instead_of_wrapping() {
+    let server = MockServer::start().await;
+    let mut body = completion("ok");
+    // 2^32 + 5 would wrap to 5 tokens: a bill a billion times too small.
+    body["usage"] = json!({"prompt_tokens": 4_294_967_301u64, "completion_tokens": 12});
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(body))
+        .mount(&server)
+        .await;
+    let r = agent(&server).complete(&req()).await.unwrap();
+    assert_eq!(
+        (r.usage.input_tokens, r.usage.output_tokens),
+        (u32::MAX, 12)
+    );
+}

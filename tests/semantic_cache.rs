@@ -409,3 +409,122 @@ async fn bad_input_is_an_error_not_a_panic() {
         assert!(b.build().unwrap_err().invalid_field().is_some());
     }
 }
+
+/// Whether the cache holds `q`'s own entry (stored with `answer(q)`).
+async fn is_hit(cache: &SemanticCache, u: UserId, q: &str) -> bool {
+    let l = cache
+        .lookup(&ask(u, AgentType::LearningCoach, q))
+        .await
+        .unwrap();
+    hit_text(&l) == Some((HitTier::Exact, q.to_string()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_eviction_queue_stays_right_after_a_scope_is_compacted() {
+    let ttl = Duration::from_secs(3600);
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .capacity(10)
+        .ttl(ttl)
+        .build()
+        .unwrap();
+    let u = UserId::new();
+    let q = |i: usize| format!("question number {i} about topic {}", i * 7919);
+    // 80 entries through a capacity of 10 in one scope: 70 evictions leave 70 dead
+    // slots, so the scope is compacted (its slots renumbered) on the way.
+    for i in 0..80 {
+        cache
+            .store(
+                &ask(u, AgentType::LearningCoach, &q(i)),
+                &answer(&q(i)),
+                None,
+            )
+            .await
+            .unwrap();
+        tokio::time::advance(Duration::from_secs(1)).await;
+    }
+    let s = cache.stats();
+    assert_eq!((s.entries, s.evictions, s.expirations), (10, 70, 0));
+    // Exactly the ten newest are left, whatever compaction did to their slots.
+    for i in 0..70 {
+        assert!(!is_hit(&cache, u, &q(i)).await, "{i} was evicted");
+    }
+    for i in 70..80 {
+        assert!(is_hit(&cache, u, &q(i)).await, "{i} is among the newest");
+    }
+    // Once their TTL passes, all ten expire (none is kept forever).
+    tokio::time::advance(ttl).await;
+    cache
+        .store(
+            &ask(u, AgentType::LearningCoach, "fresh"),
+            &answer("fresh"),
+            None,
+        )
+        .await
+        .unwrap();
+    let s = cache.stats();
+    assert_eq!((s.entries, s.evictions, s.expirations), (1, 70, 10));
+}
+
+#[tokio::test(start_paused = true)]
+async fn forget_user_leaves_no_stale_queue_items_behind() {
+    let ttl = Duration::from_secs(3600);
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .capacity(10)
+        .ttl(ttl)
+        .build()
+        .unwrap();
+    let (a, b) = (UserId::new(), UserId::new());
+    let q = |who: &str, i: usize| format!("{who} asks question {i} about topic {}", i * 104_729);
+    for i in 0..5 {
+        for (u, who) in [(a, "a"), (b, "b")] {
+            cache
+                .store(
+                    &ask(u, AgentType::LearningCoach, &q(who, i)),
+                    &answer(&q(who, i)),
+                    None,
+                )
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(cache.forget_user(a), 5);
+    assert_eq!(cache.stats().entries, 5);
+    // Half a TTL later `a` comes back with new questions in the same scope.
+    tokio::time::advance(ttl / 2).await;
+    for i in 10..15 {
+        cache
+            .store(
+                &ask(a, AgentType::LearningCoach, &q("a", i)),
+                &answer(&q("a", i)),
+                None,
+            )
+            .await
+            .unwrap();
+    }
+    let s = cache.stats();
+    assert_eq!((s.entries, s.evictions, s.expirations), (10, 0, 0));
+    // The first TTL ends: `b`'s five old entries expire, `a`'s new ones stay.
+    tokio::time::advance(ttl / 2).await;
+    cache
+        .store(
+            &ask(b, AgentType::LearningCoach, "b again"),
+            &answer("z"),
+            None,
+        )
+        .await
+        .unwrap();
+    let s = cache.stats();
+    assert_eq!((s.entries, s.evictions, s.expirations), (6, 0, 5));
+    for i in 10..15 {
+        assert!(
+            is_hit(&cache, a, &q("a", i)).await,
+            "a's new entry {i} stays"
+        );
+    }
+    for i in 0..5 {
+        assert!(
+            !is_hit(&cache, a, &q("a", i)).await,
+            "a's forgotten entry {i}"
+        );
+    }
+}

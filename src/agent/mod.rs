@@ -187,5 +187,7 @@ impl<A: AiAgent + ?Sized> AiAgent for Arc<A> {
 /// Rough token count of a text (about four characters a token, as OpenAI's
 /// tokenizers average on English), at least 1.
 pub fn estimate_tokens(text: &str) -> u32 {
-    (text.chars().count() as u32).div_ceil(4).max(1)
+    u32::try_from(text.chars().count().div_ceil(4))
+        .unwrap_or(u32::MAX)
+        .max(1)
 }

@@ -309,7 +309,8 @@ impl AiAgent for OpenAiCompatibleAgent {
         let tokens = |k: &str| {
             v.pointer(&format!("/usage/{k}"))
                 .and_then(Value::as_u64)
-                .map(|n| n as u32)
+                // A count past u32::MAX saturates rather than wrapping to a small bill.
+                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
         };
         let (usage, estimated) = match (tokens("prompt_tokens"), tokens("completion_tokens")) {
             (Some(i), Some(o)) => (
@@ -323,7 +324,8 @@ impl AiAgent for OpenAiCompatibleAgent {
                 tracing::warn!(backend = %self.name, "response without usage; tokens estimated");
                 (
                     Usage {
-                        input_tokens: estimate_tokens(system) + estimate_tokens(&user),
+                        input_tokens: estimate_tokens(system)
+                            .saturating_add(estimate_tokens(&user)),
                         output_tokens: estimate_tokens(content),
                     },
                     true,

@@ -274,12 +274,12 @@ impl AiAgent for SimulatedAgent {
             .as_deref()
             .map_or(40, estimate_tokens);
         let output = answer(req.agent, d, &question);
-        let out_tokens =
-            (estimate_tokens(&output.to_string()) + (d % 40) as u32).min(req.params.max_tokens);
+        let out_tokens = (estimate_tokens(&output.to_string()).saturating_add((d % 40) as u32))
+            .min(req.params.max_tokens);
         Ok(AiResponse {
             output,
             usage: Usage {
-                input_tokens: estimate_tokens(&question) + system,
+                input_tokens: estimate_tokens(&question).saturating_add(system),
                 output_tokens: out_tokens,
             },
             usage_estimated: false,

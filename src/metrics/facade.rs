@@ -189,6 +189,9 @@ impl MetricsSink for MetricsFacadeSink {
             MetricEvent::Breaker { backend, state } => {
                 counter!("kasama_breaker_transitions_total", "backend" => backend.clone(), "state" => *state).increment(1);
             }
+            MetricEvent::InteractionsLost { rows, reason } => {
+                counter!("kasama_ai_interactions_lost_total", "reason" => *reason).increment(*rows);
+            }
         }
     }
 }

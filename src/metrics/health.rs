@@ -9,7 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::memory::{InMemoryMetrics, LatencySummary};
+use super::memory::{InMemoryMetrics, InteractionsLost, LatencySummary};
 use crate::domain::{Actor, DatabaseHealth};
 use crate::repository::Repository;
 
@@ -43,6 +43,9 @@ pub enum Check {
     CacheHitRate,
     /// The database's own figures (rows in DEFAULT partitions, buffer hit ratio).
     Database,
+    /// Interaction rows the recorder lost since the previous evaluation: critical when
+    /// rows were dropped or failed, a warning when rows were rejected as invalid.
+    Recording,
 }
 
 /// Thresholds: `(warning, critical)` per check. Defaults are the product's targets.
@@ -157,6 +160,7 @@ pub struct HealthMonitor {
     db_refresh: Duration,
     db_reading: tokio::sync::Mutex<Option<DbReading>>,
     last: Mutex<HashMap<Check, Status>>,
+    lost: Mutex<InteractionsLost>,
     tx: broadcast::Sender<Alert>,
     callbacks: Vec<Callback>,
 }
@@ -255,6 +259,7 @@ impl HealthMonitor {
             db_refresh: Self::DEFAULT_DATABASE_REFRESH,
             db_reading: tokio::sync::Mutex::new(None),
             last: Mutex::new(HashMap::new()),
+            lost: Mutex::new(InteractionsLost::default()),
             tx,
             callbacks: Vec::new(),
         }
@@ -363,6 +368,35 @@ impl HealthMonitor {
                 )
             });
             CheckStatus { check: Check::CacheHitRate, status, value: Some(v), recommendation }
+        });
+        checks.push({
+            let now = snap.interactions_lost;
+            let before = std::mem::replace(
+                &mut *self.lost.lock().unwrap_or_else(|e| e.into_inner()),
+                now,
+            );
+            let lost = (now.dropped - before.dropped) + (now.failed - before.failed);
+            let rejected = now.rejected - before.rejected;
+            let status = if lost > 0 {
+                Status::Critical
+            } else if rejected > 0 {
+                Status::Warning
+            } else {
+                Status::Healthy
+            };
+            CheckStatus {
+                check: Check::Recording,
+                status,
+                value: Some((lost + rejected) as f64),
+                recommendation: (status != Status::Healthy).then(|| {
+                    format!(
+                        "{} interaction rows dropped (buffer full), {} failed (repository down), {} rejected as invalid since the last check",
+                        now.dropped - before.dropped,
+                        now.failed - before.failed,
+                        rejected
+                    )
+                }),
+            }
         });
         let mut database = None;
         if let Some(repo) = &self.repo {

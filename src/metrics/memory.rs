@@ -137,6 +137,23 @@ pub struct MetricsSnapshot {
     pub breaker_transitions: u64,
     /// Total AI cost in nano-dollars.
     pub ai_cost_nanos: u64,
+    /// AI requests refused for the caller's own reasons (rate limit, budget, invalid
+    /// input): not failures, not in latencies or error rates.
+    pub ai_refused: u64,
+    /// Interaction rows the recorder could not write: dropped (buffer full), failed
+    /// (repository kept failing), rejected (invalid row).
+    pub interactions_lost: InteractionsLost,
+}
+
+/// Interaction rows lost by the write-behind recorder, by reason.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct InteractionsLost {
+    /// The buffer was full.
+    pub dropped: u64,
+    /// The repository kept failing.
+    pub failed: u64,
+    /// The repository refused the row as invalid (the rest of its batch was written).
+    pub rejected: u64,
 }
 
 /// Latencies over the last five minutes (what health checks judge).
@@ -259,6 +276,8 @@ struct State {
     recent: [Recent; 4],
     ring: Vec<Bucket>,
     breaker_transitions: u64,
+    ai_refused: u64,
+    lost: InteractionsLost,
 }
 
 /// An in-process [`MetricsSink`]: HDR histograms (3 significant figures, in
@@ -333,6 +352,8 @@ impl InMemoryMetrics {
                     RING as usize
                 ],
                 breaker_transitions: 0,
+                ai_refused: 0,
+                lost: InteractionsLost::default(),
             }),
         }
     }
@@ -411,6 +432,8 @@ impl InMemoryMetrics {
             },
             breaker_transitions: s.breaker_transitions,
             ai_cost_nanos: s.agents.iter().map(|a| a.1[0]).sum(),
+            ai_refused: s.ai_refused,
+            interactions_lost: s.lost,
         }
     }
 }
@@ -517,6 +540,11 @@ impl MetricsSink for InMemoryMetrics {
                 cache,
                 error,
             } => {
+                if error.is_some_and(super::is_refusal) {
+                    // The caller's own limit or mistake: not an AI failure.
+                    s.ai_refused += 1;
+                    return;
+                }
                 let ok = error.is_none();
                 s.ai.record(*latency, ok);
                 s.recent[1].record(minute, *latency, ok);
@@ -564,6 +592,11 @@ impl MetricsSink for InMemoryMetrics {
             }
             MetricEvent::RealtimeReconnect => s.reconnects += 1,
             MetricEvent::Breaker { .. } => s.breaker_transitions += 1,
+            MetricEvent::InteractionsLost { rows, reason } => match *reason {
+                "dropped" => s.lost.dropped += rows,
+                "rejected" => s.lost.rejected += rows,
+                _ => s.lost.failed += rows,
+            },
         }
     }
 }

@@ -19,8 +19,8 @@ pub use health::{
     Alert, AlertKind, Check, CheckStatus, HealthMonitor, HealthReport, Status, Thresholds,
 };
 pub use memory::{
-    AgentSummary, CacheSummary, InMemoryMetrics, LatencySummary, MAX_KEYS, MetricsSnapshot,
-    NamedSummary, RecentLatency, WindowStats,
+    AgentSummary, CacheSummary, InMemoryMetrics, InteractionsLost, LatencySummary, MAX_KEYS,
+    MetricsSnapshot, NamedSummary, RecentLatency, WindowStats,
 };
 
 use std::sync::Arc;
@@ -29,6 +29,15 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::domain::{AgentType, UserId};
+
+/// Whether an error kind ([`crate::Error::kind`]) is a refusal of the caller's request
+/// (its input, its rate or its budget) rather than a failure of the AI path.
+pub fn is_refusal(kind: &str) -> bool {
+    matches!(
+        kind,
+        "rate_limited" | "budget_exceeded" | "invalid_input" | "forbidden"
+    )
+}
 
 /// What happened in a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -113,9 +122,18 @@ pub enum MetricEvent {
         /// How the cache answered.
         cache: CacheTier,
         /// `None` when answered, else the error's kind (`"rate_limited"`, …). Refusals
-        /// (`rate_limited`, `budget_exceeded`, `invalid_input`, `forbidden`) do not count
-        /// as failures in error rates.
+        /// of the caller ([`is_refusal`]: `rate_limited`, `budget_exceeded`,
+        /// `invalid_input`, `forbidden`) are not AI failures: they count neither in
+        /// error rates nor in latencies.
         error: Option<&'static str>,
+    },
+    /// Interaction rows the write-behind recorder could not write.
+    InteractionsLost {
+        /// How many.
+        rows: u64,
+        /// `"dropped"` (the buffer was full), `"failed"` (the repository kept failing)
+        /// or `"rejected"` (the repository refused the row as invalid).
+        reason: &'static str,
     },
     /// A circuit breaker changed state.
     Breaker {

@@ -10,8 +10,10 @@ use std::time::Duration;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
 
+use super::AiOutcome;
 use super::router::Router;
-use crate::agent::{AiRequest, AiResponse};
+use super::settle::{Books, Claim};
+use crate::agent::AiRequest;
 use crate::domain::{AgentType, PriorityLevel};
 use crate::error::{Error, Result};
 use crate::semantic::Scope;
@@ -50,9 +52,16 @@ pub struct BatchStats {
     pub backend_calls: u64,
     /// Requests answered by joining an identical one already waiting or in flight.
     pub coalesced: u64,
+    /// Distinct requests queued or in flight now (not yet settled).
+    pub pending: u64,
 }
 
-type Waiter = oneshot::Sender<Result<AiResponse>>;
+/// One caller waiting on a backend call: its claim (settled by the call's task) and
+/// where its answer goes (nobody may be listening any more).
+type Waiter = (Claim, oneshot::Sender<Result<AiOutcome>>);
+
+/// The answer a caller awaits from [`Batcher::enqueue`].
+pub(crate) type Ticket = oneshot::Receiver<Result<AiOutcome>>;
 
 /// Identical requests: same scope (which holds the user for personal agents) and
 /// the same input.
@@ -77,12 +86,15 @@ struct State {
     pending: usize,
 }
 
-/// Groups and coalesces requests in front of a [`Router`].
-pub struct Batcher {
+/// Groups and coalesces requests in front of a [`Router`]; the task that owns each
+/// backend call settles it (see `settle.rs`).
+pub(crate) struct Batcher {
     router: Arc<Router>,
+    books: Arc<Books>,
     cfg: BatchConfig,
     personal: Arc<dyn Fn(AgentType) -> bool + Send + Sync>,
     state: Mutex<State>,
+    idle: tokio::sync::Notify,
     logical: AtomicU64,
     distinct: AtomicU64,
     calls: AtomicU64,
@@ -99,27 +111,30 @@ impl std::fmt::Debug for Batcher {
 }
 
 impl Batcher {
-    /// A batcher in front of `router`; `personal(agent)` says whether an agent's
-    /// identical requests from different users must stay apart.
+    /// A batcher in front of `router`, settling through `books`; `personal(agent)`
+    /// says whether an agent's identical requests from different users must stay apart.
     ///
     /// # Errors
-    /// `InvalidInput` for a zero `max_batch` or `max_queue`.
-    pub fn new(
+    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`.
+    pub(crate) fn new(
         router: Arc<Router>,
+        books: Arc<Books>,
         cfg: BatchConfig,
         personal: Arc<dyn Fn(AgentType) -> bool + Send + Sync>,
     ) -> Result<Arc<Self>> {
-        if cfg.max_batch == 0 || cfg.max_queue == 0 {
-            return Err(Error::invalid(
-                "batch",
-                "max_batch and max_queue must be positive",
-            ));
+        if cfg.max_batch == 0 {
+            return Err(Error::invalid("batch.max_batch", "must be at least 1"));
+        }
+        if cfg.max_queue == 0 {
+            return Err(Error::invalid("batch.max_queue", "must be at least 1"));
         }
         Ok(Arc::new(Self {
             router,
+            books,
             cfg,
             personal,
             state: Mutex::new(State::default()),
+            idle: tokio::sync::Notify::new(),
             logical: AtomicU64::new(0),
             distinct: AtomicU64::new(0),
             calls: AtomicU64::new(0),
@@ -131,23 +146,25 @@ impl Batcher {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Submits one request and waits for its answer. Dropping the returned future
-    /// only drops this caller's interest: the batch goes on for the others.
+    /// Queues one claim (or joins an identical one waiting or in flight) and returns
+    /// where its answer will arrive. From here on the claim belongs to the batcher:
+    /// the backend call is made, settled and recorded whether or not the caller still
+    /// waits for the answer.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting; the
-    /// backend's error otherwise.
-    pub async fn submit(self: &Arc<Self>, req: AiRequest) -> Result<AiResponse> {
+    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting (the claim
+    /// is dropped, so its reservation is released).
+    pub(crate) fn enqueue(self: &Arc<Self>, claim: Claim) -> Result<Ticket> {
         self.logical.fetch_add(1, Relaxed);
         let key = Key {
-            scope: Scope::of(&req, (self.personal)(req.agent)),
-            input: req.input.to_string(),
+            scope: Scope::of(&claim.req, (self.personal)(claim.req.agent)),
+            input: claim.req.input.to_string(),
         };
         let (tx, rx) = oneshot::channel();
         let flush_now = {
             let mut s = self.lock();
             if let Some(w) = s.waiters.get_mut(&key) {
-                w.push(tx);
+                w.push((claim, tx));
                 self.coalesced.fetch_add(1, Relaxed);
                 None
             } else {
@@ -157,10 +174,11 @@ impl Batcher {
                     });
                 }
                 s.pending += 1;
-                s.waiters.insert(key.clone(), vec![tx]);
+                let agent = claim.req.agent;
+                let high = claim.req.priority == PriorityLevel::High;
+                let req = claim.req.clone();
+                s.waiters.insert(key.clone(), vec![(claim, tx)]);
                 self.distinct.fetch_add(1, Relaxed);
-                let agent = req.agent;
-                let high = req.priority == PriorityLevel::High;
                 let q = s.queues.entry(agent).or_default();
                 q.reqs.push((key, req));
                 if high || q.reqs.len() >= self.cfg.max_batch || self.cfg.window.is_zero() {
@@ -188,14 +206,7 @@ impl Batcher {
             }
             None => {}
         }
-        match rx.await {
-            Ok(r) => r,
-            Err(_) => Err(Error::Backend {
-                what: "AI batch".into(),
-                retryable: true,
-                source: "the batch ended without an answer".into(),
-            }),
-        }
+        Ok(rx)
     }
 
     /// Sends everything queued for `agent`, in batches of at most `max_batch`.
@@ -209,44 +220,111 @@ impl Batcher {
             std::mem::take(&mut q.reqs)
         };
         for chunk in items.chunks(self.cfg.max_batch) {
-            let chunk = chunk.to_vec();
+            let (keys, reqs): (Vec<Key>, Vec<AiRequest>) = chunk.iter().cloned().unzip();
             let me = Arc::clone(self);
             self.calls.fetch_add(1, Relaxed);
             tokio::spawn(async move {
-                let (keys, reqs): (Vec<Key>, Vec<AiRequest>) = chunk.into_iter().unzip();
-                let results = me.router.call_batch(&reqs).await;
-                let mut s = me.lock();
-                for (key, result) in keys.into_iter().zip(results) {
-                    s.pending -= 1;
-                    let Some(waiters) = s.waiters.remove(&key) else {
-                        continue;
-                    };
-                    let mut result = Some(result);
-                    let n = waiters.len();
-                    for (i, w) in waiters.into_iter().enumerate() {
-                        let r = if i + 1 == n {
-                            result.take().expect("one result")
-                        } else {
-                            match result.as_ref().expect("one result") {
-                                Ok(v) => Ok(v.clone()),
-                                Err(e) => Err(e.duplicate()),
-                            }
-                        };
-                        // A waiter that gave up has dropped its receiver: ignore.
-                        let _ = w.send(r);
+                let n = reqs.len();
+                // Counts the call out of `pending` once settled — or if this task ends
+                // any other way — so `pending == 0` means every call's books are kept.
+                let done = Settled { batcher: &me, n };
+                // A backend that panics fails its waiters with an error instead of
+                // leaving them (and every later identical request) behind a dead entry.
+                let results = match CatchUnwind(Box::pin(me.router.call_batch(&reqs))).await {
+                    Ok(r) => r,
+                    Err(_) => {
+                        tracing::error!("AI backend call panicked");
+                        (0..n).map(|_| Err(panicked())).collect()
                     }
+                };
+                let groups: Vec<Vec<Waiter>> = {
+                    let mut s = me.lock();
+                    keys.iter()
+                        .map(|key| s.waiters.remove(key).unwrap_or_default())
+                        .collect()
+                };
+                for (waiters, result) in groups.into_iter().zip(results) {
+                    // A caller that gave up has dropped its receiver: its share is
+                    // settled and recorded all the same.
+                    me.books
+                        .settle(waiters, result, |tx, answer| {
+                            let _ = tx.send(answer);
+                        })
+                        .await;
                 }
+                drop(done);
             });
         }
     }
 
     /// The counters.
-    pub fn stats(&self) -> BatchStats {
+    pub(crate) fn stats(&self) -> BatchStats {
         BatchStats {
             logical_requests: self.logical.load(Relaxed),
             distinct_requests: self.distinct.load(Relaxed),
             backend_calls: self.calls.load(Relaxed),
             coalesced: self.coalesced.load(Relaxed),
+            pending: self.lock().pending as u64,
+        }
+    }
+
+    /// Waits until every queued or in-flight call has been settled.
+    pub(crate) async fn idle(&self) {
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.lock().pending == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+fn panicked() -> Error {
+    Error::Backend {
+        what: "AI backend".into(),
+        retryable: false,
+        source: "the backend call panicked".into(),
+    }
+}
+
+/// A future that turns a panic while polling `F` into an `Err` (what
+/// `futures::FutureExt::catch_unwind` does; futures-util is built without `std` here).
+struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let f = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(p) => std::task::Poll::Ready(Err(p)),
+        }
+    }
+}
+
+/// Takes a settled call's requests out of `pending` when dropped.
+struct Settled<'a> {
+    batcher: &'a Batcher,
+    n: usize,
+}
+
+impl Drop for Settled<'_> {
+    fn drop(&mut self) {
+        let idle = {
+            let mut s = self.batcher.lock();
+            s.pending -= self.n;
+            s.pending == 0
+        };
+        if idle {
+            self.batcher.idle.notify_waiters();
         }
     }
 }

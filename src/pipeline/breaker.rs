@@ -19,6 +19,39 @@ pub struct BreakerConfig {
     pub cool_down: Duration,
 }
 
+impl BreakerConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the field: zero failures, an error rate outside (0, 1]
+    /// or NaN, a zero window or cool-down, zero minimum calls.
+    pub fn validate(&self) -> crate::error::Result<()> {
+        use crate::error::Error;
+        if self.consecutive_failures == 0 {
+            return Err(Error::invalid(
+                "breaker.consecutive_failures",
+                "must be at least 1",
+            ));
+        }
+        if !(self.error_rate > 0.0 && self.error_rate <= 1.0) {
+            return Err(Error::invalid(
+                "breaker.error_rate",
+                format!("{}, must be within (0, 1]", self.error_rate),
+            ));
+        }
+        if self.window.is_zero() {
+            return Err(Error::invalid("breaker.window", "must be positive"));
+        }
+        if self.min_calls == 0 {
+            return Err(Error::invalid("breaker.min_calls", "must be at least 1"));
+        }
+        if self.cool_down.is_zero() {
+            return Err(Error::invalid("breaker.cool_down", "must be positive"));
+        }
+        Ok(())
+    }
+}
+
 impl Default for BreakerConfig {
     fn default() -> Self {
         Self {
@@ -104,6 +137,17 @@ impl Breaker {
             BreakerState::Open => now >= self.open_until,
             BreakerState::HalfOpen => false,
         }
+    }
+
+    /// A probe that ended without an outcome (its caller went away) is given back: the
+    /// breaker is open again with its cool-down over, so the next call probes at once.
+    pub(crate) fn release_probe(&mut self, now: Instant) -> Option<BreakerState> {
+        if self.state != BreakerState::HalfOpen {
+            return None;
+        }
+        self.state = BreakerState::Open;
+        self.open_until = self.open_until.min(now);
+        Some(BreakerState::Open)
     }
 
     fn roll(&mut self, now: Instant) {

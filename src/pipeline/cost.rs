@@ -2,7 +2,7 @@
 //! reservations taken before a call is made.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use chrono::{NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
@@ -23,17 +23,27 @@ pub struct Price {
 }
 
 impl Price {
-    /// The cost of `usage`, in nano-dollars (exact).
+    /// The cost of `usage`, in nano-dollars (exact). A cost past `u64::MAX`
+    /// nano-dollars (18 billion dollars) saturates there rather than wrapping; see
+    /// [`Price::checked_cost_nanos`].
     pub fn cost_nanos(&self, usage: Usage) -> u64 {
-        u64::from(usage.input_tokens) * self.input_micros_per_1k
-            + u64::from(usage.output_tokens) * self.output_micros_per_1k
+        self.checked_cost_nanos(usage).unwrap_or(u64::MAX)
+    }
+
+    /// The cost of `usage`, in nano-dollars, or `None` when it does not fit a `u64`.
+    pub fn checked_cost_nanos(&self, usage: Usage) -> Option<u64> {
+        u64::from(usage.input_tokens)
+            .checked_mul(self.input_micros_per_1k)?
+            .checked_add(u64::from(usage.output_tokens).checked_mul(self.output_micros_per_1k)?)
     }
 }
 
 /// Prices per model, with a default for models not listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PriceTable {
-    /// Per model name.
+    /// Per model name. A dated or versioned name a provider reports
+    /// (`gpt-4o-mini-2024-07-18`, `claude-3-5-sonnet-20241022`, `gpt-4-0613`) takes the
+    /// price of its undated name (`gpt-4o-mini`) when it is not listed itself.
     pub models: HashMap<String, Price>,
     /// For any other model. Default: $0.02 per 1K input tokens, $0.06 per 1K output
     /// tokens (the product's agents run $0.02–$0.08 per 1K).
@@ -52,10 +62,45 @@ impl Default for PriceTable {
     }
 }
 
+/// `name` without a trailing date or version stamp: `-YYYY-MM-DD`, `-YYYYMMDD` or
+/// `-MMDD`.
+fn undated(name: &str) -> Option<&str> {
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    let (head, tail) = name.rsplit_once('-')?;
+    if digits(tail) && (tail.len() == 8 || tail.len() == 4) {
+        // `-YYYYMMDD`, `-MMDD`, or the day of `-YYYY-MM-DD`.
+        if tail.len() == 8 {
+            return Some(head);
+        }
+    }
+    if digits(tail) && tail.len() == 2 {
+        let (h2, month) = head.rsplit_once('-')?;
+        let (h3, year) = h2.rsplit_once('-')?;
+        if digits(month) && month.len() == 2 && digits(year) && year.len() == 4 {
+            return Some(h3);
+        }
+    }
+    if digits(tail) && tail.len() == 4 {
+        return Some(head);
+    }
+    None
+}
+
 impl PriceTable {
-    /// The price of `model`.
+    /// The price of `model`: its own, its undated name's, or the default.
     pub fn price(&self, model: &str) -> Price {
-        self.models.get(model).copied().unwrap_or(self.default)
+        self.listed(model).unwrap_or(self.default)
+    }
+
+    /// The price of `model` or of its undated name, if either is listed.
+    pub fn listed(&self, model: &str) -> Option<Price> {
+        if self.models.is_empty() {
+            return None;
+        }
+        if let Some(p) = self.models.get(model) {
+            return Some(*p);
+        }
+        undated(model).and_then(|m| self.models.get(m).copied())
     }
 
     /// Adds or replaces a model's price.
@@ -113,21 +158,74 @@ impl Budgets {
 /// Totals of one ledger line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spend {
-    /// Requests answered (cache hits included).
+    /// Requests answered (cache hits and coalesced requests included).
     pub requests: u64,
     /// Cost in nano-dollars.
     pub cost_nanos: u64,
-    /// Saved by cache hits, in nano-dollars.
+    /// Saved by cache hits and by coalescing, in nano-dollars.
     pub saved_nanos: u64,
+    /// Requests answered by joining an identical request's backend call (cost 0; what
+    /// the call cost is in `saved_nanos`).
+    pub coalesced: u64,
+    /// Of `saved_nanos`, what coalescing saved (the rest is the cache's).
+    pub saved_by_coalescing_nanos: u64,
+}
+
+impl Spend {
+    fn add(&mut self, cost: u64, saved: u64, coalesced: bool) {
+        self.requests += 1;
+        self.cost_nanos = self.cost_nanos.saturating_add(cost);
+        self.saved_nanos = self.saved_nanos.saturating_add(saved);
+        self.coalesced += u64::from(coalesced);
+        if coalesced {
+            self.saved_by_coalescing_nanos = self.saved_by_coalescing_nanos.saturating_add(saved);
+        }
+    }
 }
 
 #[derive(Debug, Default)]
 struct LedgerState {
+    /// The newest day seen; lines of days before the day before it are forgotten.
+    current: Option<NaiveDate>,
     lines: HashMap<(UserId, AgentType, NaiveDate), Spend>,
     user_day: HashMap<(UserId, NaiveDate), u64>,
     global_day: HashMap<NaiveDate, u64>,
     reserved_user: HashMap<(UserId, NaiveDate), u64>,
     reserved_global: HashMap<NaiveDate, u64>,
+    total: Spend,
+}
+
+impl LedgerState {
+    /// Moves to `day`, forgetting every day before the previous one.
+    fn advance(&mut self, day: NaiveDate) {
+        if self.current.is_some_and(|c| c >= day) {
+            return;
+        }
+        self.current = Some(day);
+        let Some(keep) = day.pred_opt() else { return };
+        self.lines.retain(|k, _| k.2 >= keep);
+        self.user_day.retain(|k, _| k.1 >= keep);
+        self.global_day.retain(|k, _| *k >= keep);
+        self.reserved_user.retain(|k, _| k.1 >= keep);
+        self.reserved_global.retain(|k, _| *k >= keep);
+        self.lines.shrink_to_fit();
+        self.user_day.shrink_to_fit();
+        self.reserved_user.shrink_to_fit();
+    }
+
+    fn kept(&self, day: NaiveDate) -> bool {
+        self.current
+            .and_then(|c| c.pred_opt())
+            .is_none_or(|keep| day >= keep)
+    }
+}
+
+type Today = Box<dyn Fn() -> NaiveDate + Send + Sync>;
+
+struct Shared {
+    budgets: Budgets,
+    today: Today,
+    state: Mutex<LedgerState>,
 }
 
 /// Spending per user, agent and UTC day, and the budgets that cap it.
@@ -138,25 +236,54 @@ struct LedgerState {
 /// spent plus what calls in flight hold is at or above the cap. (A soft cap: the calls
 /// admitted just below it may pass it by at most their own cost; a hard cap on the
 /// worst case would refuse most calls, as `max_tokens` is rarely used up.) When the
-/// answer arrives the reservation is settled at the exact cost; a dropped reservation
-/// (failed call) is released.
-#[derive(Debug)]
+/// answer arrives the reservation is settled at the exact cost, by the task that owns
+/// the backend call (so a caller that goes away cannot hide a cost); a dropped
+/// reservation (a call never made, or failed) is released.
+///
+/// The ledger keeps lines for today and yesterday (UTC) only: memory stays flat however
+/// long the process runs. [`Ledger::total`] covers its whole life; the history per
+/// user and day lives in the recorded interactions.
 pub struct Ledger {
-    budgets: Budgets,
-    state: Mutex<LedgerState>,
+    shared: Arc<Shared>,
 }
 
-/// A hold on budget for one call; settle it with [`Ledger::settle`] or drop it.
-#[derive(Debug)]
-pub struct Reservation<'a> {
-    ledger: &'a Ledger,
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger")
+            .field("budgets", &self.shared.budgets)
+            .field("tracked", &self.tracked())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hold on budget for one call; settle it with [`Ledger::settle`] (or
+/// [`Ledger::settle_coalesced`]) or drop it to release it. It owns its share of the
+/// ledger, so it can move to whichever task ends up settling the call.
+pub struct Reservation {
+    ledger: Arc<Shared>,
     user: UserId,
     day: NaiveDate,
     amount: u64,
     done: bool,
 }
 
-impl Drop for Reservation<'_> {
+impl std::fmt::Debug for Reservation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reservation")
+            .field("day", &self.day)
+            .field("amount", &self.amount)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Reservation {
+    /// The nano-dollars held.
+    pub fn amount(&self) -> u64 {
+        self.amount
+    }
+}
+
+impl Drop for Reservation {
     fn drop(&mut self) {
         if !self.done {
             self.ledger.release(self.user, self.day, self.amount);
@@ -164,21 +291,92 @@ impl Drop for Reservation<'_> {
     }
 }
 
-fn today() -> NaiveDate {
+fn utc_today() -> NaiveDate {
     Utc::now().date_naive()
 }
 
-impl Ledger {
-    /// A ledger enforcing `budgets`.
-    pub fn new(budgets: Budgets) -> Self {
-        Self {
-            budgets,
-            state: Mutex::new(LedgerState::default()),
+impl Shared {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn release(&self, user: UserId, day: NaiveDate, amount: u64) {
+        Self::release_locked(&mut self.lock(), user, day, amount);
+    }
+
+    /// Releases `r` and books its call, under one lock.
+    fn settle(&self, r: &Reservation, agent: AgentType, cost: u64, saved: u64, co: bool) {
+        let mut s = self.lock();
+        Self::release_locked(&mut s, r.user, r.day, r.amount);
+        Self::add_locked(&mut s, r.user, agent, r.day, cost, saved, co);
+    }
+
+    fn release_locked(s: &mut LedgerState, user: UserId, day: NaiveDate, amount: u64) {
+        if let Some(r) = s.reserved_user.get_mut(&(user, day)) {
+            *r = r.saturating_sub(amount);
+            if *r == 0 {
+                s.reserved_user.remove(&(user, day));
+            }
+        }
+        if let Some(r) = s.reserved_global.get_mut(&day) {
+            *r = r.saturating_sub(amount);
         }
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, LedgerState> {
-        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    fn add(&self, user: UserId, agent: AgentType, day: NaiveDate, cost: u64, saved: u64, co: bool) {
+        Self::add_locked(&mut self.lock(), user, agent, day, cost, saved, co);
+    }
+
+    fn add_locked(
+        s: &mut LedgerState,
+        user: UserId,
+        agent: AgentType,
+        day: NaiveDate,
+        cost: u64,
+        saved: u64,
+        co: bool,
+    ) {
+        s.advance(day);
+        s.total.add(cost, saved, co);
+        if !s.kept(day) {
+            // Settled after its day was forgotten: counted in the total only.
+            return;
+        }
+        s.lines
+            .entry((user, agent, day))
+            .or_default()
+            .add(cost, saved, co);
+        if cost > 0 {
+            let u = s.user_day.entry((user, day)).or_default();
+            *u = u.saturating_add(cost);
+            let g = s.global_day.entry(day).or_default();
+            *g = g.saturating_add(cost);
+        }
+    }
+}
+
+impl Ledger {
+    /// A ledger enforcing `budgets`, on UTC days of the system clock.
+    pub fn new(budgets: Budgets) -> Self {
+        Self::with_clock(budgets, utc_today)
+    }
+
+    /// A ledger whose "today" comes from `today` (for simulations and tests).
+    pub fn with_clock(
+        budgets: Budgets,
+        today: impl Fn() -> NaiveDate + Send + Sync + 'static,
+    ) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                budgets,
+                today: Box::new(today),
+                state: Mutex::new(LedgerState::default()),
+            }),
+        }
+    }
+
+    fn today(&self) -> NaiveDate {
+        (self.shared.today)()
     }
 
     /// Holds `amount` nano-dollars of today's budget for `user`.
@@ -190,13 +388,15 @@ impl Ledger {
         user: UserId,
         tier: SubscriptionTier,
         amount: u64,
-    ) -> Result<Reservation<'_>> {
-        let day = today();
-        let mut s = self.lock();
+    ) -> Result<Reservation> {
+        let day = self.today();
+        let budgets = &self.shared.budgets;
+        let mut s = self.shared.lock();
+        s.advance(day);
         let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
         let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
-        if let Some(cap) = self.budgets.user_cap(tier)
-            && spent_u + held_u >= cap
+        if let Some(cap) = budgets.user_cap(tier)
+            && spent_u.saturating_add(held_u) >= cap
         {
             return Err(Error::BudgetExceeded {
                 scope: "user daily".into(),
@@ -204,17 +404,19 @@ impl Ledger {
         }
         let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
         let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
-        if let Some(cap) = self.budgets.global_daily
-            && spent_g + held_g >= cap
+        if let Some(cap) = budgets.global_daily
+            && spent_g.saturating_add(held_g) >= cap
         {
             return Err(Error::BudgetExceeded {
                 scope: "global daily".into(),
             });
         }
-        *s.reserved_user.entry((user, day)).or_default() += amount;
-        *s.reserved_global.entry(day).or_default() += amount;
+        let u = s.reserved_user.entry((user, day)).or_default();
+        *u = u.saturating_add(amount);
+        let g = s.reserved_global.entry(day).or_default();
+        *g = g.saturating_add(amount);
         Ok(Reservation {
-            ledger: self,
+            ledger: self.shared.clone(),
             user,
             day,
             amount,
@@ -222,64 +424,72 @@ impl Ledger {
         })
     }
 
-    fn release(&self, user: UserId, day: NaiveDate, amount: u64) {
-        let mut s = self.lock();
-        if let Some(r) = s.reserved_user.get_mut(&(user, day)) {
-            *r = r.saturating_sub(amount);
-        }
-        if let Some(r) = s.reserved_global.get_mut(&day) {
-            *r = r.saturating_sub(amount);
-        }
+    /// Turns a reservation into the exact cost of the answered call.
+    pub fn settle(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
+        r.done = true;
+        self.shared.settle(&r, agent, cost_nanos, 0, false);
     }
 
-    /// Turns a reservation into the exact cost of the answered call.
-    pub fn settle(&self, mut r: Reservation<'_>, agent: AgentType, cost_nanos: u64) {
+    /// Settles a request that was answered by joining another request's backend call:
+    /// it costs nothing (the call is charged once, to the request that caused it) and
+    /// saves `saved_nanos`, what the call cost.
+    pub fn settle_coalesced(&self, mut r: Reservation, agent: AgentType, saved_nanos: u64) {
         r.done = true;
-        self.release(r.user, r.day, r.amount);
-        self.add(r.user, agent, r.day, cost_nanos, 0);
+        self.shared.settle(&r, agent, 0, saved_nanos, true);
     }
 
     /// Records a cache hit: no cost, `saved_nanos` saved.
     pub fn record_hit(&self, user: UserId, agent: AgentType, saved_nanos: u64) {
-        self.add(user, agent, today(), 0, saved_nanos);
+        self.shared
+            .add(user, agent, self.today(), 0, saved_nanos, false);
     }
 
-    fn add(&self, user: UserId, agent: AgentType, day: NaiveDate, cost: u64, saved: u64) {
-        let mut s = self.lock();
-        let line = s.lines.entry((user, agent, day)).or_default();
-        line.requests += 1;
-        line.cost_nanos += cost;
-        line.saved_nanos += saved;
-        *s.user_day.entry((user, day)).or_default() += cost;
-        *s.global_day.entry(day).or_default() += cost;
-    }
-
-    /// One user's spending on one agent on one day.
+    /// One user's spending on one agent on one day (today or yesterday; older days
+    /// are forgotten and read as zero).
     pub fn line(&self, user: UserId, agent: AgentType, day: NaiveDate) -> Spend {
-        self.lock()
+        self.shared
+            .lock()
             .lines
             .get(&(user, agent, day))
             .copied()
             .unwrap_or_default()
     }
 
-    /// Everyone's spending, summed over every line.
+    /// Everyone's spending over the ledger's whole life.
     pub fn total(&self) -> Spend {
-        let s = self.lock();
-        s.lines.values().fold(Spend::default(), |mut t, l| {
-            t.requests += l.requests;
-            t.cost_nanos += l.cost_nanos;
-            t.saved_nanos += l.saved_nanos;
-            t
-        })
+        self.shared.lock().total
     }
 
     /// One user's cost today, in nano-dollars.
     pub fn user_today(&self, user: UserId) -> u64 {
-        self.lock()
+        let day = self.today();
+        self.shared
+            .lock()
             .user_day
-            .get(&(user, today()))
+            .get(&(user, day))
             .copied()
             .unwrap_or(0)
+    }
+
+    /// Nano-dollars held by calls in flight for `user` today.
+    pub fn user_reserved(&self, user: UserId) -> u64 {
+        let day = self.today();
+        self.shared
+            .lock()
+            .reserved_user
+            .get(&(user, day))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Entries the ledger holds (lines, per-user days, reservations): what its memory
+    /// grows with.
+    pub fn tracked(&self) -> usize {
+        let s = self.shared.lock();
+        s.lines.len()
+            + s.user_day.len()
+            + s.global_day.len()
+            + s.reserved_user.len()
+            + s.reserved_global.len()
     }
 }

@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use governor::clock::Clock;
 use governor::state::keyed::DashMapStateStore;
-use governor::state::{InMemoryState, NotKeyed};
 use governor::{Quota, RateLimiter};
 
 use crate::domain::{SubscriptionTier, UserId};
@@ -26,7 +25,67 @@ impl Clock for TokioClock {
 }
 
 type Keyed = RateLimiter<UserId, DashMapStateStore<UserId>, TokioClock>;
-type Direct = RateLimiter<NotKeyed, InMemoryState, TokioClock>;
+
+/// The global limiter: GCRA on one atomic, like governor's, but able to give a cell
+/// back — a request it admitted and the user's limiter then refused must not use up
+/// everyone's allowance (governor has no refund).
+struct Global {
+    base: tokio::time::Instant,
+    /// Theoretical arrival time, in nanoseconds since `base`.
+    tat: AtomicU64,
+    /// Nanoseconds per cell.
+    interval: u64,
+    /// How far ahead of now the TAT may run: `interval × (burst − 1)`.
+    tolerance: u64,
+}
+
+impl Global {
+    fn new(q: Quota) -> Self {
+        let interval = u64::try_from(q.replenish_interval().as_nanos())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let burst = u64::from(q.burst_size().get());
+        Self {
+            base: tokio::time::Instant::now(),
+            tat: AtomicU64::new(0),
+            interval,
+            tolerance: interval.saturating_mul(burst - 1),
+        }
+    }
+
+    fn now(&self) -> u64 {
+        u64::try_from(self.base.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Takes one cell, or says how long until one is free.
+    fn take(&self) -> std::result::Result<(), Duration> {
+        let now = self.now();
+        let mut cur = self.tat.load(Relaxed);
+        loop {
+            let tat = cur.max(now);
+            if tat - now > self.tolerance {
+                return Err(Duration::from_nanos(tat - now - self.tolerance));
+            }
+            match self.tat.compare_exchange_weak(
+                cur,
+                tat.saturating_add(self.interval),
+                Relaxed,
+                Relaxed,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(x) => cur = x,
+            }
+        }
+    }
+
+    /// Gives back a cell taken by [`Global::take`].
+    fn give_back(&self) {
+        let now = self.now();
+        let _ = self.tat.fetch_update(Relaxed, Relaxed, |t| {
+            Some(t.saturating_sub(self.interval).max(now))
+        });
+    }
+}
 
 /// A quota for each subscription tier.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -128,7 +187,7 @@ impl PerTier {
 
 /// The rate limiters.
 pub struct RateLimits {
-    global_ai: Direct,
+    global_ai: Global,
     ai: PerTier,
     api: PerTier,
     prune_every: u64,
@@ -155,7 +214,7 @@ impl RateLimits {
     /// Limiters with `config`.
     pub fn new(config: RateLimitConfig) -> Self {
         Self {
-            global_ai: RateLimiter::direct_with_clock(config.global_ai, TokioClock),
+            global_ai: Global::new(config.global_ai),
             ai: PerTier::new(config.ai_per_user),
             api: PerTier::new(config.api_per_user),
             prune_every: config.prune_every.max(1),
@@ -172,15 +231,17 @@ impl RateLimits {
             .map_err(|n| limited(n.wait_time_from(TokioClock.now())))
     }
 
-    /// Admits one AI call for `user`, or says how long to wait.
+    /// Admits one AI call for `user`, or says how long to wait. A refusal uses up
+    /// nothing: the global allowance is taken first and given back when the user's
+    /// own limit refuses, and a global refusal never reaches the user's limiter.
     ///
     /// # Errors
     /// [`Error::RateLimited`].
     pub fn check_ai(&self, user: UserId, tier: SubscriptionTier) -> Result<()> {
-        self.check(self.ai.get(tier), user)?;
-        self.global_ai
-            .check()
-            .map_err(|n| limited(n.wait_time_from(TokioClock.now())))
+        self.global_ai.take().map_err(limited)?;
+        self.check(self.ai.get(tier), user).inspect_err(|_| {
+            self.global_ai.give_back();
+        })
     }
 
     /// Admits one API request for `user`, or says how long to wait.

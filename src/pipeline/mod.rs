@@ -11,8 +11,9 @@ mod cost;
 mod limits;
 mod recorder;
 mod router;
+mod settle;
 
-pub use batch::{BatchConfig, BatchStats, Batcher};
+pub use batch::{BatchConfig, BatchStats};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cost::{Budgets, Ledger, Price, PriceTable, Reservation, Spend};
 pub use limits::{RateLimitConfig, RateLimits, TierQuotas, TokioClock};
@@ -22,17 +23,22 @@ pub use router::{BackendStatus, Router, RouterConfig};
 /// governor's quota type, re-exported for [`RateLimitConfig`].
 pub use governor::Quota;
 
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::time::Instant;
 
 use crate::agent::{AiAgent, AiRequest, AiResponse, estimate_tokens};
-use crate::domain::{InteractionId, NewAiInteraction, SubscriptionTier};
-use crate::error::Result;
+use crate::domain::SubscriptionTier;
+use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink, NoopMetrics};
 use crate::repository::Repository;
 use crate::semantic::{HitTier, Lookup, SemanticCache};
+
+use batch::Batcher;
+use settle::{Books, Claim};
 
 /// What [`AiPipeline::complete`] returns.
 #[derive(Clone, Debug, PartialEq, Serialize)]
@@ -43,8 +49,11 @@ pub struct AiOutcome {
     pub cache: CacheTier,
     /// What the call cost, in nano-dollars (0 for a cache hit).
     pub cost_nanos: u64,
-    /// What a cache hit saved, in nano-dollars.
+    /// What a cache hit or coalescing saved, in nano-dollars.
     pub saved_nanos: u64,
+    /// Whether the request was answered by joining an identical request's backend
+    /// call (it then costs nothing; `saved_nanos` is what the call cost).
+    pub coalesced: bool,
 }
 
 /// Builder for [`AiPipeline`]; every part has the documented default.
@@ -60,6 +69,7 @@ pub struct AiPipelineBuilder {
     router: RouterConfig,
     recorder: RecorderConfig,
     metrics: Arc<dyn MetricsSink>,
+    cache_timeout: Duration,
 }
 
 impl std::fmt::Debug for AiPipelineBuilder {
@@ -93,6 +103,14 @@ impl AiPipelineBuilder {
     /// The semantic cache. Default: none (every request goes to a backend).
     pub fn semantic_cache(mut self, cache: Arc<SemanticCache>) -> Self {
         self.cache = Some(cache);
+        self
+    }
+
+    /// Longest wait for the semantic cache (embedding the question, storing an
+    /// answer). A lookup that fails or takes longer is a miss (counted in
+    /// [`AiPipeline::cache_errors`]), never a failed request. Default: 1 s.
+    pub fn cache_timeout(mut self, t: Duration) -> Self {
+        self.cache_timeout = t;
         self
     }
 
@@ -141,8 +159,14 @@ impl AiPipelineBuilder {
     /// Builds the pipeline and starts its recorder (needs a tokio runtime).
     ///
     /// # Errors
-    /// `InvalidInput` for no backend, duplicate backend names or invalid settings.
+    /// `InvalidInput` for no backend, duplicate backend names, or a setting that would
+    /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, an
+    /// error rate outside 0–1, …), naming the field.
     pub fn build(self) -> Result<AiPipeline> {
+        if self.cache_timeout.is_zero() {
+            return Err(Error::invalid("cache_timeout", "must be positive"));
+        }
+        self.recorder.validate()?;
         let backends = self
             .backends
             .into_iter()
@@ -155,15 +179,26 @@ impl AiPipelineBuilder {
         let cache = self.cache.clone();
         let personal: Arc<dyn Fn(crate::domain::AgentType) -> bool + Send + Sync> =
             Arc::new(move |a| cache.as_ref().is_none_or(|c| c.is_personal(a)));
-        let batcher = Batcher::new(router.clone(), self.batch, personal)?;
-        Ok(AiPipeline {
-            limits: RateLimits::new(self.limits),
+        let books = Arc::new(Books {
             ledger: Ledger::new(self.budgets),
             prices: self.prices,
+            router: router.clone(),
+            cache: self.cache.clone(),
+            cache_timeout: self.cache_timeout,
+            recorder: Mutex::new(None),
+            metrics: self.metrics.clone(),
+            cache_errors: AtomicU64::new(0),
+        });
+        let batcher = Batcher::new(router.clone(), books.clone(), self.batch, personal)?;
+        *books.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+            Recorder::start_with_metrics(self.repo, self.recorder, self.metrics.clone()),
+        );
+        Ok(AiPipeline {
+            limits: RateLimits::new(self.limits),
+            books,
             cache: self.cache,
             router,
             batcher,
-            recorder: Mutex::new(Some(Recorder::start(self.repo, self.recorder))),
             metrics: self.metrics,
         })
     }
@@ -172,12 +207,10 @@ impl AiPipelineBuilder {
 /// The AI request path, composed (see the module docs).
 pub struct AiPipeline {
     limits: RateLimits,
-    ledger: Ledger,
-    prices: PriceTable,
+    books: Arc<Books>,
     cache: Option<Arc<SemanticCache>>,
     router: Arc<Router>,
     batcher: Arc<Batcher>,
-    recorder: Mutex<Option<Recorder>>,
     metrics: Arc<dyn MetricsSink>,
 }
 
@@ -204,50 +237,43 @@ impl AiPipeline {
             router: RouterConfig::default(),
             recorder: RecorderConfig::default(),
             metrics: Arc::new(NoopMetrics),
+            cache_timeout: Duration::from_secs(1),
         }
     }
 
     /// Answers `req` for a user on `tier`.
+    ///
+    /// Once the request is handed to a backend, its books are kept by the task that
+    /// owns the backend call: dropping this future (a client that disconnects, a
+    /// timeout layer) stops the waiting, not the call, and the call is still charged to
+    /// the user's budget and recorded. Identical requests in flight share one call,
+    /// which is charged once, to the request that caused it; the others cost nothing
+    /// and are counted as coalesced, with what they saved.
     ///
     /// # Errors
     /// `InvalidInput`, `RateLimited { retry_after }`, `BudgetExceeded` (before any
     /// backend call), `Overloaded`, `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
-        let agent = req.agent;
-        let result = self.run(req, tier, start).await;
-        if let Err(e) = &result {
-            self.metrics.record(&MetricEvent::Ai {
-                agent,
-                backend: None,
-                input_tokens: 0,
-                output_tokens: 0,
-                cost_nanos: 0,
-                saved_nanos: 0,
-                latency: start.elapsed(),
-                cache: CacheTier::Miss,
-                error: Some(e.kind()),
-            });
+        if let Err(e) = req
+            .validate()
+            .and_then(|()| self.limits.check_ai(req.user_id, tier))
+        {
+            self.unanswered(&req, start, &e);
+            return Err(e);
         }
-        result
-    }
-
-    async fn run(
-        &self,
-        req: AiRequest,
-        tier: SubscriptionTier,
-        start: Instant,
-    ) -> Result<AiOutcome> {
-        req.validate()?;
-        self.limits.check_ai(req.user_id, tier)?;
 
         let mut embedding = None;
         if let Some(cache) = &self.cache {
-            match cache.lookup(&req).await? {
-                Lookup::Hit {
+            match tokio::time::timeout(self.books.cache_timeout, cache.lookup(&req)).await {
+                Ok(Ok(Lookup::Hit {
                     answer, tier: hit, ..
-                } => {
-                    let saved = self.prices.price(&answer.model).cost_nanos(answer.usage);
+                })) => {
+                    let saved = self
+                        .books
+                        .prices
+                        .price(&answer.model)
+                        .cost_nanos(answer.usage);
                     let response = AiResponse {
                         output: answer.output,
                         usage: answer.usage,
@@ -260,107 +286,97 @@ impl AiPipeline {
                         HitTier::Exact => CacheTier::Exact,
                         HitTier::Semantic => CacheTier::Semantic,
                     };
-                    self.ledger.record_hit(req.user_id, req.agent, saved);
-                    return Ok(self.finish(&req, response, tier, 0, saved));
+                    self.books.ledger.record_hit(req.user_id, req.agent, saved);
+                    return Ok(self.books.answered(&req, response, tier, 0, saved, false));
                 }
-                Lookup::Miss { embedding: e, .. } => embedding = e,
+                Ok(Ok(Lookup::Miss { embedding: e, .. })) => embedding = e,
+                // A cache that fails or is slow is a miss, not a failed request.
+                Ok(Err(e)) => {
+                    self.books.cache_error();
+                    tracing::warn!(error = %e, "semantic cache lookup failed; treated as a miss");
+                }
+                Err(_) => {
+                    self.books.cache_error();
+                    tracing::warn!("semantic cache lookup timed out; treated as a miss");
+                }
             }
         }
 
-        // The worst case this call can cost, held against the budgets until it ends.
-        let price = self.prices.price(&req.params.model);
+        // The worst case this call can cost, held against the budgets until it is
+        // settled.
+        let price = self.books.prices.price(&req.params.model);
         // Input: the question plus up to 200 tokens of system prompt and framing.
-        let worst = u64::from(estimate_tokens(&req.prompt_text()) + 200)
-            * price.input_micros_per_1k
-            + u64::from(req.params.max_tokens) * price.output_micros_per_1k;
-        let reservation = self.ledger.reserve(req.user_id, tier, worst)?;
-
-        let response = self.batcher.submit(req.clone()).await?;
-        let price = self
-            .prices
-            .models
-            .get(&response.model)
-            .copied()
-            .or_else(|| self.router.price_of(&response.backend))
-            .unwrap_or(self.prices.default);
-        let cost = price.cost_nanos(response.usage);
-        self.ledger.settle(reservation, req.agent, cost);
-        if let Some(cache) = &self.cache
-            && let Err(e) = cache.store(&req, &response, embedding).await
-        {
-            tracing::warn!(error = %e, "semantic cache: answer not stored");
-        }
-        let tier = if self.cache.is_some() {
-            CacheTier::Miss
-        } else {
-            CacheTier::Off
+        let worst = price.cost_nanos(crate::agent::Usage {
+            input_tokens: estimate_tokens(&req.prompt_text()).saturating_add(200),
+            output_tokens: req.params.max_tokens,
+        });
+        let hold = match self.books.ledger.reserve(req.user_id, tier, worst) {
+            Ok(h) => h,
+            Err(e) => {
+                self.unanswered(&req, start, &e);
+                return Err(e);
+            }
         };
-        Ok(self.finish(&req, response, tier, cost, 0))
+        let claim = Claim {
+            req,
+            hold: Some(hold),
+            start,
+            embedding,
+        };
+        let agent = claim.req.agent;
+        // From here the claim is the batcher's: whatever happens to this future, the
+        // call's task settles and records it.
+        let ticket = match self.batcher.enqueue(claim) {
+            Ok(t) => t,
+            Err(e) => {
+                self.metrics.record(&MetricEvent::Ai {
+                    agent,
+                    backend: None,
+                    input_tokens: 0,
+                    output_tokens: 0,
+                    cost_nanos: 0,
+                    saved_nanos: 0,
+                    latency: start.elapsed(),
+                    cache: CacheTier::Miss,
+                    error: Some(e.kind()),
+                });
+                return Err(e);
+            }
+        };
+        ticket.await.unwrap_or_else(|_| {
+            Err(Error::Backend {
+                what: "AI batch".into(),
+                retryable: true,
+                source: "the batch ended without an answer".into(),
+            })
+        })
     }
 
-    fn finish(
-        &self,
-        req: &AiRequest,
-        response: AiResponse,
-        cache: CacheTier,
-        cost: u64,
-        saved: u64,
-    ) -> AiOutcome {
-        let hit = matches!(cache, CacheTier::Exact | CacheTier::Semantic);
-        let latency_ms = i32::try_from(response.latency.as_millis()).unwrap_or(i32::MAX);
-        if let Some(r) = self
-            .recorder
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .as_ref()
-        {
-            r.record(NewAiInteraction {
-                id: Some(InteractionId::new()),
-                user_id: req.user_id,
-                agent_type: req.agent,
-                model: if response.model.is_empty() {
-                    "unknown".into()
-                } else {
-                    response.model.clone()
-                },
-                input: req.input.clone(),
-                output: response.output.clone(),
-                input_tokens: i32::try_from(response.usage.input_tokens).unwrap_or(i32::MAX),
-                output_tokens: i32::try_from(response.usage.output_tokens).unwrap_or(i32::MAX),
-                cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
-                saved_nanos: i64::try_from(saved).unwrap_or(i64::MAX),
-                latency_ms,
-                cache_hit: hit,
-                success: true,
-                created_at: None,
-            });
-        }
+    /// Counts a request that ended before reaching a backend.
+    fn unanswered(&self, req: &AiRequest, start: Instant, e: &Error) {
         self.metrics.record(&MetricEvent::Ai {
             agent: req.agent,
-            backend: Some(response.backend.clone()),
-            input_tokens: response.usage.input_tokens,
-            output_tokens: response.usage.output_tokens,
-            cost_nanos: cost,
-            saved_nanos: saved,
-            latency: response.latency,
-            cache,
-            error: None,
+            backend: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_nanos: 0,
+            saved_nanos: 0,
+            latency: start.elapsed(),
+            cache: CacheTier::Miss,
+            error: Some(e.kind()),
         });
-        AiOutcome {
-            response,
-            cache,
-            cost_nanos: cost,
-            saved_nanos: saved,
-        }
     }
 
-    /// Stops recording and writes every buffered interaction; call it on graceful
-    /// shutdown. Later answers are not recorded.
+    /// Waits for every backend call queued or in flight to be settled (callers that
+    /// went away included), then stops recording and writes every buffered
+    /// interaction; call it on graceful shutdown. Later answers are not recorded.
     ///
     /// # Errors
-    /// `Backend` when rows could not be written.
+    /// `Backend` when rows could not be written (failed, dropped or rejected).
     pub async fn shutdown(&self) -> Result<RecorderStats> {
+        self.batcher.idle().await;
         let rec = self
+            .books
             .recorder
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -378,7 +394,13 @@ impl AiPipeline {
 
     /// The cost ledger.
     pub fn ledger(&self) -> &Ledger {
-        &self.ledger
+        &self.books.ledger
+    }
+
+    /// Semantic-cache lookups and stores that failed or timed out (each served as a
+    /// miss).
+    pub fn cache_errors(&self) -> u64 {
+        self.books.cache_errors.load(Relaxed)
     }
 
     /// The batcher's counters.
@@ -403,7 +425,8 @@ impl AiPipeline {
 
     /// The recorder's counters.
     pub fn recorder_stats(&self) -> RecorderStats {
-        self.recorder
+        self.books
+            .recorder
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()

@@ -1,6 +1,13 @@
 //! Write-behind recording of AI interactions: buffered in memory, written in batches
 //! (one round trip each) by a background task, never in an answer's path.
+//!
+//! One bad row never loses the others: when the repository refuses a batch, the row
+//! it names is set aside (or, when it names none, the batch is halved until the bad
+//! rows stand alone), counted as rejected, and the rest is written. Rows carry an id
+//! and a timestamp fixed when they were made, so a retry after a commit the recorder
+//! did not see conflicts instead of duplicating; such rows are counted as written.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
@@ -10,7 +17,8 @@ use tokio::task::JoinHandle;
 
 use crate::domain::{Actor, NewAiInteraction};
 use crate::error::{Error, Result};
-use crate::repository::Repository;
+use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
+use crate::repository::{MAX_INTERACTIONS_PER_BATCH, Repository};
 
 /// Write-behind settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -37,6 +45,32 @@ impl Default for RecorderConfig {
     }
 }
 
+impl RecorderConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the field: a zero `batch`, `capacity` or `attempts`, a
+    /// `batch` over the repository's limit, or a zero `interval`.
+    pub fn validate(&self) -> Result<()> {
+        if self.batch == 0 || self.batch > MAX_INTERACTIONS_PER_BATCH {
+            return Err(Error::invalid(
+                "recording.batch",
+                format!("{}, must be 1–{MAX_INTERACTIONS_PER_BATCH}", self.batch),
+            ));
+        }
+        if self.interval.is_zero() {
+            return Err(Error::invalid("recording.interval", "must be positive"));
+        }
+        if self.capacity == 0 {
+            return Err(Error::invalid("recording.capacity", "must be at least 1"));
+        }
+        if self.attempts == 0 {
+            return Err(Error::invalid("recording.attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
 /// The recorder's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecorderStats {
@@ -48,6 +82,9 @@ pub struct RecorderStats {
     pub dropped: u64,
     /// Rows lost because the repository kept failing.
     pub failed: u64,
+    /// Rows the repository refused as invalid, set aside so the rest of their batch
+    /// was written.
+    pub rejected: u64,
 }
 
 #[derive(Debug, Default)]
@@ -56,6 +93,7 @@ struct Counters {
     writes: AtomicU64,
     dropped: AtomicU64,
     failed: AtomicU64,
+    rejected: AtomicU64,
 }
 
 /// Buffers interactions and writes them in batches through a [`Repository`].
@@ -64,11 +102,28 @@ pub struct Recorder {
     tx: Option<mpsc::Sender<NewAiInteraction>>,
     task: Option<JoinHandle<()>>,
     counters: Arc<Counters>,
+    metrics: Arc<dyn MetricsSink>,
 }
 
 impl Recorder {
     /// Starts the background writer (needs a tokio runtime).
     pub fn start(repo: Arc<dyn Repository>, cfg: RecorderConfig) -> Self {
+        Self::start_with_metrics(repo, cfg, Arc::new(NoopMetrics))
+    }
+
+    /// As [`Recorder::start`], reporting rows it could not write to `metrics`
+    /// ([`MetricEvent::InteractionsLost`]).
+    pub fn start_with_metrics(
+        repo: Arc<dyn Repository>,
+        cfg: RecorderConfig,
+        metrics: Arc<dyn MetricsSink>,
+    ) -> Self {
+        let cfg = RecorderConfig {
+            batch: cfg.batch.clamp(1, MAX_INTERACTIONS_PER_BATCH),
+            attempts: cfg.attempts.max(1),
+            ..cfg
+        };
+        let m = metrics.clone();
         let (tx, mut rx) = mpsc::channel::<NewAiInteraction>(cfg.capacity.max(1));
         let counters = Arc::new(Counters::default());
         let c = counters.clone();
@@ -86,7 +141,7 @@ impl Recorder {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                write(&*repo, &mut buf, cfg.attempts, &c).await;
+                write(&*repo, std::mem::take(&mut buf), cfg.attempts, &c, &*m).await;
             }
             // Closed: everything received has been written.
         });
@@ -94,6 +149,7 @@ impl Recorder {
             tx: Some(tx),
             task: Some(task),
             counters,
+            metrics,
         }
     }
 
@@ -103,14 +159,18 @@ impl Recorder {
             && tx.try_send(row).is_err()
         {
             self.counters.dropped.fetch_add(1, Relaxed);
+            self.metrics.record(&MetricEvent::InteractionsLost {
+                rows: 1,
+                reason: "dropped",
+            });
         }
     }
 
     /// Stops taking rows and waits until every buffered row is written.
     ///
     /// # Errors
-    /// [`Error::Backend`] when rows could not be written (how many is in
-    /// [`Recorder::stats`]).
+    /// [`Error::Backend`] when rows could not be written — failed, dropped or
+    /// rejected (how many is in [`Recorder::stats`]).
     pub async fn shutdown(&mut self) -> Result<RecorderStats> {
         self.tx = None;
         if let Some(t) = self.task.take() {
@@ -121,11 +181,15 @@ impl Recorder {
             })?;
         }
         let s = self.stats();
-        if s.failed > 0 || s.dropped > 0 {
+        if s.failed > 0 || s.dropped > 0 || s.rejected > 0 {
             return Err(Error::Backend {
                 what: "interaction recorder".into(),
                 retryable: false,
-                source: format!("{} rows not written, {} dropped", s.failed, s.dropped).into(),
+                source: format!(
+                    "{} rows not written, {} dropped, {} rejected as invalid",
+                    s.failed, s.dropped, s.rejected
+                )
+                .into(),
             });
         }
         Ok(s)
@@ -138,38 +202,99 @@ impl Recorder {
             writes: self.counters.writes.load(Relaxed),
             dropped: self.counters.dropped.load(Relaxed),
             failed: self.counters.failed.load(Relaxed),
+            rejected: self.counters.rejected.load(Relaxed),
         }
     }
 }
 
+/// Writes `rows`, setting bad rows aside (see the module docs).
 async fn write(
     repo: &dyn Repository,
-    buf: &mut Vec<NewAiInteraction>,
+    rows: Vec<NewAiInteraction>,
     attempts: u32,
     c: &Counters,
+    metrics: &dyn MetricsSink,
 ) {
-    let mut delay = Duration::from_millis(100);
-    for attempt in 1..=attempts.max(1) {
-        match repo.record_interactions(Actor::Service, buf).await {
+    let lost = |rows: u64, reason: &'static str| {
+        metrics.record(&MetricEvent::InteractionsLost { rows, reason });
+    };
+    // Each part to write, and whether an earlier attempt at its rows may have
+    // committed unseen.
+    let mut todo = VecDeque::from([(rows, false)]);
+    while let Some((mut rows, earlier)) = todo.pop_front() {
+        if rows.is_empty() {
+            continue;
+        }
+        let (result, unseen) = write_with_retries(repo, &rows, attempts).await;
+        let unseen = unseen || earlier;
+        match result {
             Ok(n) => {
                 c.written.fetch_add(n, Relaxed);
                 c.writes.fetch_add(1, Relaxed);
-                buf.clear();
-                return;
             }
-            Err(e) if e.is_retryable() && attempt < attempts => {
-                tracing::warn!(error = %e, attempt, "recording interactions failed; retrying");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+            Err(e) if e.is_retryable() => {
+                tracing::error!(error = %e, rows = rows.len(), "recording interactions failed");
+                c.failed.fetch_add(rows.len() as u64, Relaxed);
+                lost(rows.len() as u64, "failed");
             }
             Err(e) => {
-                // Rows carry ids, so a retry after an unseen commit would conflict
-                // rather than duplicate; a permanent error loses this batch.
-                tracing::error!(error = %e, rows = buf.len(), "recording interactions failed");
-                c.failed.fetch_add(buf.len() as u64, Relaxed);
-                buf.clear();
-                return;
+                if let Some(i) = bad_row(&e).filter(|&i| i < rows.len()) {
+                    // The repository named the row: set it aside, write the rest.
+                    let bad = rows.remove(i);
+                    reject(&e, &bad, c, &lost);
+                    todo.push_front((rows, unseen));
+                } else if rows.len() > 1 {
+                    let tail = rows.split_off(rows.len() / 2);
+                    todo.push_front((tail, unseen));
+                    todo.push_front((rows, unseen));
+                } else if unseen && matches!(e, Error::Conflict { .. }) {
+                    // Its id and timestamp are already there: an earlier attempt
+                    // committed without our seeing it.
+                    c.written.fetch_add(1, Relaxed);
+                } else {
+                    reject(&e, &rows[0], c, &lost);
+                }
             }
+        }
+    }
+}
+
+fn reject(e: &Error, row: &NewAiInteraction, c: &Counters, lost: &impl Fn(u64, &'static str)) {
+    tracing::warn!(error = %e, id = ?row.id, agent = row.agent_type.as_str(), "interaction row refused; the rest of its batch is written");
+    c.rejected.fetch_add(1, Relaxed);
+    lost(1, "rejected");
+}
+
+/// The row an `InvalidInput` error names (`"[3].model"` → 3).
+fn bad_row(e: &Error) -> Option<usize> {
+    match e {
+        Error::InvalidInput { field, .. } => {
+            field.strip_prefix('[')?.split(']').next()?.parse().ok()
+        }
+        _ => None,
+    }
+}
+
+/// Writes `rows` in one call, retrying retryable errors with backoff; says whether an
+/// attempt failed in a way that may have committed unseen.
+async fn write_with_retries(
+    repo: &dyn Repository,
+    rows: &[NewAiInteraction],
+    attempts: u32,
+) -> (Result<u64>, bool) {
+    let mut delay = Duration::from_millis(100);
+    let mut unseen = false;
+    let mut attempt = 1;
+    loop {
+        match repo.record_interactions(Actor::Service, rows).await {
+            Err(e) if e.is_retryable() && attempt < attempts => {
+                tracing::warn!(error = %e, attempt, "recording interactions failed; retrying");
+                unseen = true;
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(5));
+                attempt += 1;
+            }
+            r => return (r, unseen || attempt > 1),
         }
     }
 }

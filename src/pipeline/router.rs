@@ -34,6 +34,39 @@ pub struct RouterConfig {
     pub breaker: BreakerConfig,
 }
 
+impl RouterConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the field: zero attempts, a zero deadline or latency
+    /// decay (the decay divides), a zero backoff or one whose minimum passes its
+    /// maximum, or an invalid [`BreakerConfig`].
+    pub fn validate(&self) -> Result<()> {
+        if self.max_attempts == 0 {
+            return Err(Error::invalid("routing.max_attempts", "must be at least 1"));
+        }
+        if self.deadline.is_zero() {
+            return Err(Error::invalid("routing.deadline", "must be positive"));
+        }
+        if self.ewma_decay.is_zero() {
+            return Err(Error::invalid("routing.ewma_decay", "must be positive"));
+        }
+        if self.backoff_min.is_zero() {
+            return Err(Error::invalid("routing.backoff_min", "must be positive"));
+        }
+        if self.backoff_min > self.backoff_max {
+            return Err(Error::invalid(
+                "routing.backoff_max",
+                format!(
+                    "{:?}, must not be below backoff_min ({:?})",
+                    self.backoff_max, self.backoff_min
+                ),
+            ));
+        }
+        self.breaker.validate()
+    }
+}
+
 impl Default for RouterConfig {
     fn default() -> Self {
         Self {
@@ -113,13 +146,12 @@ impl Drop for Call<'_> {
         self.router.backends[self.i].in_flight.fetch_sub(1, Relaxed);
         if !self.done {
             // Abandoned mid-call: not the backend's fault; give the probe back.
-            let mut b = self.router.backends[self.i]
+            let change = self.router.backends[self.i]
                 .breaker
                 .lock()
-                .unwrap_or_else(|e| e.into_inner());
-            if b.state() == BreakerState::HalfOpen {
-                b.on_failure(Instant::now());
-            }
+                .unwrap_or_else(|e| e.into_inner())
+                .release_probe(Instant::now());
+            self.router.emit(self.i, change);
         }
     }
 }
@@ -142,9 +174,7 @@ impl Router {
         if names.windows(2).any(|w| w[0] == w[1]) {
             return Err(Error::invalid("backends", "names must be unique"));
         }
-        if cfg.max_attempts == 0 {
-            return Err(Error::invalid("max_attempts", "must be at least 1"));
-        }
+        cfg.validate()?;
         let now = Instant::now();
         Ok(Self {
             backends: backends
@@ -306,7 +336,17 @@ impl Router {
     /// the last backend error when attempts or time run out; [`Error::Timeout`] when
     /// the deadline passes.
     pub async fn call(&self, req: &AiRequest) -> Result<AiResponse> {
-        let deadline = Instant::now() + self.cfg.deadline;
+        self.call_until(req, Instant::now() + self.cfg.deadline, Vec::new())
+            .await
+    }
+
+    /// [`Router::call`] within `deadline`, avoiding the backends in `tried` first.
+    async fn call_until(
+        &self,
+        req: &AiRequest,
+        deadline: Instant,
+        mut tried: Vec<usize>,
+    ) -> Result<AiResponse> {
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.cfg.backoff_min)
             .with_max_delay(self.cfg.backoff_max)
@@ -314,7 +354,6 @@ impl Router {
             .with_jitter_seed(self.random())
             .without_max_times()
             .build();
-        let mut tried = Vec::new();
         let mut last: Option<Error> = None;
         for attempt in 0..self.cfg.max_attempts {
             let Some(i) = self.pick(req.agent, &tried) else {
@@ -361,11 +400,13 @@ impl Router {
     }
 
     /// Sends a batch (all for the same agent) to one backend; requests that fail
-    /// retryably there are retried one by one through [`Router::call`].
+    /// retryably there are retried concurrently, elsewhere first, as [`Router::call`]
+    /// does — all within the one deadline the batch started with.
     pub async fn call_batch(&self, reqs: &[AiRequest]) -> Vec<Result<AiResponse>> {
         let Some(first) = reqs.first() else {
             return Vec::new();
         };
+        let deadline = Instant::now() + self.cfg.deadline;
         if reqs.len() == 1 {
             return vec![self.call(first).await];
         }
@@ -380,49 +421,52 @@ impl Router {
                 .collect();
         };
         let Some(call) = self.begin(i) else {
-            return futures_util::future::join_all(reqs.iter().map(|r| self.call(r))).await;
+            return futures_util::future::join_all(
+                reqs.iter()
+                    .map(|r| self.call_until(r, deadline, Vec::new())),
+            )
+            .await;
         };
-        let results = match tokio::time::timeout(
-            self.cfg.deadline,
-            self.backends[i].agent.complete_batch(reqs),
-        )
-        .await
-        {
-            Ok(r) if r.len() == reqs.len() => r,
-            Ok(_) => reqs
-                .iter()
-                .map(|_| {
-                    Err(Error::Backend {
-                        what: "AI batch".into(),
-                        retryable: true,
-                        source: "wrong number of results".into(),
+        let results =
+            match tokio::time::timeout_at(deadline, self.backends[i].agent.complete_batch(reqs))
+                .await
+            {
+                Ok(r) if r.len() == reqs.len() => r,
+                Ok(_) => reqs
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Backend {
+                            what: "AI batch".into(),
+                            retryable: true,
+                            source: "wrong number of results".into(),
+                        })
                     })
-                })
-                .collect(),
-            Err(_) => reqs
-                .iter()
-                .map(|_| {
-                    Err(Error::Timeout {
-                        what: "AI batch".into(),
+                    .collect(),
+                Err(_) => reqs
+                    .iter()
+                    .map(|_| {
+                        Err(Error::Timeout {
+                            what: "AI batch".into(),
+                        })
                     })
-                })
-                .collect(),
-        };
+                    .collect(),
+            };
         // The backend worked if any request of the batch got an answer.
         self.finish(call, results.iter().any(|r| r.is_ok()));
-        let name = self.backends[i].agent.name().to_string();
-        let mut out = Vec::with_capacity(reqs.len());
-        for (r, res) in reqs.iter().zip(results) {
-            out.push(match res {
+        let name = self.backends[i].agent.name();
+        futures_util::future::join_all(reqs.iter().zip(results).map(|(r, res)| async move {
+            match res {
                 Ok(mut resp) => {
-                    resp.backend = name.clone();
+                    resp.backend = name.to_string();
                     Ok(resp)
                 }
-                Err(e) if e.is_retryable() => self.call(r).await,
+                Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                    self.call_until(r, deadline, vec![i]).await
+                }
                 Err(e) => Err(e),
-            });
-        }
-        out
+            }
+        }))
+        .await
     }
 
     /// The backend a call for `agent` would go to now (what the router's pick costs is

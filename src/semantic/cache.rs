@@ -137,6 +137,9 @@ pub struct SemanticStats {
 
 #[derive(Debug)]
 struct Entry {
+    /// Its number for the eviction queue: unique for the cache's life, unlike its
+    /// slot, which compaction renumbers.
+    seq: u64,
     question: String,
     norm: String,
     salient: Salient,
@@ -152,6 +155,8 @@ const GRAPH_MIN: usize = 512;
 struct ScopeIndex {
     entries: Vec<Option<Entry>>,
     exact: HashMap<String, u32>,
+    /// Slot of each live entry, by its `seq`.
+    slots: HashMap<u64, u32>,
     graph: Option<Hnsw>,
     live: usize,
 }
@@ -174,6 +179,7 @@ impl ScopeIndex {
             self.graph = Some(g);
         }
         self.exact.insert(e.norm.clone(), id);
+        self.slots.insert(e.seq, id);
         self.entries.push(Some(e));
         self.live += 1;
         id
@@ -187,6 +193,7 @@ impl ScopeIndex {
         if self.exact.get(&e.norm) == Some(&id) {
             self.exact.remove(&e.norm);
         }
+        self.slots.remove(&e.seq);
         self.live -= 1;
         // Rebuild once dead slots outnumber live ones.
         let dead = self.entries.len() - self.live;
@@ -205,6 +212,7 @@ impl ScopeIndex {
             .map(|e| e.embedding.len());
         let old = std::mem::take(&mut self.entries);
         self.exact.clear();
+        self.slots.clear();
         self.graph = None;
         self.live = 0;
         for e in old.into_iter().flatten() {
@@ -242,9 +250,11 @@ impl ScopeIndex {
 #[derive(Debug, Default)]
 struct State {
     scopes: HashMap<Scope, ScopeIndex>,
-    /// Insertion order, for expiry and capacity eviction (oldest first).
-    order: VecDeque<(Scope, u32, Instant)>,
+    /// Insertion order, for expiry and capacity eviction (oldest first), by entry
+    /// `seq`; an item whose entry is gone (replaced, forgotten) is skipped.
+    order: VecDeque<(Scope, u64, Instant)>,
     entries: usize,
+    next_seq: u64,
 }
 
 /// Builder for [`SemanticCache`].
@@ -531,7 +541,11 @@ impl SemanticCache {
         };
         let scope = self.scope_of(req);
         let now = Instant::now();
+        let mut s = self.write();
+        let seq = s.next_seq;
+        s.next_seq += 1;
         let entry = Entry {
+            seq,
             norm: normalise_text(&question),
             salient: salience::extract(&question),
             embedding,
@@ -544,7 +558,6 @@ impl SemanticCache {
             question,
             expires: now + self.ttl,
         };
-        let mut s = self.write();
         self.expire(&mut s, now);
         let idx = s.scopes.entry(scope.clone()).or_default();
         if let Some(&old) = idx.exact.get(&entry.norm) {
@@ -552,22 +565,35 @@ impl SemanticCache {
             s.entries -= 1;
         }
         let idx = s.scopes.get_mut(&scope).expect("just inserted");
-        let id = idx.insert(entry, self.dim);
+        idx.insert(entry, self.dim);
         s.entries += 1;
-        s.order.push_back((scope, id, now + self.ttl));
+        s.order.push_back((scope, seq, now + self.ttl));
         while s.entries > self.capacity {
-            let Some((sc, id, _)) = s.order.pop_front() else {
+            let Some((sc, seq, _)) = s.order.pop_front() else {
                 break;
             };
-            if Self::drop_entry(&mut s, &sc, id) {
+            if Self::drop_entry(&mut s, &sc, seq) {
                 self.counters.evictions.fetch_add(1, Relaxed);
             }
         }
+        Self::tidy_order(&mut s);
         Ok(())
     }
 
-    fn drop_entry(s: &mut State, scope: &Scope, id: u32) -> bool {
+    /// Drops queue items of entries that are gone once they outnumber the live ones,
+    /// so the queue stays as small as the cache.
+    fn tidy_order(s: &mut State) {
+        if s.order.len() > 2 * s.entries + 64 {
+            let State { scopes, order, .. } = s;
+            order.retain(|(sc, seq, _)| scopes.get(sc).is_some_and(|i| i.slots.contains_key(seq)));
+        }
+    }
+
+    fn drop_entry(s: &mut State, scope: &Scope, seq: u64) -> bool {
         let Some(idx) = s.scopes.get_mut(scope) else {
+            return false;
+        };
+        let Some(&id) = idx.slots.get(&seq) else {
             return false;
         };
         let removed = idx.remove(id);
@@ -582,8 +608,8 @@ impl SemanticCache {
 
     fn expire(&self, s: &mut State, now: Instant) {
         while s.order.front().is_some_and(|(_, _, exp)| *exp <= now) {
-            let (sc, id, _) = s.order.pop_front().expect("checked");
-            if Self::drop_entry(s, &sc, id) {
+            let (sc, seq, _) = s.order.pop_front().expect("checked");
+            if Self::drop_entry(s, &sc, seq) {
                 self.counters.expirations.fetch_add(1, Relaxed);
             }
         }
@@ -619,6 +645,7 @@ impl SemanticCache {
             }
         }
         s.entries -= n;
+        s.order.retain(|(sc, _, _)| sc.user != Some(user));
         n
     }
 

@@ -1,0 +1,331 @@
+//! Keeping the books of one backend call: charging it, recording it, counting it and
+//! caching its answer — done by the task that owns the call, never by a caller's
+//! future, so a caller that goes away (a client disconnects, a timeout layer fires)
+//! cannot hide a cost, and N callers waiting on one call pay for it once.
+//!
+//! The mechanism is two types: a [`Claim`] is one caller's stake in a backend call
+//! (its request, its budget reservation, when it started, the embedding its cache
+//! lookup computed); [`Books::settle`] takes every claim on a call and the call's
+//! result, and charges the first claim (the request that caused the call) the call's
+//! cost, the others nothing (counted as coalesced, with what they saved), records one
+//! interaction per claim (`success = false` on failure), emits the metrics and stores
+//! the answer in the semantic cache once. Whatever drives a backend call (the batcher
+//! today, a stream's driver later) holds the claims and calls `settle` when the call
+//! ends, whether or not anyone is still listening.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::AiOutcome;
+use super::cost::{Ledger, PriceTable, Reservation};
+use super::recorder::Recorder;
+use super::router::Router;
+use crate::agent::{AiRequest, AiResponse};
+use crate::domain::{InteractionId, NewAiInteraction};
+use crate::error::{Error, Result};
+use crate::metrics::{CacheTier, MetricEvent, MetricsSink};
+use crate::semantic::SemanticCache;
+
+/// One caller's stake in a backend call.
+#[derive(Debug)]
+pub(crate) struct Claim {
+    pub(crate) req: AiRequest,
+    /// The budget held for this request; settled or released by [`Books::settle`].
+    pub(crate) hold: Option<Reservation>,
+    pub(crate) start: Instant,
+    /// The question's embedding, from the cache lookup's miss.
+    pub(crate) embedding: Option<Vec<f32>>,
+}
+
+/// Longest model name a recorded row keeps (the repository's limit).
+const MODEL_CHARS: usize = 100;
+
+/// The parts a settlement writes to.
+pub(crate) struct Books {
+    pub(crate) ledger: Ledger,
+    pub(crate) prices: PriceTable,
+    pub(crate) router: Arc<Router>,
+    pub(crate) cache: Option<Arc<SemanticCache>>,
+    pub(crate) cache_timeout: Duration,
+    pub(crate) recorder: Mutex<Option<Recorder>>,
+    pub(crate) metrics: Arc<dyn MetricsSink>,
+    pub(crate) cache_errors: std::sync::atomic::AtomicU64,
+}
+
+impl std::fmt::Debug for Books {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Books")
+            .field("ledger", &self.ledger)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Books {
+    fn tier(&self) -> CacheTier {
+        if self.cache.is_some() {
+            CacheTier::Miss
+        } else {
+            CacheTier::Off
+        }
+    }
+
+    /// What `response` cost: the model's price, else the backend's, else the default.
+    pub(crate) fn cost_of(&self, response: &AiResponse) -> u64 {
+        let price = self
+            .prices
+            .listed(&response.model)
+            .or_else(|| self.router.price_of(&response.backend))
+            .unwrap_or(self.prices.default);
+        price.cost_nanos(response.usage)
+    }
+
+    /// Settles one backend call for every claim on it (the first claim caused it) and
+    /// hands each claim's answer to `deliver`, with the value that came with the claim
+    /// (where its answer goes: a channel to a waiting caller, a stream's sink, …).
+    pub(crate) async fn settle<T>(
+        &self,
+        mut claims: Vec<(Claim, T)>,
+        result: Result<AiResponse>,
+        mut deliver: impl FnMut(T, Result<AiOutcome>),
+    ) {
+        let n = claims.len();
+        match result {
+            Ok(response) => {
+                let cost = self.cost_of(&response);
+                // Stored before anyone is answered, so the next identical request hits.
+                // A claim without an embedding had a failed lookup: the embedder is
+                // down or slow, so the store (which would need it) is skipped.
+                if let Some(cache) = &self.cache
+                    && let Some((first, _)) = claims.first_mut()
+                    && let Some(embedding) = first.embedding.take()
+                {
+                    let store = cache.store(&first.req, &response, Some(embedding));
+                    match tokio::time::timeout(self.cache_timeout, store).await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            self.cache_error();
+                            tracing::warn!(error = %e, "semantic cache: answer not stored");
+                        }
+                        Err(_) => {
+                            self.cache_error();
+                            tracing::warn!("semantic cache: storing the answer timed out");
+                        }
+                    }
+                }
+                let tier = self.tier();
+                let mut response = Some(response);
+                for (i, (mut c, to)) in claims.into_iter().enumerate() {
+                    let coalesced = i > 0;
+                    let (paid, saved) = if coalesced { (0, cost) } else { (cost, 0) };
+                    if let Some(hold) = c.hold.take() {
+                        if coalesced {
+                            self.ledger.settle_coalesced(hold, c.req.agent, cost);
+                        } else {
+                            self.ledger.settle(hold, c.req.agent, cost);
+                        }
+                    }
+                    // The last claim takes the answer; the others get a copy.
+                    let mut response = if i + 1 == n {
+                        response.take().expect("one answer")
+                    } else {
+                        response.as_ref().expect("one answer").clone()
+                    };
+                    if coalesced {
+                        response.latency = c.start.elapsed();
+                    }
+                    let outcome = self.answered(&c.req, response, tier, paid, saved, coalesced);
+                    deliver(to, Ok(outcome));
+                }
+            }
+            Err(e) => {
+                let mut e = Some(e);
+                for (i, (c, to)) in claims.into_iter().enumerate() {
+                    let err = if i + 1 == n {
+                        e.take().expect("one error")
+                    } else {
+                        e.as_ref().expect("one error").duplicate()
+                    };
+                    // The reservation is released: a failed call is not billed.
+                    drop(c.hold);
+                    self.failed(&c.req, c.start, &err);
+                    deliver(to, Err(err));
+                }
+            }
+        }
+    }
+
+    pub(crate) fn cache_error(&self) {
+        self.cache_errors
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Records and counts an answered request (from a backend or the cache).
+    pub(crate) fn answered(
+        &self,
+        req: &AiRequest,
+        response: AiResponse,
+        cache: CacheTier,
+        cost: u64,
+        saved: u64,
+        coalesced: bool,
+    ) -> AiOutcome {
+        let hit = matches!(cache, CacheTier::Exact | CacheTier::Semantic);
+        self.record(row(
+            req,
+            &response.model,
+            response.output.clone(),
+            response.usage.input_tokens,
+            response.usage.output_tokens,
+            cost,
+            saved,
+            response.latency,
+            hit,
+            true,
+        ));
+        self.metrics.record(&MetricEvent::Ai {
+            agent: req.agent,
+            backend: Some(response.backend.clone()),
+            input_tokens: response.usage.input_tokens,
+            output_tokens: response.usage.output_tokens,
+            cost_nanos: cost,
+            saved_nanos: saved,
+            latency: response.latency,
+            cache,
+            error: None,
+        });
+        AiOutcome {
+            response,
+            cache,
+            cost_nanos: cost,
+            saved_nanos: saved,
+            coalesced,
+        }
+    }
+
+    /// Records and counts a request whose backend call failed.
+    pub(crate) fn failed(&self, req: &AiRequest, start: Instant, e: &Error) {
+        let latency = start.elapsed();
+        self.record(row(
+            req,
+            &req.params.model,
+            serde_json::json!({ "error": e.kind() }),
+            0,
+            0,
+            0,
+            0,
+            latency,
+            false,
+            false,
+        ));
+        self.metrics.record(&MetricEvent::Ai {
+            agent: req.agent,
+            backend: None,
+            input_tokens: 0,
+            output_tokens: 0,
+            cost_nanos: 0,
+            saved_nanos: 0,
+            latency,
+            cache: self.tier(),
+            error: Some(e.kind()),
+        });
+    }
+
+    fn record(&self, row: NewAiInteraction) {
+        if let Some(r) = self
+            .recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            r.record(row);
+        }
+    }
+}
+
+/// Whether any string (or key) of `v` holds a NUL character.
+fn has_nul(v: &Value) -> bool {
+    match v {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(a) => a.iter().any(has_nul),
+        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+/// `v` without NUL characters in any string (PostgreSQL's text and jsonb refuse them;
+/// a model's output may hold one). Copies only what it must.
+fn clean(v: &Value) -> Value {
+    if has_nul(v) {
+        without_nul(v.clone())
+    } else {
+        v.clone()
+    }
+}
+
+fn without_nul(v: Value) -> Value {
+    match v {
+        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
+        Value::Array(a) => Value::Array(a.into_iter().map(without_nul).collect()),
+        Value::Object(o) => Value::Object(
+            o.into_iter()
+                .map(|(k, v)| (k.replace('\0', ""), without_nul(v)))
+                .collect(),
+        ),
+        v => v,
+    }
+}
+
+/// A clean row: an id and a timestamp fixed now (so a retried write conflicts
+/// instead of duplicating), no NUL, a model name within the limit, counts in range.
+#[allow(clippy::too_many_arguments)]
+fn row(
+    req: &AiRequest,
+    model: &str,
+    output: Value,
+    input_tokens: u32,
+    output_tokens: u32,
+    cost: u64,
+    saved: u64,
+    latency: Duration,
+    cache_hit: bool,
+    success: bool,
+) -> NewAiInteraction {
+    let model: String = if model.contains('\0') || model.len() > MODEL_CHARS {
+        model
+            .chars()
+            .filter(|c| *c != '\0')
+            .take(MODEL_CHARS)
+            .collect()
+    } else {
+        model.to_string()
+    };
+    let model = if model.trim().is_empty() {
+        "unknown".to_string()
+    } else {
+        model
+    };
+    NewAiInteraction {
+        id: Some(InteractionId::new()),
+        user_id: req.user_id,
+        agent_type: req.agent,
+        model,
+        input: clean(&req.input),
+        output: if has_nul(&output) {
+            without_nul(output)
+        } else {
+            output
+        },
+        input_tokens: i32::try_from(input_tokens).unwrap_or(i32::MAX),
+        output_tokens: i32::try_from(output_tokens).unwrap_or(i32::MAX),
+        cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
+        saved_nanos: i64::try_from(saved).unwrap_or(i64::MAX),
+        latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
+        cache_hit,
+        success,
+        created_at: Some(Utc::now()),
+    }
+}
