@@ -26,7 +26,9 @@
 //! - the reconnect storm: the server is killed and started again; every client
 //!   reconnects with exponential backoff and full jitter; the time until all are back.
 //!
-//! Every wait is bounded; everything is on loopback.
+//! `--read-buffer <bytes>` sets the server's per-socket read buffer (default 256;
+//! tungstenite's own default, 131072, shows what the buffers cost before they were
+//! sized for this traffic). Every wait is bounded; everything is on loopback.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::process::Stdio;
@@ -66,6 +68,7 @@ struct Args {
     pid: Option<u32>,
     secret: String,
     connect_concurrency: usize,
+    read_buffer: usize,
 }
 
 fn parse_args() -> Result<Args, BoxError> {
@@ -89,6 +92,7 @@ fn parse_args() -> Result<Args, BoxError> {
         secret: std::env::var("KASAMA_JWT_SECRET")
             .unwrap_or_else(|_| "kasama-load-test-secret-0123456789abcdef".into()),
         connect_concurrency: 256,
+        read_buffer: WsConfig::default().read_buffer,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -109,6 +113,7 @@ fn parse_args() -> Result<Args, BoxError> {
             "--pid" => a.pid = Some(val()?.parse()?),
             "--secret" => a.secret = val()?,
             "--connect-concurrency" => a.connect_concurrency = val()?.parse()?,
+            "--read-buffer" => a.read_buffer = val()?.parse()?,
             other => return Err(format!("unknown flag {other}").into()),
         }
     }
@@ -196,6 +201,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         render_metrics: None,
         ws: WsSockets::new(WsConfig {
             heartbeat: Duration::from_secs(args.heartbeat),
+            read_buffer: args.read_buffer,
             ..WsConfig::default()
         })?,
     };
@@ -242,6 +248,8 @@ async fn start_server(args: &Args, addr: &str) -> Result<ServerProc, BoxError> {
         addr,
         "--heartbeat",
         &args.heartbeat.to_string(),
+        "--read-buffer",
+        &args.read_buffer.to_string(),
     ])
     .env("KASAMA_JWT_SECRET", &args.secret)
     .stdout(Stdio::piped());
@@ -311,7 +319,8 @@ struct Shared {
     connects: AtomicU64,
     failed_attempts: AtomicU64,
     pings: AtomicU64,
-    deliveries: mpsc::UnboundedSender<(usize, Instant)>,
+    /// (user index, arrival, arrival minus the change's own timestamp).
+    deliveries: mpsc::UnboundedSender<(usize, Instant, Duration)>,
 }
 
 fn client_config() -> WebSocketConfig {
@@ -384,7 +393,19 @@ async fn client(
                     match m {
                         Some(Ok(Message::Text(t))) => {
                             if t.contains("\"type\":\"change\"") {
-                                let _ = sh.deliveries.send((idx, Instant::now()));
+                                let now = Instant::now();
+                                // Server and client share the machine's clock: the
+                                // change's `at` (set when it was written) to arrival.
+                                let since_write = serde_json::from_str::<serde_json::Value>(&t)
+                                    .ok()
+                                    .and_then(|v| {
+                                        v["change"]["at"].as_str().and_then(|a| {
+                                            a.parse::<chrono::DateTime<chrono::Utc>>().ok()
+                                        })
+                                    })
+                                    .and_then(|at| (chrono::Utc::now() - at).to_std().ok())
+                                    .unwrap_or_default();
+                                let _ = sh.deliveries.send((idx, now, since_write));
                             }
                         }
                         Some(Ok(Message::Ping(_))) => {
@@ -689,27 +710,32 @@ async fn run_load(args: &Args) -> Result<(), BoxError> {
             Ok(())
         }
     };
-    let mut single = Vec::new();
+    let (mut single, mut single_commit) = (Vec::new(), Vec::new());
     for &i in chosen.iter().take(args.samples) {
         let t = Instant::now();
         write(i).await?;
         loop {
-            let (j, at) = tokio::time::timeout(Duration::from_secs(10), drx.recv())
+            let (j, at, since) = tokio::time::timeout(Duration::from_secs(10), drx.recv())
                 .await
                 .map_err(|_| "a change did not arrive in 10 s")?
                 .ok_or("delivery channel closed")?;
             if j == i {
                 single.push(at - t);
+                single_commit.push(since);
                 break;
             }
         }
     }
     println!(
-        "delivery, one write among {n} idle sockets: {}",
-        summary(single.clone())
+        "delivery, one write among {n} idle sockets, REST request sent → socket: {}",
+        summary(single)
+    );
+    println!(
+        "                                 change written (its `at`) → socket: {}",
+        summary(single_commit)
     );
 
-    let mut burst = Vec::new();
+    let (mut burst, mut burst_commit) = (Vec::new(), Vec::new());
     for b in 0..args.bursts {
         let start = args.samples + b * burst_size;
         let group: Vec<usize> = chosen
@@ -722,18 +748,23 @@ async fn run_load(args: &Args) -> Result<(), BoxError> {
         futures_util::future::try_join_all(group.iter().map(|&i| write(i))).await?;
         let mut left: std::collections::HashSet<usize> = group.iter().copied().collect();
         while !left.is_empty() {
-            let (j, at) = tokio::time::timeout(Duration::from_secs(10), drx.recv())
+            let (j, at, since) = tokio::time::timeout(Duration::from_secs(10), drx.recv())
                 .await
                 .map_err(|_| "a burst change did not arrive in 10 s")?
                 .ok_or("delivery channel closed")?;
             if left.remove(&j) {
                 burst.push(at - t);
+                burst_commit.push(since);
             }
         }
     }
     println!(
-        "delivery, bursts of {burst_size} writes (1 %) at once, from the burst's start: {}",
-        summary(burst.clone())
+        "delivery, bursts of {burst_size} writes (1 %) at once, burst start → socket: {}",
+        summary(burst)
+    );
+    println!(
+        "                                 change written (its `at`) → socket: {}",
+        summary(burst_commit)
     );
 
     // The reconnect storm.
