@@ -1,4 +1,4 @@
-//! A minimal realtime client that follows the protocol (see `kasama::server`'s docs):
+//! A minimal realtime client that follows the protocol (see `kasama::server::ws`):
 //! reconnect with exponential backoff and full jitter, re-read after every (re)connect,
 //! on `resync` and on `lagged`, stop on 401 and on an expired token.
 //!

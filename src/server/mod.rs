@@ -10,7 +10,7 @@
 //! 64 KiB → 413; malformed JSON → 400/422 from axum's extractor, never 500.
 
 mod dashboard;
-mod ws;
+pub mod ws;
 
 pub use ws::{CLOSE_LAGGED, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG, WsConfig, WsSockets, WsStats};
 
