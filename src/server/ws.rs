@@ -10,7 +10,7 @@
 //! | a send (event, ping, close) | 5 s | a client that does not read is dropped |
 //! | ping every | 15 s | the client's WebSocket library answers with a pong |
 //! | pong deadline after a ping | 10 s | no frame from the client by then: dead, dropped — at most 25 s after its last frame |
-//! | incoming message or frame | 1 KiB | larger: close code **1009**; clients send nothing but pings and pongs |
+//! | incoming message or frame | 1 KiB | larger: close code **1009** (a frame is refused from its header, before its payload is buffered); clients send nothing but pings and pongs |
 //! | sockets per user | 8 | the 9th handshake gets HTTP 429 `too_many_sockets` |
 //! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token |
 //!
@@ -104,7 +104,7 @@ impl Default for WsConfig {
 /// What the realtime sockets have done since start.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WsStats {
-    /// Sockets open now.
+    /// Sockets open now (counting handshakes admitted and being upgraded).
     pub open: u64,
     /// Sockets accepted since start.
     pub opened: u64,
