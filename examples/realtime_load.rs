@@ -170,7 +170,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
                     ..Default::default()
                 },
                 sink.clone(),
-            );
+            )?;
             if !feed.wait_connected(Duration::from_secs(10)).await {
                 return Err("the LISTEN connection did not come up in 10 s".into());
             }
@@ -197,7 +197,7 @@ async fn serve(args: Args) -> Result<(), BoxError> {
         metrics: metrics.clone(),
         sink,
         health: Arc::new(HealthMonitor::new(metrics).with_repository(repo)),
-        jwt_secret: Arc::new(args.secret.clone().into_bytes()),
+        jwt: kasama::server::JwtConfig::new(args.secret.clone())?,
         render_metrics: None,
         ws: WsSockets::new(WsConfig {
             heartbeat: Duration::from_secs(args.heartbeat),

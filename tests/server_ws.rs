@@ -20,7 +20,7 @@ use tokio::io::DuplexStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &[u8] = b"test-secret";
+const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
 
 /// An axum listener whose connections are in-memory pipes.
 struct Pipes(mpsc::UnboundedReceiver<DuplexStream>);
@@ -71,7 +71,7 @@ impl Server {
             metrics: metrics.clone(),
             sink,
             health: Arc::new(HealthMonitor::new(metrics)),
-            jwt_secret: Arc::new(SECRET.to_vec()),
+            jwt: kasama::server::JwtConfig::new(SECRET).unwrap(),
             render_metrics: None,
             ws: ws.clone(),
         };
@@ -320,6 +320,8 @@ async fn a_socket_closes_with_4001_when_its_token_expires() {
         &kasama::server::Claims {
             sub: u.to_string(),
             exp: 1_000_000,
+            nbf: None,
+            role: None,
         },
         &jsonwebtoken::EncodingKey::from_secret(SECRET),
     )

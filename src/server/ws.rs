@@ -42,13 +42,14 @@ use std::time::Duration;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{ApiError, AppState, unauthorized, verify_token};
+use super::auth::{bearer, claims};
+use super::{ApiError, AppState, unauthorized};
 use crate::domain::{Actor, UserId};
 use crate::error::{Error, Result};
 use crate::realtime::{Channel, RealtimeEvent, Subscription};
@@ -299,13 +300,18 @@ pub(super) async fn realtime_ws(
     Query(q): Query<WsQuery>,
     ws: WebSocketUpgrade,
 ) -> std::result::Result<Response, ApiError> {
-    let tok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string))
+    let tok = bearer(&headers)
+        .map(str::to_string)
         .or(q.token)
         .ok_or_else(|| unauthorized("missing token"))?;
-    let (user, exp) = verify_token(&s, &tok)?;
+    // The same checks as every other route (signature, exp, nbf, iss/aud); `exp` also
+    // closes the socket later.
+    let c = claims(&s, &tok)?;
+    let user = c
+        .sub
+        .parse::<UserId>()
+        .map_err(|_| unauthorized("the token's subject is not a user id"))?;
+    let exp = c.exp;
     let permit = s.ws.admit(user).ok_or_else(|| {
         ApiError(
             StatusCode::TOO_MANY_REQUESTS,

@@ -4,6 +4,8 @@
 //! `DATABASE_URL` only creates roles and databases (the DBA's part).
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
+
 use std::str::FromStr;
 
 use kasama::repository::postgres::{MIGRATIONS, migrate_url};
@@ -76,6 +78,25 @@ pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
         let _ = connection.await;
     });
     Ok(client)
+}
+
+/// On the cluster that `admin_url` reaches as a superuser: the owner role, a new
+/// database `dbname` it owns and has migrated, and the app login. Returns the owner's
+/// and the app login's connection strings.
+pub async fn provision(admin_url: &str, dbname: &str) -> (String, String) {
+    let base = Config::from_str(admin_url).expect("admin URL parses");
+    let admin = connect(admin_url).await.expect("admin connects");
+    ensure_role(&admin, OWNER, "LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {dbname} OWNER {OWNER}"))
+        .await
+        .unwrap();
+    let owner = conn_string(&base, Some(OWNER), dbname);
+    migrate_url(&owner)
+        .await
+        .expect("migrations apply as the owner");
+    ensure_role(&admin, APP_LOGIN, "LOGIN IN ROLE kasama_app").await;
+    (owner, conn_string(&base, Some(APP_LOGIN), dbname))
 }
 
 fn require_postgres() -> bool {

@@ -1,9 +1,9 @@
 //! Embedded migrations, applied in order under an advisory lock.
 
 use sha2::{Digest, Sha256};
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
-use super::{backend, db_err};
+use super::db_err;
 use crate::error::{Error, Result};
 
 /// One migration: a version, a name and its SQL.
@@ -181,18 +181,22 @@ async fn migrate_locked(client: &mut Client) -> Result<MigrationReport> {
     Ok(report)
 }
 
-/// Connects to `url`, applies the migrations with [`migrate`], and disconnects.
+/// Connects to `url` (TLS as its `sslmode`/`sslrootcert` say, like
+/// [`PgRepository::connect`](super::PgRepository::connect)), applies the migrations
+/// with [`migrate`], and disconnects.
 ///
 /// # Errors
-/// As [`migrate`]; [`Error::Backend`] when the connection fails.
+/// As [`migrate`]; [`Error::InvalidInput`] for a bad URL or TLS setting;
+/// [`Error::Backend`] when the connection fails.
 pub async fn migrate_url(url: &str) -> Result<MigrationReport> {
-    let (mut client, conn) =
-        tokio_postgres::connect(url, NoTls)
-            .await
-            .map_err(|e| match e.as_db_error() {
-                Some(_) => db_err(e),
-                None => backend("connecting to PostgreSQL", true, e),
-            })?;
+    let (config, tls) = super::tls::connect_config(url)?;
+    let (mut client, conn) = config
+        .connect(tls)
+        .await
+        .map_err(|e| match e.as_db_error() {
+            Some(_) => db_err(e),
+            None => super::connect_err(e),
+        })?;
     let task = tokio::spawn(async move {
         if let Err(e) = conn.await {
             tracing::warn!(error = %e, "migration connection ended with an error");

@@ -9,32 +9,39 @@
 //!   call sends `BEGIN`, the scope, the statement and `COMMIT` pipelined, in one round
 //!   trip; statements are prepared once per connection.
 
+mod maintenance;
 mod migrate;
 mod queries;
 mod rows;
+pub(crate) mod tls;
 
+pub use maintenance::{
+    MaintenanceConfig, MaintenanceReport, MaintenanceStatus, MaintenanceTask, PartitionMaintainer,
+    spawn_partition_maintenance,
+};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate, migrate_url};
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{
     Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::future::join4;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::domain::Actor;
 use crate::error::{Error, Result};
 
-/// Connection settings of a [`PgRepository`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Connection settings of a [`PgRepository`]. Its `Debug` shows the URL with the
+/// password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgConfig {
     /// A libpq-style URL or key=value string, e.g.
-    /// `postgres://kasama_login@127.0.0.1:5432/app`. Default:
-    /// `postgres://postgres@127.0.0.1:5432/postgres`.
+    /// `postgres://kasama_login@db.example.com:5432/app?sslmode=verify-full&sslrootcert=/etc/kasama/db-ca.pem`
+    /// (`sslmode` and `sslrootcert` as in libpq; see [`PgRepository::connect`]).
+    /// Default: `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: String,
     /// Most connections in the pool. Default: 10.
     pub max_size: usize,
@@ -53,6 +60,19 @@ pub struct PgConfig {
     /// single missed filter would then expose data: set this only for tools
     /// (migrations, one-off maintenance) that need it, never for the app.
     pub allow_rls_bypass: bool,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &tls::RedactedUrl(&self.url))
+            .field("max_size", &self.max_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("allow_rls_bypass", &self.allow_rls_bypass)
+            .finish()
+    }
 }
 
 impl Default for PgConfig {
@@ -100,17 +120,22 @@ impl PgRepository {
     /// first checks the role it runs as (see [`PgConfig::allow_rls_bypass`]). Call
     /// [`PgRepository::verify`] at start-up to fail fast.
     ///
+    /// TLS follows the URL's `sslmode` and `sslrootcert` as libpq does (see the
+    /// README, "TLS"): `disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full`.
+    ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an unparsable URL or a pool size of 0.
+    /// [`Error::InvalidInput`] for an unparsable URL (naming `url`; the URL itself,
+    /// which may hold a password, is never echoed), an unknown `sslmode`, a
+    /// `verify-ca`/`verify-full` without a readable `sslrootcert`, or a pool size of 0.
     pub fn connect(config: &PgConfig) -> Result<Self> {
-        let pg = tokio_postgres::Config::from_str(&config.url)
-            .map_err(|_| Error::invalid("url", "not a valid PostgreSQL connection string"))?;
+        let (pg, tls) = tls::connect_config(&config.url)?;
         if config.max_size == 0 {
             return Err(Error::invalid("max_size", "must be at least 1"));
         }
         let mgr = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -161,8 +186,10 @@ impl PgRepository {
 
     /// Creates the partitions for this month and `months_ahead` more (assessments)
     /// and this week and `weeks_ahead` more (AI interactions), plus any that rows in a
-    /// DEFAULT partition need, moving those rows. Idempotent; call it at start-up and
-    /// daily. Returns how many partitions were created.
+    /// DEFAULT partition need, moving those rows (writers wait for the move; moved rows
+    /// send no change events). Bounds are in UTC whatever the session's time zone.
+    /// Idempotent; call it at start-up and daily ([`spawn_partition_maintenance`]
+    /// does). Returns how many partitions were created.
     ///
     /// # Errors
     /// `InvalidInput` for more than 120 months or 520 weeks; `Backend` on database errors.
@@ -322,6 +349,7 @@ fn pool_err(e: PoolError) -> Error {
         PoolError::Timeout(_) => Error::Timeout {
             what: "waiting for a database connection".into(),
         },
+        PoolError::Backend(e) if e.as_db_error().is_none() => connect_err(e),
         PoolError::Backend(e) => db_err(e),
         PoolError::PostCreateHook(HookError::Message(msg)) => Error::Config {
             what: "database role".into(),
@@ -330,6 +358,23 @@ fn pool_err(e: PoolError) -> Error {
         PoolError::PostCreateHook(HookError::Backend(e)) => db_err(e),
         other => backend("database pool", true, SafeError(other.to_string())),
     }
+}
+
+/// A failure to open a connection (refused, unreachable, TLS). tokio-postgres's
+/// connection-phase messages name no credentials, so the reason is kept (a TLS
+/// certificate refusal says why); a refused certificate is not worth retrying.
+pub(crate) fn connect_err(e: tokio_postgres::Error) -> Error {
+    let retryable = !tls::is_certificate_error(&e);
+    // tokio-postgres's Display leaves out the cause ("error performing TLS handshake"):
+    // add the chain, which says which certificate check failed.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    backend("connecting to PostgreSQL", retryable, SafeError(msg))
 }
 
 /// A database error reduced to its SQLSTATE and primary message: no DETAIL (it can
