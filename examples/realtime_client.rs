@@ -3,7 +3,7 @@
 //! on `resync` and on `lagged`, stop on 401 and on an expired token.
 //!
 //! ```text
-//! cargo run --features server,metrics-facade --example server      # prints a token
+//! KASAMA_JWT_SECRET=<32 bytes or more> cargo run --features server,metrics-facade --example server  # prints a token
 //! cargo run --features server --example realtime_client -- http://127.0.0.1:8080 <token>
 //! ```
 //!

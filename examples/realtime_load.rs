@@ -480,7 +480,15 @@ fn with_user_db(base: &str, user: &str, db: &str) -> Result<String, BoxError> {
         _ => "127.0.0.1".into(),
     };
     let port = c.get_ports().first().copied().unwrap_or(5432);
-    Ok(format!("host={host} port={port} user={user} dbname={db}"))
+    let mut out = format!("host={host} port={port} user={user} dbname={db}");
+    // Keep the admin URL's TLS choice (`?sslmode=disable` measures without TLS).
+    if let Some(mode) = base
+        .split(['?', '&', ' '])
+        .find_map(|kv| kv.strip_prefix("sslmode="))
+    {
+        out.push_str(&format!(" sslmode={mode}"));
+    }
+    Ok(out)
 }
 
 async fn pg_setup(args: &Args) -> Result<(PgSetup, String), BoxError> {
