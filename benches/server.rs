@@ -96,7 +96,7 @@ async fn main() {
         health: Arc::new(HealthMonitor::new(metrics)),
         jwt: JwtConfig::new(secret.clone()).unwrap(),
         render_metrics: None,
-        ws_heartbeat: Duration::from_secs(15),
+        ws: kasama::server::WsSockets::with_defaults(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

@@ -138,7 +138,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         health: Arc::new(HealthMonitor::new(metrics).with_repository(repo)),
         jwt,
         render_metrics: Some(Arc::new(move || handle.render())),
-        ws_heartbeat: Duration::from_secs(15),
+        ws: kasama::server::WsSockets::with_defaults(),
     };
     let addr = std::env::var("KASAMA_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;

@@ -208,3 +208,63 @@ async fn hydration_reads_as_the_subscriber() {
         "another user reads nothing"
     );
 }
+
+#[tokio::test]
+async fn limit_buffer_lowers_one_subscriptions_bound_and_never_raises_it() {
+    let (repo, rt) = setup(4);
+    let u = user(&repo).await;
+    let mine = Channel::User {
+        user: u,
+        table: None,
+    };
+    let mut small = rt.subscribe(Actor::User(u), mine).unwrap();
+    small.limit_buffer(2);
+    let mut raised = rt.subscribe(Actor::User(u), mine).unwrap();
+    raised.limit_buffer(1000);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let g = repo
+            .create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+            .await
+            .unwrap();
+        ids.push(g.id.0);
+    }
+    assert_eq!(
+        small.next_event().await,
+        Some(RealtimeEvent::Lagged { missed: 8 })
+    );
+    assert_eq!(change(small.next_event().await).id, ids[0]);
+    assert_eq!(change(small.next_event().await).id, ids[1]);
+    assert_eq!(
+        raised.next_event().await,
+        Some(RealtimeEvent::Lagged { missed: 6 }),
+        "the hub's bound of 4 still applies"
+    );
+    // Drained, the queue takes new events again, in order.
+    let g = repo
+        .create_goal(Actor::User(u), goal(u, "after"))
+        .await
+        .unwrap();
+    assert_eq!(change(small.next_event().await).id, g.id.0);
+}
+
+#[tokio::test]
+async fn a_subscription_ends_when_its_feed_is_dropped() {
+    let hub = Hub::new(4);
+    let rt = MemoryRealtime::new(hub.clone());
+    let u = UserId::new();
+    let mut s = rt
+        .subscribe(
+            Actor::User(u),
+            Channel::User {
+                user: u,
+                table: None,
+            },
+        )
+        .unwrap();
+    let waiting = tokio::spawn(async move { s.next_event().await });
+    tokio::task::yield_now().await;
+    drop(rt);
+    drop(hub);
+    assert_eq!(waiting.await.unwrap(), None);
+}

@@ -127,7 +127,7 @@ fn the_server_state_hides_the_jwt_secret() {
         health: Arc::new(HealthMonitor::new(metrics)),
         jwt: JwtConfig::new(secret).unwrap(),
         render_metrics: None,
-        ws_heartbeat: Duration::from_secs(15),
+        ws: kasama::server::WsSockets::with_defaults(),
     };
     let shown = format!("{state:?}");
     assert!(!shown.contains("jwt-secret"), "{shown}");

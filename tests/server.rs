@@ -66,7 +66,7 @@ async fn start_with(jwt: JwtConfig) -> Server {
         health: Arc::new(HealthMonitor::new(metrics)),
         jwt,
         render_metrics: Some(Arc::new(move || handle.render())),
-        ws_heartbeat: Duration::from_secs(15),
+        ws: kasama::server::WsSockets::with_defaults(),
     };
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();

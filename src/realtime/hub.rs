@@ -1,22 +1,95 @@
 //! [`Hub`]: fan-out of change events to bounded per-subscriber buffers.
+//!
+//! A subscriber's buffer is a `VecDeque` that allocates only when an event is waiting
+//! and gives its memory back once drained, so an idle subscription costs a few dozen
+//! bytes, not a buffer sized for a burst (100,000 idle WebSockets each hold one).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, Weak};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Waker};
 
 use chrono::{DateTime, Utc};
 use futures_util::Stream;
-use tokio::sync::mpsc;
 
 use super::{ChangeEvent, ChangeTable, Channel, RealtimeEvent};
 use crate::domain::UserId;
 
+/// A drained queue keeps at most this many slots of capacity.
+const KEEP_CAPACITY: usize = 4;
+
+/// One subscriber's buffer, shared by the hub (producer) and the [`Subscription`].
+struct Slot {
+    inner: Mutex<SlotInner>,
+}
+
+struct SlotInner {
+    queue: VecDeque<RealtimeEvent>,
+    /// At most this many events wait; more are counted in `missed`.
+    cap: usize,
+    missed: u64,
+    waker: Option<Waker>,
+    /// The hub is gone: no more events will come.
+    closed: bool,
+}
+
+impl Slot {
+    fn new(cap: usize) -> Arc<Self> {
+        Arc::new(Self {
+            inner: Mutex::new(SlotInner {
+                queue: VecDeque::new(),
+                cap,
+                missed: 0,
+                waker: None,
+                closed: false,
+            }),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, SlotInner> {
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Queues `e`, or counts it missed when the buffer is full. Never waits.
+    fn push(&self, e: RealtimeEvent) {
+        let waker = {
+            let mut s = self.lock();
+            if s.queue.len() >= s.cap {
+                s.missed += 1;
+            } else {
+                s.queue.push_back(e);
+            }
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    fn close(&self) {
+        let waker = {
+            let mut s = self.lock();
+            s.closed = true;
+            s.waker.take()
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+}
+
 struct Sub {
     channel: Channel,
-    tx: mpsc::Sender<RealtimeEvent>,
-    missed: Arc<AtomicU64>,
+    slot: Arc<Slot>,
+}
+
+impl Drop for Sub {
+    fn drop(&mut self) {
+        // Dropped by the hub (the hub itself is gone) or by unsubscribe (then nobody
+        // polls the slot any more): either way the stream has ended.
+        self.slot.close();
+    }
 }
 
 #[derive(Default)]
@@ -65,9 +138,8 @@ impl Hub {
     /// A new subscription to `channel` (authorisation is the caller's, see
     /// [`Realtime::subscribe`](super::Realtime::subscribe)).
     pub fn subscribe(self: &Arc<Self>, channel: Channel) -> Subscription {
-        let (tx, rx) = mpsc::channel(self.buffer);
+        let slot = Slot::new(self.buffer);
         let id = self.next.fetch_add(1, Relaxed);
-        let missed = Arc::new(AtomicU64::new(0));
         let mut s = self.lock();
         match channel {
             Channel::User { user, .. } => s.by_user.entry(user).or_default().push(id),
@@ -77,13 +149,11 @@ impl Hub {
             id,
             Sub {
                 channel,
-                tx,
-                missed: missed.clone(),
+                slot: slot.clone(),
             },
         );
         Subscription {
-            rx,
-            missed,
+            slot,
             hub: Arc::downgrade(self),
             id,
         }
@@ -94,17 +164,23 @@ impl Hub {
         let Some(sub) = s.subs.remove(&id) else {
             return;
         };
-        let list = match sub.channel {
+        let channel = sub.channel;
+        drop(sub);
+        let list = match channel {
             Channel::User { user, .. } => s.by_user.get_mut(&user),
             Channel::Table(t) => s.by_table.get_mut(&t),
         };
         if let Some(l) = list {
             l.retain(|x| *x != id);
         }
-        if let Channel::User { user, .. } = sub.channel
-            && s.by_user.get(&user).is_some_and(Vec::is_empty)
-        {
-            s.by_user.remove(&user);
+        match channel {
+            Channel::User { user, .. } if s.by_user.get(&user).is_some_and(Vec::is_empty) => {
+                s.by_user.remove(&user);
+            }
+            Channel::Table(t) if s.by_table.get(&t).is_some_and(Vec::is_empty) => {
+                s.by_table.remove(&t);
+            }
+            _ => {}
         }
     }
 
@@ -124,11 +200,7 @@ impl Hub {
             if !sub.channel.matches(e) {
                 continue;
             }
-            if let Err(mpsc::error::TrySendError::Full(_)) =
-                sub.tx.try_send(RealtimeEvent::Change(e.clone()))
-            {
-                sub.missed.fetch_add(1, Relaxed);
-            }
+            sub.slot.push(RealtimeEvent::Change(e.clone()));
         }
     }
 
@@ -136,10 +208,7 @@ impl Hub {
     pub fn resync(&self) {
         let s = self.lock();
         for sub in s.subs.values() {
-            if let Err(mpsc::error::TrySendError::Full(_)) = sub.tx.try_send(RealtimeEvent::Resync)
-            {
-                sub.missed.fetch_add(1, Relaxed);
-            }
+            sub.slot.push(RealtimeEvent::Resync);
         }
     }
 
@@ -169,8 +238,7 @@ impl Hub {
 
 /// A live subscription: a [`Stream`] of [`RealtimeEvent`]s. Dropping it unsubscribes.
 pub struct Subscription {
-    rx: mpsc::Receiver<RealtimeEvent>,
-    missed: Arc<AtomicU64>,
+    slot: Arc<Slot>,
     hub: Weak<Hub>,
     id: u64,
 }
@@ -188,17 +256,39 @@ impl Subscription {
     pub async fn next_event(&mut self) -> Option<RealtimeEvent> {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
+
+    /// Lowers this subscription's buffer to `events` (at least 1) from the hub's size;
+    /// never raises it. A consumer that forwards events over a network (a WebSocket)
+    /// keeps its own, smaller bound this way.
+    pub fn limit_buffer(&mut self, events: usize) {
+        let mut s = self.slot.lock();
+        s.cap = s.cap.min(events.max(1));
+    }
 }
 
 impl Stream for Subscription {
     type Item = RealtimeEvent;
 
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RealtimeEvent>> {
-        let missed = self.missed.swap(0, Relaxed);
-        if missed > 0 {
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<RealtimeEvent>> {
+        let mut s = self.slot.lock();
+        if s.missed > 0 {
+            let missed = std::mem::take(&mut s.missed);
             return Poll::Ready(Some(RealtimeEvent::Lagged { missed }));
         }
-        self.rx.poll_recv(cx)
+        if let Some(e) = s.queue.pop_front() {
+            if s.queue.is_empty() && s.queue.capacity() > KEEP_CAPACITY {
+                // Give a burst's memory back: idle subscriptions stay small.
+                s.queue = VecDeque::new();
+            }
+            return Poll::Ready(Some(e));
+        }
+        if s.closed {
+            return Poll::Ready(None);
+        }
+        if !s.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            s.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
     }
 }
 

@@ -18,6 +18,9 @@
 
 mod auth;
 mod dashboard;
+pub mod ws;
+
+pub use ws::{CLOSE_LAGGED, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG, WsConfig, WsSockets, WsStats};
 
 pub use auth::{AuthUser, Claims, JwtConfig, OPERATOR_ROLE, token};
 use auth::{bearer, verify};
@@ -25,7 +28,6 @@ use auth::{bearer, verify};
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
@@ -40,7 +42,7 @@ use crate::domain::*;
 use crate::error::Error;
 use crate::metrics::{HealthMonitor, InMemoryMetrics, MetricEvent, MetricsSink, Status};
 use crate::pipeline::AiPipeline;
-use crate::realtime::{Channel, Realtime, RealtimeEvent};
+use crate::realtime::Realtime;
 use crate::repository::Repository;
 
 /// Everything the handlers share.
@@ -66,15 +68,16 @@ pub struct AppState {
     pub jwt: JwtConfig,
     /// Renders `/metrics` (e.g. a Prometheus handle's `render`); `None` → 404.
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
-    /// WebSocket ping interval. Default in the example: 15 s.
-    pub ws_heartbeat: Duration,
+    /// The realtime WebSocket's settings, per-user counts and stats
+    /// (`WsSockets::with_defaults()` for the documented defaults).
+    pub ws: Arc<WsSockets>,
 }
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AppState")
             .field("jwt", &self.jwt)
-            .field("ws_heartbeat", &self.ws_heartbeat)
+            .field("ws", &self.ws.config())
             .finish_non_exhaustive()
     }
 }
@@ -161,7 +164,7 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health))
         .route("/metrics", get(prometheus))
         .route("/dashboard", get(|| async { Html(dashboard::PAGE) }))
-        .route("/realtime", get(realtime_ws))
+        .route("/realtime", get(ws::realtime_ws))
         .layer(middleware::from_fn_with_state(state.clone(), record_api))
         .layer(DefaultBodyLimit::max(64 * 1024))
         .with_state(state)
@@ -533,62 +536,5 @@ async fn prometheus(State(s): State<AppState>) -> Response {
     match &s.render_metrics {
         Some(f) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], f()).into_response(),
         None => StatusCode::NOT_FOUND.into_response(),
-    }
-}
-
-#[derive(Deserialize)]
-struct WsQuery {
-    token: Option<String>,
-}
-
-async fn realtime_ws(
-    State(s): State<AppState>,
-    headers: HeaderMap,
-    Query(q): Query<WsQuery>,
-    ws: WebSocketUpgrade,
-) -> Result<Response, ApiError> {
-    let tok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer ").map(str::to_string))
-        .or(q.token)
-        .ok_or_else(|| unauthorized("missing token"))?;
-    let user = verify(&s, &tok)?;
-    let sub = s
-        .realtime
-        .subscribe(Actor::User(user), Channel::User { user, table: None })?;
-    let every = s.ws_heartbeat;
-    Ok(ws.on_upgrade(move |socket| stream_changes(socket, sub, every)))
-}
-
-async fn stream_changes(
-    mut socket: WebSocket,
-    mut sub: crate::realtime::Subscription,
-    every: Duration,
-) {
-    let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
-    loop {
-        tokio::select! {
-            ev = sub.next_event() => {
-                let Some(ev) = ev else { break };
-                let body = match ev {
-                    RealtimeEvent::Change(c) => json!({ "type": "change", "change": c }),
-                    RealtimeEvent::Resync => json!({ "type": "resync" }),
-                    RealtimeEvent::Lagged { missed } => json!({ "type": "lagged", "missed": missed }),
-                };
-                if socket.send(Message::Text(body.to_string().into())).await.is_err() {
-                    break;
-                }
-            }
-            _ = ping.tick() => {
-                if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
-                    break;
-                }
-            }
-            msg = socket.recv() => match msg {
-                Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
-                _ => {}
-            }
-        }
     }
 }
