@@ -1,10 +1,14 @@
 //! Scores question pairs the way the semantic cache decides them.
 //!
 //! Reads JSON lines `{"a": "...", "b": "..."}` on stdin and prints, per line, the
-//! decision score in [0, 1]: exactly 1.0 when the cache would answer `b` from the entry
-//! stored for `a` (same scope, default threshold, salience check on), lower otherwise
-//! (`similarity / threshold` capped below 1, halved when the salience check refuses).
-//! So the default threshold is the only one needed: score == 1.0 is a hit.
+//! decision score in [0, 1]: exactly 1.0 when the cache, as configured by default,
+//! would answer `b` from the entry stored for `a` (same scope, the embedder's default
+//! threshold, the default verifier), lower otherwise (`similarity / threshold` capped
+//! below 1, halved when a verifier refuses). So score == 1.0 is a hit.
+//!
+//! The defaults are the cache's: with `hashing` that means exact repeats only (the
+//! lexical embedder does not meet the 5 % false-hit bar); `--semantic-hits` opts in,
+//! as a host would.
 //!
 //! ```text
 //! cargo run --release --example score_pairs < pairs.jsonl
@@ -13,7 +17,8 @@
 //! ```
 //!
 //! Flags: `--embedder hashing|minilm` (default hashing), `--model-dir DIR` (minilm;
-//! default `target/models/minilm`), `--verbose` (also print similarity and the reason).
+//! default `target/models/minilm`), `--semantic-hits` (opt in to non-exact hits where
+//! the default is off), `--verbose` (also print similarity and the reason).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -30,7 +35,7 @@ struct Pair {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: score_pairs [--embedder hashing|minilm] [--model-dir DIR] [--verbose] < pairs.jsonl"
+        "usage: score_pairs [--embedder hashing|minilm] [--model-dir DIR] [--semantic-hits] [--verbose] < pairs.jsonl"
     );
     ExitCode::from(2)
 }
@@ -40,6 +45,7 @@ async fn main() -> ExitCode {
     let mut embedder = "hashing".to_string();
     let mut model_dir = "target/models/minilm".to_string();
     let mut verbose = false;
+    let mut opt_in = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -52,6 +58,7 @@ async fn main() -> ExitCode {
                 None => return usage(),
             },
             "--verbose" => verbose = true,
+            "--semantic-hits" => opt_in = true,
             "-h" | "--help" => return usage(),
             _ => return usage(),
         }
@@ -70,7 +77,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cache = match SemanticCache::builder(emb).build() {
+    let mut builder = SemanticCache::builder(emb);
+    if opt_in {
+        builder = builder.semantic_hits(true);
+    }
+    let cache = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("score_pairs: {e}");
