@@ -30,20 +30,20 @@ mod openai;
 pub mod salience;
 mod verify;
 
+pub use budget::{AuditTicket, ErrorBudget, ErrorEstimate};
 pub use cache::{
     CachedAnswer, Decision, HitTier, Lookup, Scope, SemanticCache, SemanticCacheBuilder,
     SemanticStats,
 };
-pub use budget::{AuditTicket, ErrorBudget, ErrorEstimate};
 pub use hashing::HashingEmbedder;
-pub use verify::{
-    Candidate, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier, RuleVerifier, Verdict,
-    Verifier,
-};
 #[cfg(feature = "local-embeddings")]
 pub use minilm::MiniLmEmbedder;
 #[cfg(feature = "openai")]
 pub use openai::OpenAiCompatibleEmbedder;
+pub use verify::{
+    Candidate, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier, RuleVerifier, Verdict,
+    Verifier,
+};
 
 use std::sync::Arc;
 

@@ -317,8 +317,7 @@ const TIME: &[(&str, &str)] = &[
 ];
 
 const ORDINALS: &[&str] = &[
-    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth",
-    "tenth",
+    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
 ];
 
 /// Feelings, grouped: a question about anger is not one about sadness.
@@ -362,27 +361,51 @@ const FEELINGS: &[(&str, &str)] = &[
 
 /// First person singular: "what does emotional intelligence mean" is not "what does
 /// *my* result mean".
-const SELF_WORDS: &[&str] = &["i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll"];
+const SELF_WORDS: &[&str] = &[
+    "i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll",
+];
 
 /// Words that carry no content of their own for the word-level comparison.
 const FUNCTION_WORDS: &[&str] = &[
-    "a", "an", "the", "to", "of", "in", "on", "for", "with", "about", "and", "or", "but",
-    "is", "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing",
-    "i", "me", "my", "we", "us", "our", "you", "your", "it", "its", "this", "that", "these",
-    "those", "what", "how", "why", "when", "where", "which", "who", "whom", "can", "could",
-    "should", "would", "will", "shall", "may", "might", "must", "have", "has", "had",
-    "having", "there", "here", "so", "if", "as", "at", "by", "from", "up", "out", "into",
-    "over", "than", "then", "just", "very", "really", "also", "any", "some", "all", "each",
-    "every", "much", "many", "too", "get", "got", "make",
+    "a", "an", "the", "to", "of", "in", "on", "for", "with", "about", "and", "or", "but", "is",
+    "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "i", "me",
+    "my", "we", "us", "our", "you", "your", "it", "its", "this", "that", "these", "those", "what",
+    "how", "why", "when", "where", "which", "who", "whom", "can", "could", "should", "would",
+    "will", "shall", "may", "might", "must", "have", "has", "had", "having", "there", "here", "so",
+    "if", "as", "at", "by", "from", "up", "out", "into", "over", "than", "then", "just", "very",
+    "really", "also", "any", "some", "all", "each", "every", "much", "many", "too", "get", "got",
+    "make",
 ];
 
 /// Words that stand in for each other in coaching questions.
 const SYNONYMS: &[&[&str]] = &[
     &[
-        "argue", "argument", "fight", "fighting", "quarrel", "argu", "fights", "arguments",
+        "argue",
+        "argument",
+        "fight",
+        "fighting",
+        "quarrel",
+        "argu",
+        "fights",
+        "arguments",
     ],
-    &["talk", "speak", "discuss", "conversation", "chat", "talk", "discussion"],
-    &["partner", "spouse", "wife", "husband", "boyfriend", "girlfriend"],
+    &[
+        "talk",
+        "speak",
+        "discuss",
+        "conversation",
+        "chat",
+        "talk",
+        "discussion",
+    ],
+    &[
+        "partner",
+        "spouse",
+        "wife",
+        "husband",
+        "boyfriend",
+        "girlfriend",
+    ],
     &["tell", "say", "let", "know"],
     &["help", "support"],
     &["kid", "kids", "child", "children"],
@@ -390,7 +413,10 @@ const SYNONYMS: &[&[&str]] = &[
 
 /// Lowercased words with `n't` spelled out as `not`, apostrophes kept inside words.
 fn contrast_words(text: &str) -> Vec<String> {
-    let t = text.to_lowercase().replace('\u{2019}', "'").replace("n't", " not");
+    let t = text
+        .to_lowercase()
+        .replace('\u{2019}', "'")
+        .replace("n't", " not");
     t.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
         .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
         .filter(|w| !w.is_empty())
@@ -487,8 +513,7 @@ pub fn contrast(a: &str, b: &str) -> Option<&'static str> {
     for x in &ca.raw {
         for y in &cb.raw {
             for p in ["un", "in", "dis", "im", "ir", "il"] {
-                if x.strip_prefix(p) == Some(y.as_str()) || y.strip_prefix(p) == Some(x.as_str())
-                {
+                if x.strip_prefix(p) == Some(y.as_str()) || y.strip_prefix(p) == Some(x.as_str()) {
                     return Some("antonyms");
                 }
             }

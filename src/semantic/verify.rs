@@ -313,8 +313,14 @@ mod tests {
     #[test]
     fn judge_replies_are_read_strictly() {
         assert_eq!(LlmJudgeVerifier::read(&json!("YES")), Some(true));
-        assert_eq!(LlmJudgeVerifier::read(&json!({"text": " no."})), Some(false));
-        assert_eq!(LlmJudgeVerifier::read(&json!({"answer": "Yes, same"})), Some(true));
+        assert_eq!(
+            LlmJudgeVerifier::read(&json!({"text": " no."})),
+            Some(false)
+        );
+        assert_eq!(
+            LlmJudgeVerifier::read(&json!({"answer": "Yes, same"})),
+            Some(true)
+        );
         assert_eq!(LlmJudgeVerifier::read(&json!("yesterday")), None);
         assert_eq!(LlmJudgeVerifier::read(&json!("maybe")), None);
         assert_eq!(LlmJudgeVerifier::read(&json!(3)), None);
