@@ -82,10 +82,12 @@ impl Verifier for SalienceOnly {
         "salience"
     }
     async fn verify(&self, c: &Candidate<'_>) -> kasama::Result<Verdict> {
-        Ok(match salience::texts_conflict(c.stored_question, c.question) {
-            Some(why) => Verdict::Reject(why),
-            None => Verdict::Accept,
-        })
+        Ok(
+            match salience::texts_conflict(c.stored_question, c.question) {
+                Some(why) => Verdict::Reject(why),
+                None => Verdict::Accept,
+            },
+        )
     }
 }
 
@@ -280,8 +282,7 @@ async fn main() -> ExitCode {
                     g("dev-diff"),
                 );
                 if args.kinds {
-                    let list: Vec<String> =
-                        kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
+                    let list: Vec<String> = kinds.iter().map(|(k, v)| format!("{k} {v}")).collect();
                     println!(
                         "| | ↳ coaching look-alikes by kind | {half} | {} | | | | |",
                         list.join("; ")
