@@ -351,7 +351,7 @@ struct Intents;
 
 fn base(intent: u64) -> Vec<f32> {
     let root = unit(gauss(1_000 + intent / 2, DIM));
-    if intent % 2 == 0 {
+    if intent.is_multiple_of(2) {
         return root;
     }
     let noise = unit(gauss(5_000 + intent, DIM));
@@ -408,24 +408,22 @@ async fn stream(cache: &SemanticCache, n: usize) -> Outcome {
         let intent = (r % 200) * (1 + (r >> 8) % 2) % 200; // some intents more frequent
         let variant = (r >> 16) % 400;
         let req = ask(u, &format!("intent {intent} variant {variant}"));
+        let truth = intent.to_string();
         out.lookups += 1;
         match cache.lookup(&req).await.unwrap() {
             Lookup::Hit { answer, tier, .. } => {
                 if tier == HitTier::Semantic {
                     out.served
-                        .push((step, answer.output["advice"] == intent.to_string()));
+                        .push((step, answer.output["advice"] == truth.as_str()));
                 }
             }
             Lookup::Miss {
                 embedding, audit, ..
             } => {
                 if let Some(t) = audit {
-                    cache.resolve_audit(&t, t.stored_answer["advice"] == intent.to_string());
+                    cache.resolve_audit(&t, t.stored_answer["advice"] == truth.as_str());
                 }
-                cache
-                    .store(&req, &answer(&intent.to_string()), embedding)
-                    .await
-                    .unwrap();
+                cache.store(&req, &answer(&truth), embedding).await.unwrap();
             }
         }
         tokio::time::advance(Duration::from_secs(1)).await;
