@@ -194,6 +194,10 @@ fn verified(c: &mut Criterion) {
             b.iter(|| black_box(rt.block_on(cache.lookup(&req)).unwrap()))
         });
     }
+    // The rules alone, on the same pair: what they add to a would-be hit.
+    g.bench_function("rule_check_alone", |b| {
+        b.iter(|| black_box(kasama::semantic::RuleVerifier::check(stored, asked)))
+    });
     g.finish();
 }
 
