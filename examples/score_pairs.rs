@@ -17,7 +17,8 @@
 //! ```
 //!
 //! Flags: `--embedder hashing|minilm` (default hashing), `--model-dir DIR` (minilm;
-//! default `target/models/minilm`), `--semantic-hits` (opt in to non-exact hits where
+//! default `$KASAMA_MINILM_DIR`, else `$KASAMA_MODELS_DIR/minilm`, else
+//! `target/models/minilm`), `--semantic-hits` (opt in to non-exact hits where
 //! the default is off), `--verbose` (also print similarity and the reason).
 
 use std::io::{BufRead, Write};
@@ -43,7 +44,7 @@ fn usage() -> ExitCode {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let mut embedder = "hashing".to_string();
-    let mut model_dir = "target/models/minilm".to_string();
+    let mut model_dir = default_model_dir();
     let mut verbose = false;
     let mut opt_in = false;
     let mut args = std::env::args().skip(1);
@@ -146,4 +147,12 @@ fn load_minilm(dir: &str) -> Result<Arc<dyn Embedder>, String> {
 #[cfg(not(feature = "local-embeddings"))]
 fn load_minilm(_dir: &str) -> Result<Arc<dyn Embedder>, String> {
     Err("built without MiniLM: add --features local-embeddings".into())
+}
+
+/// `$KASAMA_MINILM_DIR`, else `$KASAMA_MODELS_DIR/minilm`, else `target/models/minilm`.
+fn default_model_dir() -> String {
+    std::env::var("KASAMA_MINILM_DIR").unwrap_or_else(|_| {
+        let models = std::env::var("KASAMA_MODELS_DIR").unwrap_or_else(|_| "target/models".into());
+        format!("{models}/minilm")
+    })
 }

@@ -102,8 +102,7 @@ struct Args {
 fn parse() -> Option<Args> {
     let mut a = Args {
         data: "data".into(),
-        model_dir: std::env::var("KASAMA_MINILM_DIR")
-            .unwrap_or_else(|_| "target/models/minilm".into()),
+        model_dir: default_model_dir(),
         kinds: false,
         judge_url: None,
         judge_model: "gpt-4o-mini".into(),
@@ -352,4 +351,12 @@ fn judge(args: &Args) -> Option<Arc<kasama::semantic::LlmJudgeVerifier>> {
         eprintln!("semantic_eval: the LLM judge needs --features openai");
     }
     None
+}
+
+/// `$KASAMA_MINILM_DIR`, else `$KASAMA_MODELS_DIR/minilm`, else `target/models/minilm`.
+fn default_model_dir() -> String {
+    std::env::var("KASAMA_MINILM_DIR").unwrap_or_else(|_| {
+        let models = std::env::var("KASAMA_MODELS_DIR").unwrap_or_else(|_| "target/models".into());
+        format!("{models}/minilm")
+    })
 }

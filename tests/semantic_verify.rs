@@ -421,7 +421,8 @@ async fn stream(cache: &SemanticCache, n: usize) -> Outcome {
                 embedding, audit, ..
             } => {
                 if let Some(t) = audit {
-                    cache.resolve_audit(&t, t.stored_answer["advice"] == truth.as_str());
+                    let correct = t.stored_answer["advice"] == truth.as_str();
+                    cache.resolve_audit(t, correct);
                 }
                 cache.store(&req, &answer(&truth), embedding).await.unwrap();
             }
@@ -533,4 +534,44 @@ async fn bad_error_budgets_are_refused_at_build() {
                 .is_err()
         );
     }
+}
+
+/// Holds a verification open until released.
+struct Gate {
+    entered: tokio::sync::Notify,
+    release: tokio::sync::Notify,
+}
+
+#[async_trait]
+impl Verifier for Gate {
+    fn name(&self) -> &str {
+        "gate"
+    }
+    async fn verify(&self, _: &Candidate<'_>) -> kasama::Result<Verdict> {
+        self.entered.notify_one();
+        self.release.notified().await;
+        Ok(Verdict::Accept)
+    }
+}
+
+#[tokio::test]
+async fn an_answer_forgotten_while_it_is_verified_is_not_served() {
+    let gate = Arc::new(Gate {
+        entered: tokio::sync::Notify::new(),
+        release: tokio::sync::Notify::new(),
+    });
+    let (cache, u) = cache_with_one(
+        SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+            .semantic_hits(true)
+            .verifier(gate.clone()),
+    )
+    .await;
+    let cache = Arc::new(cache);
+    let c = cache.clone();
+    let lookup = tokio::spawn(async move { c.lookup(&ask(u, PARAPHRASE)).await });
+    gate.entered.notified().await;
+    assert_eq!(cache.forget_user(u), 1);
+    gate.release.notify_one();
+    let l = lookup.await.unwrap().unwrap();
+    assert!(served(&l).is_none(), "served a forgotten answer: {l:?}");
 }

@@ -575,21 +575,21 @@ impl SemanticCache {
             None => (threshold, None),
         };
         // The candidates are copied out so that no lock is held while verifiers run.
-        let candidates: Vec<(f32, String, CachedAnswer)> = {
+        let candidates: Vec<(u32, f32, String, CachedAnswer)> = {
             let s = self.read();
             s.scopes.get(&scope).map_or_else(Vec::new, |idx| {
                 idx.nearest(&embedding, 4, self.ef_search, now)
                     .into_iter()
                     .filter_map(|(id, sim)| {
                         let e = idx.entries[id as usize].as_ref()?;
-                        Some((sim, e.question.clone(), e.answer.clone()))
+                        Some((id, sim, e.question.clone(), e.answer.clone()))
                     })
                     .collect()
             })
         };
-        let nearest = candidates.first().map(|c| c.0);
+        let nearest = candidates.first().map(|c| c.1);
         let mut rejected = None;
-        for (sim, stored, answer) in candidates {
+        for (id, sim, stored, answer) in candidates {
             if sim < floor {
                 break;
             }
@@ -602,6 +602,11 @@ impl SemanticCache {
             if let Some(why) = self.refusal(&cand).await {
                 rejected.get_or_insert(why);
                 self.counters.rejected.fetch_add(1, Relaxed);
+                continue;
+            }
+            // Verifiers ran without the lock: serve nothing that was removed meanwhile
+            // (`forget_user`, expiry, replacement).
+            if !self.still_stored(&scope, id, &stored) {
                 continue;
             }
             let Some(b) = &self.budget else {
@@ -646,6 +651,16 @@ impl SemanticCache {
         })
     }
 
+    fn still_stored(&self, scope: &Scope, id: u32, question: &str) -> bool {
+        let now = Instant::now();
+        let s = self.read();
+        s.scopes
+            .get(scope)
+            .and_then(|idx| idx.entries.get(id as usize))
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.question == question && e.expires > now)
+    }
+
     /// Why the verifiers refuse `cand`, or `None` when all accept. An error is a
     /// refusal.
     async fn refusal(&self, cand: &Candidate<'_>) -> Option<&'static str> {
@@ -677,9 +692,9 @@ impl SemanticCache {
     }
 
     /// Reports how an audited would-be hit turned out: `correct` when the stored
-    /// answer would have served the new question as well as the fresh one. Ignored
-    /// outside error-budget mode.
-    pub fn resolve_audit(&self, ticket: &AuditTicket, correct: bool) {
+    /// answer would have served the new question as well as the fresh one. The ticket
+    /// is consumed, so one outcome counts once. Ignored outside error-budget mode.
+    pub fn resolve_audit(&self, ticket: AuditTicket, correct: bool) {
         let Some(b) = &self.budget else { return };
         let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
         ev.entry(ticket.key.clone())

@@ -182,6 +182,13 @@ pub struct JudgeCost {
 /// the agent or an unclear reply is a rejection. The request goes out as agent
 /// `judge_agent` for `judge_user` (a service account of the host), with the model
 /// parameters given — temperature 0 and 3 output tokens by default.
+///
+/// The questions are users' text: one written to talk the judge into "YES" can at
+/// worst get its asker an answer from the asker's own scope (their own earlier
+/// answers, or a shared agent's) — never another user's personal answer, since
+/// candidates only ever come from the request's scope. Run the judge after the
+/// [`RuleVerifier`] (the cache's order), so that only candidates the rules let
+/// through cost a call.
 pub struct LlmJudgeVerifier {
     agent: Arc<dyn AiAgent>,
     params: ModelParams,
