@@ -29,7 +29,8 @@ fn conn(base: &tokio_postgres::Config, db: &str) -> String {
     };
     let port = base.get_ports().first().copied().unwrap_or(5432);
     let user = base.get_user().unwrap_or("postgres");
-    format!("host={host} port={port} user={user} dbname={db}")
+    // Plaintext, like the NoTls baselines, so the ratios compare like with like.
+    format!("host={host} port={port} user={user} dbname={db} sslmode=disable")
 }
 
 async fn latency_of(sub: &mut Subscription) -> Duration {
@@ -78,12 +79,26 @@ async fn main() {
             .unwrap();
     }
     migrate_url(&conn(&base, &db)).await.unwrap();
-    let repo = PgRepository::connect(&PgConfig::new(conn(&base, &db))).unwrap();
+    // The app's side runs as a login that is only a member of kasama_app (the
+    // repository refuses roles that bypass row-level security).
+    admin
+        .batch_execute(
+            "DO $$ BEGIN CREATE ROLE kasama_bench_login LOGIN IN ROLE kasama_app;
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL; END $$",
+        )
+        .await
+        .unwrap();
+    let app = conn(&base, &db).replace(
+        &format!("user={}", base.get_user().unwrap_or("postgres")),
+        "user=kasama_bench_login",
+    );
+    let repo = PgRepository::connect(&PgConfig::new(app.clone())).unwrap();
     let rt = PgRealtime::start(PgRealtimeConfig {
-        url: conn(&base, &db),
+        url: app,
         buffer: 20_000,
         ..Default::default()
-    });
+    })
+    .unwrap();
     assert!(
         rt.wait_connected(Duration::from_secs(10)).await,
         "listener connected"

@@ -38,7 +38,8 @@ fn conn(base: &Config, user: &str, db: &str) -> String {
         _ => "127.0.0.1".into(),
     };
     let port = base.get_ports().first().copied().unwrap_or(5432);
-    format!("host={host} port={port} user={user} dbname={db}")
+    // Plaintext, like the NoTls baselines, so the ratios compare like with like.
+    format!("host={host} port={port} user={user} dbname={db} sslmode=disable")
 }
 
 async fn connect(s: &str) -> Client {

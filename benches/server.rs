@@ -16,7 +16,7 @@ use kasama::metrics::{HealthMonitor, InMemoryMetrics, NoopMetrics};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};
-use kasama::server::{AppState, router, token};
+use kasama::server::{AppState, JwtConfig, router, token};
 
 const REQUESTS: usize = 20_000;
 const IN_FLIGHT: usize = 64;
@@ -75,7 +75,7 @@ fn show(name: &str, lat: &[Duration], took: Duration) -> f64 {
 #[tokio::main]
 async fn main() {
     // kasama's server.
-    let secret = b"bench-secret".to_vec();
+    let secret = b"a-bench-secret-of-at-least-32-bytes".to_vec();
     let hub = Hub::new(64);
     let repo: Arc<dyn Repository> =
         Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
@@ -94,7 +94,7 @@ async fn main() {
         metrics: metrics.clone(),
         sink: Arc::new(NoopMetrics),
         health: Arc::new(HealthMonitor::new(metrics)),
-        jwt_secret: Arc::new(secret.clone()),
+        jwt: JwtConfig::new(secret.clone()).unwrap(),
         render_metrics: None,
         ws_heartbeat: Duration::from_secs(15),
     };

@@ -1,14 +1,14 @@
-//! Applies kasama's migrations to `$DATABASE_URL` (default
-//! `postgres://postgres@127.0.0.1:5432/postgres`) and creates the partitions for the
-//! coming months and weeks. Safe to run twice, or from several processes at once.
+//! Applies kasama's migrations to `$KASAMA_MIGRATION_URL` (or, when that is unset,
+//! `$DATABASE_URL`; default `postgres://postgres@127.0.0.1:5432/postgres`) and creates
+//! the partitions for the coming months and weeks. Safe to run twice, or from several
+//! processes at once.
 //!
 //! ```text
-//! cargo run --example migrate
-//! DATABASE_URL=postgres://owner@db/app cargo run --example migrate
+//! KASAMA_MIGRATION_URL=postgres://kasama_owner@db/app cargo run --example migrate
 //! ```
 //!
-//! Run it as the role that should own the schema — not as the application's login
-//! role, which only needs to be a member of `kasama_app`.
+//! Run it as the role that should own the schema (README, "Database roles") — not as
+//! the application's login role, which only needs to be a member of `kasama_app`.
 
 use std::process::ExitCode;
 
@@ -16,7 +16,15 @@ use kasama::repository::postgres::{PgConfig, PgRepository, migrate_url};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
-    let config = PgConfig::from_env();
+    let mut config = PgConfig::from_env();
+    if let Ok(url) = std::env::var("KASAMA_MIGRATION_URL")
+        && !url.is_empty()
+    {
+        config.url = url;
+    }
+    // The owner is, by design, a role for which RLS does not apply: this tool only
+    // runs DDL and partition maintenance, never user requests.
+    config.allow_rls_bypass = true;
     match run(&config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -3,7 +3,8 @@
 //! ```text
 //! cargo run --release --example quickstart
 //! cargo run --release --example quickstart -- --users 500 --requests 10000 --seed 7 --json report.json
-//! DATABASE_URL=postgres://postgres@127.0.0.1:5432/postgres cargo run --release --example quickstart
+//! KASAMA_MIGRATION_URL=postgres://kasama_owner@127.0.0.1/kasama \
+//!   DATABASE_URL=postgres://kasama_web@127.0.0.1/kasama cargo run --release --example quickstart
 //! ```
 //!
 //! Users across the three tiers take assessments, log practices and ask the five agents
@@ -12,7 +13,8 @@
 //! routing over three simulated backends, one of them flaky with an outage), are
 //! recorded, counted by the change feed and measured. On the in-memory defaults the
 //! day runs on tokio's paused clock: it takes seconds, and for a given seed everything,
-//! timings included, comes out the same. With `DATABASE_URL` it runs on PostgreSQL in
+//! timings included, comes out the same. With `DATABASE_URL` (the app's login role;
+//! `KASAMA_MIGRATION_URL`, the owner, migrates first when set) it runs on PostgreSQL in
 //! real time: the simulated latencies divided by 20 and the day squeezed into 20 s.
 
 use std::collections::BTreeMap;
@@ -265,8 +267,14 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
             )
         }
         Some(url) => {
-            kasama::repository::postgres::migrate_url(url).await?;
+            if let Some(owner) = std::env::var("KASAMA_MIGRATION_URL")
+                .ok()
+                .filter(|s| !s.is_empty())
+            {
+                kasama::repository::postgres::migrate_url(&owner).await?;
+            }
             let pgr = PgRepository::connect(&PgConfig::new(url.clone()))?;
+            pgr.verify().await?;
             pgr.ensure_partitions(3, 8).await?;
             let feed = PgRealtime::start_with_metrics(
                 PgRealtimeConfig {
@@ -275,7 +283,7 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
                     ..Default::default()
                 },
                 metrics.clone(),
-            );
+            )?;
             feed.wait_connected(Duration::from_secs(10)).await;
             (
                 Arc::new(MeteredRepository::new(pgr, metrics.clone())),

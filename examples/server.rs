@@ -4,13 +4,26 @@
 //! cargo run --features server,metrics-facade --example server
 //! ```
 //!
-//! In memory by default, PostgreSQL with `DATABASE_URL`. Listens on `127.0.0.1:8080`
-//! (`KASAMA_ADDR`); tokens are HS256 with `KASAMA_JWT_SECRET` (a fixed development
-//! secret when unset). On start it creates a demo user and prints a token for it, so
-//! `curl -H "Authorization: Bearer $TOKEN" localhost:8080/api/profile` works; the
-//! dashboard is at `/dashboard`, Prometheus text at `/metrics`, the change feed at
-//! `ws://…/realtime?token=…`. Ctrl-C shuts down gracefully and writes every buffered
-//! AI interaction.
+//! Environment:
+//!
+//! - `KASAMA_JWT_SECRET` (required): the HS256 secret, at least 32 bytes; without it,
+//!   or with a shorter one, the server refuses to start (exit code 2).
+//!   `KASAMA_JWT_ISSUER` / `KASAMA_JWT_AUDIENCE`: when set, tokens must carry them.
+//! - `DATABASE_URL`: PostgreSQL as the application login (not the tables' owner, not a
+//!   superuser), e.g. `postgres://kasama_login:…@db:5432/app?sslmode=verify-full&sslrootcert=/etc/kasama/db-ca.pem`.
+//!   Unset: everything in memory. A superuser, a `BYPASSRLS` role or the tables'
+//!   owner is refused (exit code 2). Partitions are kept ahead by a daily maintenance
+//!   task.
+//! - `KASAMA_MIGRATION_URL`: the schema owner's URL, used only to apply the migrations
+//!   at start-up. Unset: migrations are not run (apply them beforehand, e.g. with
+//!   `examples/migrate.rs`).
+//! - `KASAMA_ADDR`: where to listen. Default `127.0.0.1:8080`.
+//!
+//! On start it creates a demo user and prints a token for it, and an operator token
+//! for `/health`'s details, so `curl -H "Authorization: Bearer $TOKEN"
+//! localhost:8080/api/profile` works; the dashboard is at `/dashboard`, Prometheus text
+//! at `/metrics`, the change feed at `ws://…/realtime?token=…`. Ctrl-C shuts down
+//! gracefully and writes every buffered AI interaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,44 +34,70 @@ use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime};
 use kasama::repository::MeteredRepository;
+use kasama::repository::postgres::{MaintenanceConfig, spawn_partition_maintenance};
 use kasama::semantic::{HashingEmbedder, SemanticCache};
-use kasama::server::{AppState, router, token};
+use kasama::server::{AppState, JwtConfig, router};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Checked first: nothing starts with a missing or guessable token secret.
+    let jwt = match JwtConfig::from_env() {
+        Ok(j) => j,
+        Err(e) => {
+            eprintln!("kasama server: refusing to start: {e}");
+            std::process::exit(2);
+        }
+    };
+    let env = |k: &str| std::env::var(k).ok().filter(|s| !s.is_empty());
     let handle = metrics_exporter_prometheus::PrometheusBuilder::new().install_recorder()?;
     let metrics = Arc::new(InMemoryMetrics::new());
     let sink: Arc<dyn MetricsSink> = Arc::new(FanOut(vec![
         metrics.clone(),
         Arc::new(MetricsFacadeSink::new()),
     ]));
-    let (repo, realtime): (Arc<dyn Repository>, Arc<dyn Realtime>) =
-        match std::env::var("DATABASE_URL").ok().filter(|s| !s.is_empty()) {
-            Some(url) => {
-                kasama::repository::postgres::migrate_url(&url).await?;
-                let pg = PgRepository::connect(&PgConfig::new(url.clone()))?;
-                pg.ensure_partitions(3, 8).await?;
-                let feed = PgRealtime::start_with_metrics(
-                    PgRealtimeConfig {
-                        url,
-                        ..Default::default()
-                    },
-                    sink.clone(),
-                );
-                (
-                    Arc::new(MeteredRepository::new(pg, sink.clone())),
-                    Arc::new(feed),
-                )
+    let mut maintenance = None;
+    let (repo, realtime): (Arc<dyn Repository>, Arc<dyn Realtime>) = match env("DATABASE_URL") {
+        Some(url) => {
+            match env("KASAMA_MIGRATION_URL") {
+                Some(owner) => {
+                    let r = kasama::repository::postgres::migrate_url(&owner).await?;
+                    println!("migrations applied: {:?}", r.applied);
+                }
+                None => println!("KASAMA_MIGRATION_URL not set: migrations not run"),
             }
-            None => {
-                let hub = Hub::new(256);
-                let mem = InMemoryRepository::new().with_change_feed(hub.clone());
-                (
-                    Arc::new(MeteredRepository::new(mem, sink.clone())),
-                    Arc::new(MemoryRealtime::new(hub)),
-                )
+            let pg = PgRepository::connect(&PgConfig::new(url.clone()))?;
+            // Refuses a role that bypasses row-level security (a superuser, BYPASSRLS,
+            // the tables' owner) before anything is served.
+            if let Err(e) = pg.verify().await {
+                eprintln!("kasama server: refusing to start: {e}");
+                std::process::exit(2);
             }
-        };
+            // Partitions ahead now and daily (kept alive until the server stops).
+            maintenance = Some(spawn_partition_maintenance(
+                Arc::new(pg.clone()),
+                MaintenanceConfig::default(),
+            )?);
+            let feed = PgRealtime::start_with_metrics(
+                PgRealtimeConfig {
+                    url,
+                    ..Default::default()
+                },
+                sink.clone(),
+            )?;
+            (
+                Arc::new(MeteredRepository::new(pg, sink.clone())),
+                Arc::new(feed),
+            )
+        }
+        None => {
+            let hub = Hub::new(256);
+            let mem = InMemoryRepository::new().with_change_feed(hub.clone());
+            (
+                Arc::new(MeteredRepository::new(mem, sink.clone())),
+                Arc::new(MemoryRealtime::new(hub)),
+            )
+        }
+    };
     let l = |ms| Duration::from_millis(ms);
     let pipeline = Arc::new(
         AiPipeline::builder(repo.clone())
@@ -79,10 +118,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             .metrics(sink.clone())
             .build()?,
     );
-    let secret = std::env::var("KASAMA_JWT_SECRET").unwrap_or_else(|_| {
-        eprintln!("KASAMA_JWT_SECRET is not set: using a development secret");
-        "kasama-development-secret".into()
-    });
     let demo = UserId::new();
     repo.create_profile(
         Actor::Service,
@@ -90,8 +125,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     )
     .await?;
     println!(
-        "demo user {demo}\ntoken: {}",
-        token(secret.as_bytes(), demo, Duration::from_secs(24 * 3600))
+        "demo user {demo}\ntoken: {}\noperator token (/health details): {}",
+        jwt.token(demo, Duration::from_secs(24 * 3600)),
+        jwt.operator_token("demo-operator", Duration::from_secs(24 * 3600))
     );
     let state = AppState {
         repo: repo.clone(),
@@ -100,7 +136,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         metrics: metrics.clone(),
         sink,
         health: Arc::new(HealthMonitor::new(metrics).with_repository(repo)),
-        jwt_secret: Arc::new(secret.into_bytes()),
+        jwt,
         render_metrics: Some(Arc::new(move || handle.render())),
         ws_heartbeat: Duration::from_secs(15),
     };
@@ -112,6 +148,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             let _ = tokio::signal::ctrl_c().await;
         })
         .await?;
+    drop(maintenance);
     let written = pipeline.shutdown().await?;
     println!("shut down; {} AI interactions written", written.written);
     Ok(())

@@ -7,13 +7,13 @@
 -- (an advisory lock serialises callers). Returns the number of partitions created.
 --
 -- SECURITY DEFINER so the application role may call it on a timer without owning the
--- tables; app.service is set for the call only, so FORCE'd RLS lets it move answers.
+-- tables; app.service is set inside the call, so FORCE'd RLS lets it move answers.
+-- (Migration 0006 replaces this function: bounds in UTC, locks, no change events.)
 CREATE FUNCTION kasama_ensure_partitions(months_ahead integer DEFAULT 3, weeks_ahead integer DEFAULT 8)
 RETURNS integer
 LANGUAGE plpgsql
 SECURITY DEFINER
 SET search_path = public, pg_temp
-SET app.service = 'on'
 AS $$
 DECLARE
     created integer := 0;
@@ -27,6 +27,7 @@ BEGIN
             USING ERRCODE = 'invalid_parameter_value';
     END IF;
     PERFORM pg_advisory_xact_lock(hashtext('kasama_ensure_partitions'));
+    PERFORM set_config('app.service', 'on', true);
 
     -- assessments: monthly
     FOR lo IN

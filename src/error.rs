@@ -81,6 +81,16 @@ pub enum Error {
         /// Why it failed.
         reason: String,
     },
+    /// The configuration is unsafe or unusable, e.g. the database role the
+    /// repository connects as bypasses row-level security. Not retryable: fix the
+    /// configuration.
+    #[error("refused configuration of {what}: {reason}")]
+    Config {
+        /// What was configured, e.g. `"database role"`.
+        what: Cow<'static, str>,
+        /// What is wrong and what to do about it.
+        reason: String,
+    },
     /// A backend (database, HTTP service) failed.
     #[error("{what} failed")]
     Backend {
@@ -166,6 +176,10 @@ impl Error {
                 version: *version,
                 reason: reason.clone(),
             },
+            Error::Config { what, reason } => Error::Config {
+                what: what.clone(),
+                reason: reason.clone(),
+            },
             Error::Backend {
                 what,
                 retryable,
@@ -191,6 +205,7 @@ impl Error {
             Error::Overloaded { .. } => "overloaded",
             Error::Timeout { .. } => "timeout",
             Error::Migration { .. } => "migration",
+            Error::Config { .. } => "config",
             Error::Backend { .. } => "backend",
         }
     }
@@ -198,6 +213,11 @@ impl Error {
     /// Whether this is [`Error::NotFound`].
     pub fn is_not_found(&self) -> bool {
         matches!(self, Error::NotFound { .. })
+    }
+
+    /// Whether this is [`Error::Config`].
+    pub fn is_config(&self) -> bool {
+        matches!(self, Error::Config { .. })
     }
 
     /// Whether this is [`Error::Forbidden`].

@@ -9,6 +9,7 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Duration, NaiveDate, TimeZone, Utc};
 use kasama::prelude::*;
+use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, hydrate};
 use serde_json::json;
 
 type Repo = Arc<dyn Repository>;
@@ -65,7 +66,37 @@ conformance!(
     system_health,
     bad_input,
     isolation,
+    erase,
 );
+
+/// Defence in depth: the isolation suite again, on a role for which row-level
+/// security does not apply (`BYPASSRLS`, with the explicit opt-out). The repository's
+/// own filters must keep users apart on their own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn isolation_holds_where_rls_does_not_apply() {
+    let Some(db) = common::pg().await else { return };
+    let repo = db.bypass_repo();
+    // First prove RLS is off for this role: scoped as nobody, it still sees a row.
+    let a = user(&(Arc::new(repo.clone()) as Repo), 7).await;
+    let raw = common::connect(
+        &db.app_config()
+            .url
+            .replace(common::APP_LOGIN, common::BYPASS_LOGIN),
+    )
+    .await
+    .unwrap();
+    raw.batch_execute("SELECT set_config('app.user_id', '', false)")
+        .await
+        .unwrap();
+    let seen: i64 = raw
+        .query_one("SELECT count(*) FROM profiles WHERE id = $1", &[&a.0])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, 1, "the bypass role must really bypass RLS");
+    isolation(Arc::new(repo)).await;
+    db.finish().await;
+}
 
 const S: Actor = Actor::Service;
 
@@ -1821,14 +1852,71 @@ async fn isolation(repo: Repo) {
         )
         .await
         .unwrap();
-    repo.log_progress(ua, entry(a, p.id, at(2026, 1, 1, 0), 5, true))
+    let logged = repo
+        .log_progress(ua, entry(a, p.id, at(2026, 1, 1, 0), 5, true))
         .await
         .unwrap();
     repo.record_interaction(ua, interaction(a, AgentType::LearningCoach, 5, None))
         .await
         .unwrap();
+    repo.answer_assessment(
+        ua,
+        asmt.id,
+        vec![NewAnswer {
+            question_id: "q0".into(),
+            answer: json!("a's answer"),
+            score: Some(3),
+        }],
+    )
+    .await
+    .unwrap();
 
     // b reads nothing of a's: single rows are "not found", lists are refused.
+    assert!(
+        repo.get_progress_entry(ub, logged.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    assert!(
+        repo.get_notification(ub, note.id)
+            .await
+            .unwrap_err()
+            .is_not_found()
+    );
+    // Hydrating a's change events as b yields nothing, for every table.
+    for (table, id) in [
+        (ChangeTable::Assessments, asmt.id.0),
+        (ChangeTable::Goals, goal.id.0),
+        (ChangeTable::LearningPaths, path.id.0),
+        (ChangeTable::Notifications, note.id.0),
+        (ChangeTable::Progress, logged.id.0),
+    ] {
+        let event = ChangeEvent {
+            table,
+            op: ChangeOp::Update,
+            id,
+            user_id: a,
+            seq: 1,
+            at: Utc::now(),
+        };
+        assert_eq!(
+            hydrate(repo.as_ref(), ub, &event).await.unwrap(),
+            None,
+            "{table:?}"
+        );
+        assert!(
+            hydrate(repo.as_ref(), ua, &event).await.unwrap().is_some(),
+            "{table:?}"
+        );
+    }
+    assert!(
+        repo.ai_cost_analysis(ub, Some(a), None)
+            .await
+            .unwrap_err()
+            .is_forbidden()
+    );
+    assert!(repo.erase_user(ub, a).await.unwrap_err().is_forbidden());
     assert!(repo.get_profile(ub, a).await.unwrap_err().is_not_found());
     assert!(
         repo.get_assessment(ub, asmt.id)
@@ -1927,6 +2015,23 @@ async fn isolation(repo: Repo) {
     nf(repo.complete_milestone(ub, goal.id, 0).await.map(|_| ()));
     nf(repo.delete_goal(ub, goal.id).await);
     nf(repo.advance_learning_path(ub, path.id, 1).await.map(|_| ()));
+    nf(repo
+        .update_profile(
+            ub,
+            a,
+            ProfileUpdate {
+                display_name: Some("B was here".into()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map(|_| ()));
+    assert!(
+        repo.mark_notifications_read(ub, a, &[note.id])
+            .await
+            .unwrap_err()
+            .is_forbidden()
+    );
     assert_eq!(
         repo.mark_notifications_read(ub, b, &[note.id])
             .await
@@ -1950,6 +2055,19 @@ async fn isolation(repo: Repo) {
     );
 
     // a's data is untouched.
+    assert_eq!(
+        repo.get_profile(ua, a).await.unwrap().display_name,
+        "User 1"
+    );
+    assert_eq!(
+        repo.list_answers(ua, asmt.id).await.unwrap()[0].answer,
+        json!("a's answer")
+    );
+    assert_eq!(
+        repo.get_progress_entry(ua, logged.id).await.unwrap(),
+        logged
+    );
+    assert_eq!(repo.get_notification(ua, note.id).await.unwrap(), note);
     assert_eq!(repo.get_goal(ua, goal.id).await.unwrap(), goal);
     assert_eq!(repo.get_learning_path(ua, path.id).await.unwrap(), path);
     assert_eq!(repo.get_assessment(ua, asmt.id).await.unwrap(), asmt);
@@ -1968,4 +2086,167 @@ async fn isolation(repo: Repo) {
             .total_requests,
         0
     );
+}
+
+async fn erase(repo: Repo) {
+    let a = user(&repo, 1).await;
+    let b = user(&repo, 2).await;
+    let p = practice(&repo, "P", "c", DifficultyLevel::Beginner, &[]).await;
+    for u in [a, b] {
+        let ua = Actor::User(u);
+        for month in [1, 6] {
+            let asmt = repo
+                .create_assessment(
+                    ua,
+                    NewAssessment {
+                        user_id: u,
+                        assessment_type: "x".into(),
+                        title: "T".into(),
+                        created_at: Some(at(2026, month, 3, 0)),
+                    },
+                )
+                .await
+                .unwrap();
+            repo.answer_assessment(
+                ua,
+                asmt.id,
+                vec![
+                    NewAnswer {
+                        question_id: "q1".into(),
+                        answer: json!(1),
+                        score: None,
+                    },
+                    NewAnswer {
+                        question_id: "q2".into(),
+                        answer: json!(2),
+                        score: None,
+                    },
+                ],
+            )
+            .await
+            .unwrap();
+        }
+        let goal = repo
+            .create_goal(
+                ua,
+                NewGoal {
+                    user_id: u,
+                    title: "G".into(),
+                    description: String::new(),
+                    category: "c".into(),
+                    target_date: None,
+                    milestones: vec![],
+                },
+            )
+            .await
+            .unwrap();
+        repo.create_learning_path(
+            ua,
+            NewLearningPath {
+                user_id: u,
+                title: "L".into(),
+                description: String::new(),
+                practice_ids: vec![p.id],
+            },
+        )
+        .await
+        .unwrap();
+        for d in 1..=3 {
+            let e = NewProgress {
+                goal_id: Some(goal.id),
+                ..entry(u, p.id, at(2026, 1, d, 0), 5, true)
+            };
+            repo.log_progress(ua, e).await.unwrap();
+        }
+        repo.create_notification(
+            ua,
+            NewNotification {
+                user_id: u,
+                kind: NotificationType::Reminder,
+                priority: PriorityLevel::Low,
+                title: "N".into(),
+                body: String::new(),
+                data: json!({}),
+            },
+        )
+        .await
+        .unwrap();
+        // Interactions in two different weeks (two partitions on PostgreSQL).
+        let batch = [
+            interaction(u, AgentType::LearningCoach, 5, Some(at(2026, 1, 5, 0))),
+            interaction(u, AgentType::LearningCoach, 5, Some(at(2026, 3, 5, 0))),
+        ];
+        repo.record_interactions(ua, &batch).await.unwrap();
+    }
+
+    // Only the service erases.
+    assert!(
+        repo.erase_user(Actor::User(a), a)
+            .await
+            .unwrap_err()
+            .is_forbidden()
+    );
+    let report = repo.erase_user(S, a).await.unwrap();
+    assert_eq!(
+        report,
+        ErasureReport {
+            profiles: 1,
+            assessments: 2,
+            answers: 4,
+            goals: 1,
+            progress: 3,
+            learning_paths: 1,
+            notifications: 1,
+            ai_interactions: 2,
+        }
+    );
+    assert_eq!(report.total(), 15);
+    // Nothing of a's is left, not even for the service.
+    assert!(repo.get_profile(S, a).await.unwrap_err().is_not_found());
+    let pg = Page::default();
+    assert!(
+        repo.list_assessments(S, a, &AssessmentFilter::default(), pg)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(repo.list_goals(S, a, pg).await.unwrap().is_empty());
+    assert!(repo.list_progress(S, a, None, pg).await.unwrap().is_empty());
+    assert!(repo.list_learning_paths(S, a, pg).await.unwrap().is_empty());
+    assert!(
+        repo.list_unread_notifications(S, a, pg)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(repo.list_interactions(S, a, pg).await.unwrap().is_empty());
+    assert_eq!(
+        repo.ai_cost_analysis(S, Some(a), None)
+            .await
+            .unwrap()
+            .total_requests,
+        0
+    );
+    // b keeps everything.
+    let ub = Actor::User(b);
+    assert_eq!(
+        repo.list_assessments(ub, b, &AssessmentFilter::default(), pg)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
+    assert_eq!(repo.list_progress(ub, b, None, pg).await.unwrap().len(), 3);
+    assert_eq!(repo.list_interactions(ub, b, pg).await.unwrap().len(), 2);
+    // a's email is free again; erasing twice is harmless.
+    assert_eq!(
+        repo.erase_user(S, a).await.unwrap(),
+        ErasureReport::default()
+    );
+    repo.create_profile(
+        S,
+        NewProfile::new(a, format!("user1-{a}@example.com"), "Again"),
+    )
+    .await
+    .unwrap();
 }

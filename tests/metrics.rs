@@ -269,7 +269,9 @@ async fn health_includes_the_databases_own_figures() {
             db_buffer_hit_ratio: 0.0,
             ..Default::default()
         })
-        .with_repository(Arc::new(db.repo.clone()));
+        .with_repository(Arc::new(db.repo.clone()))
+        // Read the figures on every evaluation: the second one must see the new row.
+        .with_database_refresh(Duration::ZERO);
     let r = monitor.evaluate().await;
     let figures = r.database.clone().expect("PostgreSQL reports its figures");
     assert_eq!(figures.default_partition_rows, 0);
@@ -317,4 +319,104 @@ async fn health_includes_the_databases_own_figures() {
             .contains("ensure_partitions")
     );
     db.finish().await;
+}
+
+/// Counts the database calls a [`MeteredRepository`] makes, by operation.
+#[derive(Default)]
+struct CountCalls(std::sync::Mutex<Vec<&'static str>>);
+
+impl CountCalls {
+    fn of(&self, op: &str) -> usize {
+        self.0.lock().unwrap().iter().filter(|o| **o == op).count()
+    }
+}
+
+impl MetricsSink for CountCalls {
+    fn record(&self, e: &MetricEvent) {
+        if let MetricEvent::Database { operation, .. } = e {
+            self.0.lock().unwrap().push(operation);
+        }
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_database_figures_are_read_at_most_once_per_refresh_interval() {
+    let calls = Arc::new(CountCalls::default());
+    let repo = Arc::new(MeteredRepository::new(
+        InMemoryRepository::new(),
+        calls.clone(),
+    ));
+    let monitor = Arc::new(
+        HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_repository(repo.clone()),
+    );
+    assert_eq!(
+        HealthMonitor::DEFAULT_DATABASE_REFRESH,
+        Duration::from_secs(30)
+    );
+    // 50 evaluations within the window, some of them concurrent: one read.
+    for _ in 0..10 {
+        monitor.evaluate().await;
+    }
+    futures_util::future::join_all((0..40).map(|_| monitor.evaluate())).await;
+    assert_eq!(calls.of("system_health"), 1);
+    tokio::time::advance(Duration::from_millis(29_999)).await;
+    monitor.evaluate().await;
+    assert_eq!(calls.of("system_health"), 1, "still inside the 30 s window");
+    tokio::time::advance(Duration::from_millis(1)).await;
+    futures_util::future::join_all((0..10).map(|_| monitor.evaluate())).await;
+    assert_eq!(calls.of("system_health"), 2, "one read for the next window");
+
+    // Another interval, and none at all.
+    let calls = Arc::new(CountCalls::default());
+    let repo = Arc::new(MeteredRepository::new(
+        InMemoryRepository::new(),
+        calls.clone(),
+    ));
+    let m = Arc::new(InMemoryMetrics::new());
+    let every_5s = HealthMonitor::new(m.clone())
+        .with_repository(repo.clone())
+        .with_database_refresh(Duration::from_secs(5));
+    for _ in 0..4 {
+        every_5s.evaluate().await;
+        tokio::time::advance(Duration::from_secs(2)).await;
+    }
+    // t = 0 (read), 2, 4, 6 (read): two reads.
+    assert_eq!(calls.of("system_health"), 2);
+    let always = HealthMonitor::new(m)
+        .with_repository(repo)
+        .with_database_refresh(Duration::ZERO);
+    for _ in 0..3 {
+        always.evaluate().await;
+    }
+    assert_eq!(calls.of("system_health"), 5);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_failed_database_read_is_reported_and_kept_for_the_interval() {
+    // A database nobody listens for: every call fails at once (connection refused).
+    let down = PgRepository::connect(&PgConfig::new(
+        "host=127.0.0.1 port=1 user=nobody dbname=none sslmode=disable",
+    ))
+    .unwrap();
+    let calls = Arc::new(CountCalls::default());
+    let repo = Arc::new(MeteredRepository::new(down, calls.clone()));
+    let monitor = HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_repository(repo);
+    for _ in 0..5 {
+        let r = monitor.evaluate().await;
+        let c = r
+            .checks
+            .iter()
+            .find(|c| c.check == Check::Database)
+            .unwrap();
+        assert_eq!(c.status, Status::Critical);
+        assert_eq!(r.overall, Status::Critical);
+    }
+    assert_eq!(calls.of("system_health"), 1);
+    tokio::time::advance(Duration::from_secs(30)).await;
+    monitor.evaluate().await;
+    assert_eq!(
+        calls.of("system_health"),
+        2,
+        "asked again after the interval"
+    );
 }

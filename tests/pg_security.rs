@@ -337,3 +337,132 @@ async fn errors_do_not_leak_sql_or_other_users_data() {
     assert!(!text.contains("INSERT"), "{text}");
     db.finish().await;
 }
+
+/// The repository refuses to run as a role for which RLS would not apply — a
+/// superuser, a BYPASSRLS role, the tables' owner, or a role that can become the owner
+/// — with `Error::Config` naming the role; the explicit opt-out lets a tool through.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_that_bypass_rls_are_refused_at_connect() {
+    let Some(db) = common::pg().await else { return };
+    // The documented app login passes.
+    db.repo.verify().await.unwrap();
+
+    let refused = |url: String, allow: bool| async move {
+        let mut cfg = PgConfig::new(url);
+        cfg.allow_rls_bypass = allow;
+        let repo = PgRepository::connect(&cfg).unwrap();
+        let r = repo.verify().await;
+        // Every call fails the same way, not just the first.
+        let again = repo.get_profile(Actor::Service, UserId::new()).await;
+        repo.pool().close();
+        match (r, again) {
+            (Ok(()), _) => None,
+            (Err(e), Err(e2)) => {
+                assert!(e.is_config(), "{e:?}");
+                assert!(e2.is_config(), "{e2:?}");
+                assert!(!e.is_retryable());
+                Some(e.to_string())
+            }
+            (Err(e), Ok(_)) => panic!("refused once, then served: {e}"),
+        }
+    };
+
+    let superuser = db.admin_conn_string();
+    let su_name = common::connect(&superuser)
+        .await
+        .unwrap()
+        .query_one("SELECT current_user::text", &[])
+        .await
+        .unwrap()
+        .get::<_, String>(0);
+    let msg = refused(superuser.clone(), false)
+        .await
+        .expect("superuser refused");
+    assert!(
+        msg.contains(&format!("\"{su_name}\"")) && msg.contains("superuser"),
+        "{msg}"
+    );
+    assert!(msg.contains("allow_rls_bypass"), "{msg}");
+
+    let bypass = db
+        .app_config()
+        .url
+        .replace(common::APP_LOGIN, common::BYPASS_LOGIN);
+    let msg = refused(bypass.clone(), false)
+        .await
+        .expect("BYPASSRLS refused");
+    assert!(msg.contains("BYPASSRLS"), "{msg}");
+
+    let msg = refused(db.owner_conn_string(), false)
+        .await
+        .expect("owner refused");
+    assert!(
+        msg.contains(common::OWNER) && msg.contains("owner"),
+        "{msg}"
+    );
+
+    // A login that may SET ROLE to the owner is as good as the owner.
+    let admin = db.admin().await;
+    common::ensure_role(
+        &admin,
+        "kasama_test_owner_member",
+        &format!("LOGIN NOINHERIT IN ROLE {}", common::OWNER),
+    )
+    .await;
+    let member = db
+        .app_config()
+        .url
+        .replace(common::APP_LOGIN, "kasama_test_owner_member");
+    let msg = refused(member, false)
+        .await
+        .expect("owner's member refused");
+    assert!(msg.contains("can become"), "{msg}");
+
+    // The opt-out lets tools through.
+    assert_eq!(refused(superuser, true).await, None);
+    assert_eq!(refused(bypass, true).await, None);
+    db.finish().await;
+}
+
+/// An answer can only point at an assessment of its own user, even for raw SQL run
+/// as the service (which RLS lets write any row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_answer_cannot_point_at_another_users_assessment_even_in_raw_sql() {
+    let Some(db) = common::pg().await else { return };
+    let (a, b, _, _) = seed(&db.repo).await;
+    let asmt = db
+        .repo
+        .create_assessment(
+            Actor::User(a),
+            NewAssessment {
+                user_id: a,
+                assessment_type: "x".into(),
+                title: "A's".into(),
+                created_at: None,
+            },
+        )
+        .await
+        .unwrap();
+    let c = db.app().await;
+    c.batch_execute("SELECT set_config('app.service', 'on', false)")
+        .await
+        .unwrap();
+    let e = c
+        .execute(
+            "INSERT INTO assessment_answers (id, assessment_id, assessment_created_at, user_id, question_id, answer)
+             VALUES ($1, $2, $3, $4, 'q', '1')",
+            &[&uuid::Uuid::new_v4(), &asmt.id.0, &asmt.created_at, &b.0],
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Some(&SqlState::FOREIGN_KEY_VIOLATION), "{e}");
+    // The same row for the assessment's own user is accepted.
+    c.execute(
+        "INSERT INTO assessment_answers (id, assessment_id, assessment_created_at, user_id, question_id, answer)
+         VALUES ($1, $2, $3, $4, 'q', '1')",
+        &[&uuid::Uuid::new_v4(), &asmt.id.0, &asmt.created_at, &a.0],
+    )
+    .await
+    .unwrap();
+    db.finish().await;
+}

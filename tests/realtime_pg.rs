@@ -4,9 +4,9 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::Duration;
+
+use common::cluster::Cluster;
 
 use kasama::prelude::*;
 use kasama::realtime::{
@@ -22,6 +22,7 @@ fn cfg(url: String) -> PgRealtimeConfig {
         heartbeat: Duration::from_millis(500),
         heartbeat_timeout: Duration::from_secs(2),
         buffer: 4,
+        allow_rls_bypass: false,
     }
 }
 
@@ -42,7 +43,7 @@ async fn change(s: &mut Subscription) -> ChangeEvent {
 /// A fresh database, a connected feed on it, and one user.
 async fn feed() -> Option<(common::TestDb, PgRealtime, UserId)> {
     let db = common::pg().await?;
-    let rt = PgRealtime::start(cfg(db.app_config().url));
+    let rt = PgRealtime::start(cfg(db.app_config().url)).unwrap();
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let u = users(&db.repo, 1).await[0];
     Some((db, rt, u))
@@ -85,7 +86,7 @@ async fn users(repo: &PgRepository, n: usize) -> Vec<UserId> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn commit_order_rollbacks_and_isolation() {
     let Some(db) = common::pg().await else { return };
-    let rt = PgRealtime::start(cfg(db.app_config().url));
+    let rt = PgRealtime::start(cfg(db.app_config().url)).unwrap();
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let us = users(&db.repo, 2).await;
     let (a, b) = (us[0], us[1]);
@@ -285,107 +286,6 @@ async fn a_row_with_megabytes_of_json_still_notifies() {
     db.finish().await;
 }
 
-/// A PostgreSQL cluster of our own (initdb, as the `postgres` user), so a test may
-/// stop and start it without disturbing the shared server.
-struct Cluster {
-    dir: PathBuf,
-    port: u16,
-    bin: PathBuf,
-}
-
-impl Cluster {
-    fn pg(&self, args: &[&str]) -> bool {
-        Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
-            .args(args)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    }
-
-    fn options(&self) -> String {
-        format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1",
-            self.port,
-            self.dir.display()
-        )
-    }
-
-    fn create() -> Option<Cluster> {
-        let bin = std::fs::read_dir("/usr/lib/postgresql")
-            .ok()?
-            .flatten()
-            .map(|e| e.path().join("bin"))
-            .find(|p| p.join("initdb").exists())?;
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .ok()?
-            .local_addr()
-            .ok()?
-            .port();
-        let dir = std::env::temp_dir().join(format!("kasama-pg-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir_all(&dir).ok()?;
-        Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(&dir)
-            .status()
-            .ok()?
-            .success()
-            .then_some(())?;
-        let data = dir.join("data");
-        let ok = Command::new("runuser")
-            .args(["-u", "postgres", "--"])
-            .arg(bin.join("initdb"))
-            .args(["-A", "trust", "-U", "postgres", "--no-sync", "-D"])
-            .arg(&data)
-            .output()
-            .is_ok_and(|o| o.status.success());
-        if !ok {
-            return None;
-        }
-        let c = Cluster { dir, port, bin };
-        c.start().then_some(c)
-    }
-
-    fn start(&self) -> bool {
-        let data = self.dir.join("data");
-        self.pg(&[
-            "-D",
-            data.to_str().unwrap(),
-            "-o",
-            &self.options(),
-            "-l",
-            self.dir.join("log").to_str().unwrap(),
-            "-w",
-            "start",
-        ])
-    }
-
-    fn stop(&self) -> bool {
-        self.pg(&[
-            "-D",
-            self.dir.join("data").to_str().unwrap(),
-            "-m",
-            "fast",
-            "-w",
-            "stop",
-        ])
-    }
-
-    fn url(&self) -> String {
-        format!(
-            "host=127.0.0.1 port={} user=postgres dbname=postgres",
-            self.port
-        )
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.stop();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     let Some(cluster) = Cluster::create() else {
@@ -397,11 +297,9 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
         eprintln!("SKIPPED (no throwaway PostgreSQL cluster)");
         return;
     };
-    kasama::repository::postgres::migrate_url(&cluster.url())
-        .await
-        .unwrap();
-    let repo = PgRepository::connect(&PgConfig::new(cluster.url())).unwrap();
-    let rt = PgRealtime::start(cfg(cluster.url()));
+    let (_, app) = common::provision(&cluster.url(), "kasama_restart").await;
+    let repo = PgRepository::connect(&PgConfig::new(app.clone())).unwrap();
+    let rt = PgRealtime::start(cfg(app)).unwrap();
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let u = users(&repo, 1).await[0];
     let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();

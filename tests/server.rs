@@ -13,11 +13,11 @@ use kasama::metrics::{FanOut, HealthMonitor, InMemoryMetrics, MetricsFacadeSink,
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};
-use kasama::server::{AppState, router, token};
+use kasama::server::{AppState, JwtConfig, router, token};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 
-const SECRET: &[u8] = b"test-secret";
+const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes";
 
 fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
     static H: OnceLock<metrics_exporter_prometheus::PrometheusHandle> = OnceLock::new();
@@ -32,11 +32,17 @@ fn prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
 struct Server {
     base: String,
     repo: Arc<dyn Repository>,
+    metrics: Arc<InMemoryMetrics>,
 }
 
 async fn start() -> Server {
+    start_with(JwtConfig::new(SECRET).unwrap()).await
+}
+
+async fn start_with(jwt: JwtConfig) -> Server {
     let handle = prometheus();
     let metrics = Arc::new(InMemoryMetrics::new());
+    let kept_metrics = metrics.clone();
     let sink: Arc<dyn MetricsSink> = Arc::new(FanOut(vec![
         metrics.clone(),
         Arc::new(MetricsFacadeSink::new()),
@@ -58,7 +64,7 @@ async fn start() -> Server {
         metrics: metrics.clone(),
         sink,
         health: Arc::new(HealthMonitor::new(metrics)),
-        jwt_secret: Arc::new(SECRET.to_vec()),
+        jwt,
         render_metrics: Some(Arc::new(move || handle.render())),
         ws_heartbeat: Duration::from_secs(15),
     };
@@ -68,6 +74,7 @@ async fn start() -> Server {
     Server {
         base: format!("http://{addr}"),
         repo,
+        metrics: kept_metrics,
     }
 }
 
@@ -119,6 +126,8 @@ async fn the_auth_matrix() {
         &kasama::server::Claims {
             sub: a.to_string(),
             exp: 1_000_000,
+            nbf: None,
+            role: None,
         },
         &jsonwebtoken::EncodingKey::from_secret(SECRET),
     )
@@ -326,8 +335,12 @@ async fn metrics_health_and_the_dashboard_render() {
         "{text}"
     );
     assert!(text.contains("kasama_api_requests_total"));
+    let operator = JwtConfig::new(SECRET)
+        .unwrap()
+        .operator_token("ops", Duration::from_secs(60));
     let h = http()
         .get(format!("{}/health", s.base))
+        .bearer_auth(operator)
         .send()
         .await
         .unwrap();
@@ -403,4 +416,188 @@ async fn metrics_health_and_the_dashboard_render() {
         .unwrap();
     assert!(points >= 5, "{points} points drawn");
     assert!(dom.contains("AI requests"));
+}
+
+fn signed(claims: Value) -> String {
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(SECRET),
+    )
+    .unwrap()
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp()
+}
+
+#[test]
+fn a_jwt_secret_shorter_than_32_bytes_is_refused_and_never_shown() {
+    let e = JwtConfig::new(b"0123456789abcdef0123456789abcde".to_vec()).unwrap_err();
+    assert_eq!(e.invalid_field(), Some("jwt_secret"));
+    assert!(e.to_string().contains("at least 32 bytes, got 31"), "{e}");
+    assert!(JwtConfig::new(Vec::new()).is_err());
+    let ok = JwtConfig::new(SECRET).unwrap().issuer("kasama-auth");
+    let shown = format!("{ok:?}");
+    assert!(!shown.contains("a-test-secret"), "{shown}");
+    assert!(
+        shown.contains("***") && shown.contains("kasama-auth"),
+        "{shown}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_checked_for_nbf_and_the_configured_iss_and_aud() {
+    let jwt = JwtConfig::new(SECRET)
+        .unwrap()
+        .issuer("kasama-auth")
+        .audience("kasama-api");
+    let s = start_with(jwt.clone()).await;
+    let (a, _) = user(&s, SubscriptionTier::Premium).await;
+    let status = |tok: String| {
+        let s = &s;
+        async move {
+            http()
+                .get(format!("{}/api/profile", s.base))
+                .bearer_auth(tok)
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    let sub = a.to_string();
+    let exp = now() + 3600;
+    // Signed by the config itself: accepted.
+    assert_eq!(status(jwt.token(a, Duration::from_secs(60))).await, 200);
+    let good = json!({"sub": sub, "exp": exp, "iss": "kasama-auth", "aud": "kasama-api"});
+    assert_eq!(status(signed(good.clone())).await, 200);
+    // An audience list that contains ours.
+    let mut list = good.clone();
+    list["aud"] = json!(["other", "kasama-api"]);
+    assert_eq!(status(signed(list)).await, 200);
+    // Each failing one check.
+    let mut cases = Vec::new();
+    let mut t = good.clone();
+    t["nbf"] = json!(now() + 3600);
+    cases.push(("not yet valid (nbf in an hour)", t));
+    let mut t = good.clone();
+    t.as_object_mut().unwrap().remove("iss");
+    cases.push(("no iss", t));
+    let mut t = good.clone();
+    t["iss"] = json!("someone-else");
+    cases.push(("another iss", t));
+    let mut t = good.clone();
+    t.as_object_mut().unwrap().remove("aud");
+    cases.push(("no aud", t));
+    let mut t = good.clone();
+    t["aud"] = json!("another-api");
+    cases.push(("another aud", t));
+    for (what, claims) in cases {
+        assert_eq!(status(signed(claims)).await, 401, "{what}");
+    }
+    // nbf in the past (beyond the leeway) is fine.
+    let mut t = good;
+    t["nbf"] = json!(now() - 3600);
+    assert_eq!(status(signed(t)).await, 200);
+
+    // Without iss/aud configured, nbf is still checked and iss/aud are not required.
+    let s2 = start_with(JwtConfig::new(SECRET).unwrap()).await;
+    let (b, _) = user(&s2, SubscriptionTier::Premium).await;
+    let status2 = |claims: Value| {
+        let s2 = &s2;
+        async move {
+            http()
+                .get(format!("{}/api/profile", s2.base))
+                .bearer_auth(signed(claims))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(
+        status2(json!({"sub": b.to_string(), "exp": exp})).await,
+        200
+    );
+    assert_eq!(
+        status2(json!({"sub": b.to_string(), "exp": exp, "nbf": now() + 3600})).await,
+        401
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn health_gives_anonymous_callers_the_status_only_and_operators_the_details() {
+    let jwt = JwtConfig::new(SECRET).unwrap();
+    let s = start_with(jwt.clone()).await;
+    let (_, user_token) = user(&s, SubscriptionTier::Premium).await;
+    let health = |tok: Option<String>| {
+        let s = &s;
+        async move {
+            let mut r = http().get(format!("{}/health", s.base));
+            if let Some(t) = tok {
+                r = r.bearer_auth(t);
+            }
+            let r = r.send().await.unwrap();
+            let code = r.status().as_u16();
+            (code, r.json::<Value>().await.unwrap())
+        }
+    };
+    // Anonymous, and an ordinary user: the status and nothing else.
+    for tok in [None, Some(user_token)] {
+        let (code, body) = health(tok).await;
+        assert_eq!(code, 200);
+        assert_eq!(body, json!({"status": "ok"}));
+    }
+    // An operator: the checks too.
+    let (code, body) = health(Some(jwt.operator_token("ops", Duration::from_secs(60)))).await;
+    assert_eq!(code, 200);
+    assert_eq!(body["status"], "ok");
+    assert!(body["checks"].as_array().unwrap().len() >= 7, "{body}");
+    assert!(body.get("database").is_some(), "{body}");
+    // A token that does not verify is refused, not quietly served less.
+    let forged = token(
+        b"another-secret-of-at-least-32-bytes",
+        UserId::new(),
+        Duration::from_secs(60),
+    );
+    assert_eq!(health(Some(forged)).await.0, 401);
+    // An operator role in a token signed with another key is no operator.
+    let forged_op = JwtConfig::new(b"another-secret-of-at-least-32-bytes".to_vec())
+        .unwrap()
+        .operator_token("ops", Duration::from_secs(60));
+    assert_eq!(health(Some(forged_op)).await.0, 401);
+    // An operator token is not a user's.
+    let r = http()
+        .get(format!("{}/api/profile", s.base))
+        .bearer_auth(jwt.operator_token("ops", Duration::from_secs(60)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_critical_server_says_so_to_anyone_with_503_and_no_details() {
+    let s = start().await;
+    // 30 failed API calls in the window: the API error-rate check is critical.
+    for _ in 0..30 {
+        s.metrics.record(&kasama::metrics::MetricEvent::Api {
+            endpoint: "/api/goals".into(),
+            method: "GET",
+            status: 500,
+            latency: Duration::from_millis(5),
+            user: None,
+        });
+    }
+    let r = http()
+        .get(format!("{}/health", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"status": "critical"})
+    );
 }

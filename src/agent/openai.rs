@@ -27,7 +27,9 @@ use crate::error::{Error, Result};
 /// TLS: pass a `reqwest::Client` built with your TLS features to
 /// [`OpenAiCompatibleAgentBuilder::client`] (kasama's own reqwest has none, to keep
 /// builds lean).
-#[derive(Debug, Clone)]
+///
+/// Its `Debug` shows whether an API key is set, never the key.
+#[derive(Clone)]
 pub struct OpenAiCompatibleAgent {
     name: String,
     url: String,
@@ -38,8 +40,8 @@ pub struct OpenAiCompatibleAgent {
     client: reqwest::Client,
 }
 
-/// Builder for [`OpenAiCompatibleAgent`].
-#[derive(Debug, Clone)]
+/// Builder for [`OpenAiCompatibleAgent`]. Its `Debug` hides the API key.
+#[derive(Clone)]
 #[must_use]
 pub struct OpenAiCompatibleAgentBuilder {
     name: String,
@@ -49,6 +51,37 @@ pub struct OpenAiCompatibleAgentBuilder {
     default_model: String,
     timeout: Duration,
     client: Option<reqwest::Client>,
+}
+
+/// Stands for a secret in `Debug` output: `Some("***")` or `None`.
+pub(crate) fn redacted(secret: &Option<String>) -> Option<&'static str> {
+    secret.as_ref().map(|_| "***")
+}
+
+impl std::fmt::Debug for OpenAiCompatibleAgent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiCompatibleAgent")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("api_key", &redacted(&self.api_key))
+            .field("models", &self.models)
+            .field("default_model", &self.default_model)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for OpenAiCompatibleAgentBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiCompatibleAgentBuilder")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .field("api_key", &redacted(&self.api_key))
+            .field("models", &self.models)
+            .field("default_model", &self.default_model)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiCompatibleAgent {

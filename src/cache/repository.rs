@@ -490,4 +490,8 @@ impl<R: Repository, C: Cache> Repository for CachedRepository<R, C> {
     async fn system_health(&self, a: Actor) -> Result<SystemHealth> {
         self.inner.system_health(a).await
     }
+    async fn erase_user(&self, a: Actor, u: UserId) -> Result<ErasureReport> {
+        let r = self.inner.erase_user(a, u).await;
+        self.write(a, [u], r, |_| None).await
+    }
 }

@@ -135,12 +135,27 @@ pub struct Alert {
 
 type Callback = Arc<dyn Fn(&Alert) + Send + Sync>;
 
+/// The database figures last read, and when (on tokio's clock).
+struct DbReading {
+    at: tokio::time::Instant,
+    /// The figures, or why the database did not answer.
+    result: std::result::Result<Option<DatabaseHealth>, String>,
+}
+
 /// Checks health on demand ([`HealthMonitor::evaluate`]) or on a timer
 /// ([`HealthMonitor::spawn`]) and delivers alerts to callbacks and subscribers.
+///
+/// The database's figures (one `Repository::system_health` call, which counts rows)
+/// are read at most once per [refresh interval](HealthMonitor::with_database_refresh)
+/// (default 30 s, on tokio's clock) however often `evaluate` is called; concurrent
+/// callers share one read. A failed read is kept for the interval too, so a database
+/// in trouble is not asked again by every probe.
 pub struct HealthMonitor {
     metrics: Arc<InMemoryMetrics>,
     thresholds: Thresholds,
     repo: Option<Arc<dyn Repository>>,
+    db_refresh: Duration,
+    db_reading: tokio::sync::Mutex<Option<DbReading>>,
     last: Mutex<HashMap<Check, Status>>,
     tx: broadcast::Sender<Alert>,
     callbacks: Vec<Callback>,
@@ -227,6 +242,9 @@ fn rate_check(
 }
 
 impl HealthMonitor {
+    /// Default of [`HealthMonitor::with_database_refresh`]: 30 s.
+    pub const DEFAULT_DATABASE_REFRESH: Duration = Duration::from_secs(30);
+
     /// A monitor over `metrics` with the default thresholds.
     pub fn new(metrics: Arc<InMemoryMetrics>) -> Self {
         let (tx, _) = broadcast::channel(64);
@@ -234,6 +252,8 @@ impl HealthMonitor {
             metrics,
             thresholds: Thresholds::default(),
             repo: None,
+            db_refresh: Self::DEFAULT_DATABASE_REFRESH,
+            db_reading: tokio::sync::Mutex::new(None),
             last: Mutex::new(HashMap::new()),
             tx,
             callbacks: Vec::new(),
@@ -252,6 +272,15 @@ impl HealthMonitor {
     #[must_use]
     pub fn with_repository(mut self, repo: Arc<dyn Repository>) -> Self {
         self.repo = Some(repo);
+        self
+    }
+
+    /// How long the database's figures are reused before they are read again.
+    /// Default: 30 s ([`Self::DEFAULT_DATABASE_REFRESH`]); `Duration::ZERO` reads them on
+    /// every evaluation.
+    #[must_use]
+    pub fn with_database_refresh(mut self, every: Duration) -> Self {
+        self.db_refresh = every;
         self
     }
 
@@ -337,14 +366,33 @@ impl HealthMonitor {
         });
         let mut database = None;
         if let Some(repo) = &self.repo {
-            match repo.system_health(Actor::Service).await {
-                Ok(h) => database = h.database,
-                Err(e) => checks.push(CheckStatus {
+            // Held across the read: callers arriving meanwhile wait for it and reuse it.
+            // If this caller is dropped mid-read, the lock is released unchanged and the
+            // next caller reads.
+            let mut reading = self.db_reading.lock().await;
+            let fresh = reading
+                .as_ref()
+                .is_some_and(|r| r.at.elapsed() < self.db_refresh);
+            if !fresh {
+                let result = repo
+                    .system_health(Actor::Service)
+                    .await
+                    .map(|h| h.database)
+                    .map_err(|e| e.to_string());
+                *reading = Some(DbReading {
+                    at: tokio::time::Instant::now(),
+                    result,
+                });
+            }
+            match reading.as_ref().map(|r| &r.result) {
+                Some(Ok(d)) => database = d.clone(),
+                Some(Err(e)) => checks.push(CheckStatus {
                     check: Check::Database,
                     status: Status::Critical,
                     value: None,
                     recommendation: Some(format!("the database did not answer: {e}")),
                 }),
+                None => {}
             }
         }
         if let Some(db) = &database {

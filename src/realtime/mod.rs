@@ -157,6 +157,7 @@ impl Channel {
 
 /// Whether the feed is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub enum FeedState {
     /// Connecting for the first time.
     Connecting,
@@ -164,6 +165,10 @@ pub enum FeedState {
     Connected,
     /// Lost the connection; trying again.
     Reconnecting,
+    /// Stopped for good: the listener's database role bypasses row-level security
+    /// (see [`PgRealtimeConfig::allow_rls_bypass`](crate::realtime::PgRealtimeConfig)).
+    /// The reason was logged; fix the configuration and start a new feed.
+    Refused,
 }
 
 /// The feed's observable status.

@@ -9,22 +9,27 @@ use futures_util::StreamExt;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
-use tokio_postgres::{AsyncMessage, NoTls};
+use tokio_postgres::AsyncMessage;
 
 use super::hub::{Hub, Subscription};
 use super::{Channel, FeedState, Realtime, RealtimeStatus, parse_payload};
 use crate::domain::Actor;
 use crate::error::Result;
 use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
+use crate::repository::postgres::tls::{Connector, connect_config};
+use crate::repository::postgres::{RoleCheck, check_role};
 
 /// The channel `kasama_notify_change()` sends on.
 pub(crate) const CHANNEL: &str = "kasama_changes";
 
-/// Settings of [`PgRealtime`]. Defaults on each field.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Settings of [`PgRealtime`]. Defaults on each field. Its `Debug` hides the
+/// connection string's password.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgRealtimeConfig {
     /// Connection string of the listener (any role that may connect; LISTEN needs no
-    /// table privilege). Default: `postgres://postgres@127.0.0.1:5432/postgres`.
+    /// table privilege), with `sslmode`/`sslrootcert` as for
+    /// [`PgRepository::connect`](crate::PgRepository::connect). Default:
+    /// `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: String,
     /// First reconnect delay; doubles per failed attempt. Default: 1 s.
     pub reconnect_min: Duration,
@@ -36,6 +41,29 @@ pub struct PgRealtimeConfig {
     pub heartbeat_timeout: Duration,
     /// Events buffered per subscriber before it lags. Default: 256.
     pub buffer: usize,
+    /// **Dangerous.** Accept a listener role for which row-level security does not
+    /// apply (superuser, `BYPASSRLS`, the tables' owner). Default: `false`: such a role
+    /// stops the feed in [`FeedState::Refused`], as
+    /// [`PgConfig::allow_rls_bypass`](crate::PgConfig::allow_rls_bypass) refuses it
+    /// for the repository.
+    pub allow_rls_bypass: bool,
+}
+
+impl std::fmt::Debug for PgRealtimeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgRealtimeConfig")
+            .field(
+                "url",
+                &crate::repository::postgres::tls::RedactedUrl(&self.url),
+            )
+            .field("reconnect_min", &self.reconnect_min)
+            .field("reconnect_max", &self.reconnect_max)
+            .field("heartbeat", &self.heartbeat)
+            .field("heartbeat_timeout", &self.heartbeat_timeout)
+            .field("buffer", &self.buffer)
+            .field("allow_rls_bypass", &self.allow_rls_bypass)
+            .finish()
+    }
 }
 
 impl Default for PgRealtimeConfig {
@@ -47,6 +75,7 @@ impl Default for PgRealtimeConfig {
             heartbeat: Duration::from_secs(30),
             heartbeat_timeout: Duration::from_secs(5),
             buffer: 256,
+            allow_rls_bypass: false,
         }
     }
 }
@@ -75,13 +104,25 @@ impl Drop for PgRealtime {
 impl PgRealtime {
     /// Starts the listener (needs a tokio runtime). Connection failures are retried
     /// in the background; see [`Realtime::status`].
-    pub fn start(config: PgRealtimeConfig) -> Self {
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`](crate::Error::InvalidInput) for a connection string
+    /// that cannot work whatever the server does: unparsable, an unknown `sslmode`, or
+    /// `verify-ca`/`verify-full` without a readable `sslrootcert`.
+    pub fn start(config: PgRealtimeConfig) -> Result<Self> {
         Self::start_with_metrics(config, Arc::new(NoopMetrics))
     }
 
     /// As [`PgRealtime::start`], recording delivery latency (database clock to
     /// arrival) and reconnects into `metrics`.
-    pub fn start_with_metrics(config: PgRealtimeConfig, metrics: Arc<dyn MetricsSink>) -> Self {
+    ///
+    /// # Errors
+    /// As [`PgRealtime::start`].
+    pub fn start_with_metrics(
+        config: PgRealtimeConfig,
+        metrics: Arc<dyn MetricsSink>,
+    ) -> Result<Self> {
+        let conn = connect_config(&config.url)?;
         let hub = Hub::new(config.buffer);
         let status = Arc::new(Mutex::new(RealtimeStatus {
             state: FeedState::Connecting,
@@ -92,8 +133,14 @@ impl PgRealtime {
             backend_pid: None,
             subscribers: 0,
         }));
-        let task = tokio::spawn(supervise(config, hub.clone(), status.clone(), metrics));
-        Self { hub, status, task }
+        let task = tokio::spawn(supervise(
+            config,
+            conn,
+            hub.clone(),
+            status.clone(),
+            metrics,
+        ));
+        Ok(Self { hub, status, task })
     }
 
     /// Waits until the listener is connected (or `timeout` passes); returns whether it is.
@@ -140,6 +187,7 @@ fn jitter(d: Duration) -> Duration {
 
 async fn supervise(
     cfg: PgRealtimeConfig,
+    conn: (tokio_postgres::Config, Connector),
     hub: Arc<Hub>,
     status: Arc<Mutex<RealtimeStatus>>,
     metrics: Arc<dyn MetricsSink>,
@@ -147,14 +195,22 @@ async fn supervise(
     let mut first = true;
     let mut attempts: u32 = 0;
     loop {
-        match listen(&cfg, &hub, &status, &metrics, first).await {
+        match listen(&cfg, &conn, &hub, &status, &metrics, first).await {
             Ok(()) => {
                 // Connected, then lost: start the backoff afresh.
                 attempts = 0;
                 first = false;
             }
-            Err(e) => {
+            Err(Listen::Db(e)) => {
                 tracing::warn!(error = %e, "realtime: connecting failed");
+            }
+            Err(Listen::Refused(why)) => {
+                tracing::error!("realtime: not listening: {why}");
+                set(&status, |s| {
+                    s.state = FeedState::Refused;
+                    s.backend_pid = None;
+                });
+                return;
             }
         }
         attempts += 1;
@@ -174,16 +230,29 @@ async fn supervise(
     }
 }
 
+/// Why a listener connection ended before it was established.
+enum Listen {
+    Db(tokio_postgres::Error),
+    Refused(String),
+}
+
+impl From<tokio_postgres::Error> for Listen {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Listen::Db(e)
+    }
+}
+
 /// One connection's life: connect, LISTEN, deliver, heartbeat, until it fails.
 /// `Ok` once it had connected (and then was lost), `Err` if it never connected.
 async fn listen(
     cfg: &PgRealtimeConfig,
+    (config, tls): &(tokio_postgres::Config, Connector),
     hub: &Hub,
     status: &Mutex<RealtimeStatus>,
     metrics: &Arc<dyn MetricsSink>,
     first: bool,
-) -> std::result::Result<(), tokio_postgres::Error> {
-    let (client, mut connection) = tokio_postgres::connect(&cfg.url, NoTls).await?;
+) -> std::result::Result<(), Listen> {
+    let (client, mut connection) = config.connect(tls.clone()).await?;
     let (tx, mut rx) = mpsc::unbounded_channel::<String>();
     // The connection must be polled for notifications to arrive; this task does it.
     let driver = tokio::spawn(async move {
@@ -204,11 +273,19 @@ async fn listen(
         }
     });
     let setup = async {
-        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
-        client
-            .query_one("SELECT pg_backend_pid()", &[])
+        check_role(&client, cfg.allow_rls_bypass)
             .await
-            .map(|r| r.get::<_, i32>(0))
+            .map_err(|e| match e {
+                RoleCheck::Db(e) => Listen::Db(e),
+                RoleCheck::Refused(why) => Listen::Refused(why),
+            })?;
+        client.batch_execute(&format!("LISTEN {CHANNEL}")).await?;
+        Ok::<_, Listen>(
+            client
+                .query_one("SELECT pg_backend_pid()", &[])
+                .await
+                .map(|r| r.get::<_, i32>(0))?,
+        )
     };
     let pid = match setup.await {
         Ok(pid) => pid,

@@ -100,4 +100,5 @@ metered! {
     fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> Result<Vec<Recommendation>>;
     fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> Result<CostAnalysis>;
     fn system_health(&self, a: Actor) -> Result<SystemHealth>;
+    fn erase_user(&self, a: Actor, u: UserId) -> Result<ErasureReport>;
 }

@@ -374,6 +374,19 @@ pub trait Repository: Send + Sync + 'static {
     /// # Errors
     /// `Forbidden`.
     async fn system_health(&self, actor: Actor) -> Result<SystemHealth>;
+
+    /// Erases every row of `user` — profile, assessments with their answers, goals,
+    /// progress, learning paths, notifications, AI interactions, in every partition —
+    /// in one transaction, and says how many rows of each went. Idempotent: a user
+    /// with no data gives an all-zero report. The change feed reports the deleted
+    /// rows of the tables it covers. Caches in front of the repository
+    /// ([`CachedRepository`](crate::CachedRepository)) forget the user too; the
+    /// semantic cache is the host's to clear
+    /// ([`SemanticCache::forget_user`](crate::semantic::SemanticCache::forget_user)).
+    ///
+    /// # Errors
+    /// `Forbidden` unless the service asks.
+    async fn erase_user(&self, actor: Actor, user: UserId) -> Result<ErasureReport>;
 }
 
 fn _object_safe(_: &dyn Repository) {}
@@ -547,6 +560,9 @@ impl<R: Repository + ?Sized> Repository for Arc<R> {
     }
     async fn system_health(&self, a: Actor) -> Result<SystemHealth> {
         (**self).system_health(a).await
+    }
+    async fn erase_user(&self, a: Actor, u: UserId) -> Result<ErasureReport> {
+        (**self).erase_user(a, u).await
     }
 }
 

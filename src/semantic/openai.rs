@@ -11,8 +11,8 @@ use crate::error::{Error, Result};
 
 /// An [`Embedder`] over HTTP: `POST {base_url}/embeddings` with `{model, input: [...]}`.
 /// Vectors are checked (dimension, NaN) and normalised. Errors map as for
-/// `OpenAiCompatibleAgent`.
-#[derive(Debug, Clone)]
+/// `OpenAiCompatibleAgent`. Its `Debug` shows whether an API key is set, never the key.
+#[derive(Clone)]
 pub struct OpenAiCompatibleEmbedder {
     url: String,
     api_key: Option<String>,
@@ -21,6 +21,19 @@ pub struct OpenAiCompatibleEmbedder {
     threshold: f32,
     timeout: Duration,
     client: reqwest::Client,
+}
+
+impl std::fmt::Debug for OpenAiCompatibleEmbedder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiCompatibleEmbedder")
+            .field("url", &self.url)
+            .field("api_key", &crate::agent::openai::redacted(&self.api_key))
+            .field("model", &self.model)
+            .field("dimension", &self.dimension)
+            .field("threshold", &self.threshold)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
 }
 
 impl OpenAiCompatibleEmbedder {

@@ -2,21 +2,31 @@
 //! auth, rate limits, `/health`, `/metrics`, a realtime WebSocket and a live dashboard.
 //! `examples/server.rs` runs it; hosts can copy it or mount [`router`] as it is.
 //!
-//! Auth: `Authorization: Bearer <JWT>` (HS256) whose `sub` is the acting user's id;
-//! the WebSocket also takes `?token=`. No token or a bad one → 401; another user's id
-//! in the path → 403. Errors map to statuses: invalid input 400 (with the field),
+//! Auth: `Authorization: Bearer <JWT>` (HS256, a secret of at least 32 bytes — see
+//! [`JwtConfig`]) whose `sub` is the acting user's id; `exp` is required, `nbf` is
+//! honoured, and `iss`/`aud` are required when configured. The WebSocket also takes
+//! `?token=`. No token or a bad one → 401; another user's id in the path → 403.
+//!
+//! `/health` answers anyone with the overall status only (`{"status": "ok"}`,
+//! `"degraded"` or `"critical"`; 503 when critical); the checks and the database's
+//! figures go only to an operator's token (`role: "operator"`, see
+//! [`JwtConfig::operator_token`]). The database figures are cached by the
+//! [`HealthMonitor`] (30 s by default), so probes cost no query each. Errors map to statuses: invalid input 400 (with the field),
 //! forbidden 403, not found 404, conflict 409, rate limited 429 with `Retry-After`,
 //! budget exceeded 402, overloaded or circuit open 503, timeout 504. Bodies over
 //! 64 KiB → 413; malformed JSON → 400/422 from axum's extractor, never 500.
 
+mod auth;
 mod dashboard;
+
+pub use auth::{AuthUser, Claims, JwtConfig, OPERATOR_ROLE, token};
+use auth::{bearer, verify};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::ws::{Message, WebSocket, WebSocketUpgrade};
-use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, Path, Query, Request, State};
-use axum::http::request::Parts;
+use axum::extract::{DefaultBodyLimit, MatchedPath, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
@@ -50,8 +60,10 @@ pub struct AppState {
     pub sink: Arc<dyn MetricsSink>,
     /// Health checks.
     pub health: Arc<HealthMonitor>,
-    /// The HS256 secret tokens are signed with.
-    pub jwt_secret: Arc<Vec<u8>>,
+    /// How bearer tokens are checked (the HS256 secret, at least 32 bytes, and the
+    /// `iss`/`aud` required when configured): [`JwtConfig::new`] or
+    /// [`JwtConfig::from_env`] refuse a missing or short secret.
+    pub jwt: JwtConfig,
     /// Renders `/metrics` (e.g. a Prometheus handle's `render`); `None` → 404.
     pub render_metrics: Option<Arc<dyn Fn() -> String + Send + Sync>>,
     /// WebSocket ping interval. Default in the example: 15 s.
@@ -60,33 +72,11 @@ pub struct AppState {
 
 impl std::fmt::Debug for AppState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("AppState").finish_non_exhaustive()
+        f.debug_struct("AppState")
+            .field("jwt", &self.jwt)
+            .field("ws_heartbeat", &self.ws_heartbeat)
+            .finish_non_exhaustive()
     }
-}
-
-/// The claims of a token.
-#[derive(Debug, Deserialize, serde::Serialize)]
-pub struct Claims {
-    /// The user's id.
-    pub sub: String,
-    /// Expiry, seconds since the epoch.
-    pub exp: u64,
-}
-
-/// Signs a token for `user` valid for `ttl` (for tests and tools).
-pub fn token(secret: &[u8], user: UserId, ttl: Duration) -> String {
-    let exp = (chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default())
-        .timestamp()
-        .max(0) as u64;
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
-        &Claims {
-            sub: user.to_string(),
-            exp,
-        },
-        &jsonwebtoken::EncodingKey::from_secret(secret),
-    )
-    .expect("HS256 signing does not fail")
 }
 
 /// An HTTP error with a JSON body.
@@ -121,6 +111,12 @@ impl From<Error> for ApiError {
                 (StatusCode::SERVICE_UNAVAILABLE, None)
             }
             Error::Timeout { .. } => (StatusCode::GATEWAY_TIMEOUT, None),
+            // The operator's problem, not the client's: no details over HTTP.
+            Error::Config { .. } => {
+                tracing::error!(error = %e, "refusing requests: unsafe configuration");
+                let body = json!({ "error": kind, "message": "server misconfigured" });
+                return ApiError(StatusCode::INTERNAL_SERVER_ERROR, body, None);
+            }
             _ => (StatusCode::BAD_GATEWAY, None),
         };
         let mut body = json!({ "error": kind, "message": e.to_string() });
@@ -138,57 +134,6 @@ fn unauthorized(msg: &str) -> ApiError {
         json!({ "error": "unauthorized", "message": msg }),
         None,
     )
-}
-
-/// The authenticated user, from the bearer token; also applies the API rate limit.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthUser {
-    /// The user.
-    pub id: UserId,
-    /// Their plan.
-    pub tier: SubscriptionTier,
-}
-
-fn verify(state: &AppState, tok: &str) -> Result<UserId, ApiError> {
-    let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
-    v.required_spec_claims = ["exp", "sub"].into_iter().map(String::from).collect();
-    let data = jsonwebtoken::decode::<Claims>(
-        tok,
-        &jsonwebtoken::DecodingKey::from_secret(&state.jwt_secret),
-        &v,
-    )
-    .map_err(|_| unauthorized("invalid or expired token"))?;
-    data.claims
-        .sub
-        .parse::<UserId>()
-        .map_err(|_| unauthorized("the token's subject is not a user id"))
-}
-
-async fn tier_of(state: &AppState, user: UserId) -> SubscriptionTier {
-    state
-        .repo
-        .get_profile(Actor::User(user), user)
-        .await
-        .map(|p| p.subscription_tier)
-        .unwrap_or_default()
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let h = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok());
-        let tok = h
-            .and_then(|h| h.strip_prefix("Bearer "))
-            .ok_or_else(|| unauthorized("missing bearer token"))?;
-        let id = verify(state, tok)?;
-        let tier = tier_of(state, id).await;
-        state.pipeline.rate_limits().check_api(id, tier)?;
-        Ok(AuthUser { id, tier })
-    }
 }
 
 /// The server's routes (see the module docs).
@@ -267,11 +212,7 @@ async fn create_profile(
 ) -> Result<(StatusCode, Json<Profile>), ApiError> {
     // The profile does not exist yet, so the tier lookup and rate limit of AuthUser
     // are skipped: only the token is checked.
-    let tok = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| unauthorized("missing bearer token"))?;
+    let tok = bearer(&headers).ok_or_else(|| unauthorized("missing bearer token"))?;
     let id = verify(&s, tok)?;
     let p = s
         .repo
@@ -563,14 +504,29 @@ async fn metrics_snapshot(State(s): State<AppState>) -> Json<crate::metrics::Met
     Json(s.metrics.snapshot())
 }
 
-async fn health(State(s): State<AppState>) -> Response {
-    let r = s.health.evaluate().await;
-    let code = if r.overall == Status::Critical {
-        StatusCode::SERVICE_UNAVAILABLE
-    } else {
-        StatusCode::OK
+/// `/health`: `{"status": "ok" | "degraded" | "critical"}` for anyone (503 when
+/// critical, else 200); the whole [`HealthReport`](crate::metrics::HealthReport)
+/// beside it only for an operator's token ([`JwtConfig::operator_token`]). A token that
+/// does not verify is refused (401) rather than silently served less.
+async fn health(State(s): State<AppState>, headers: HeaderMap) -> Response {
+    let operator = match bearer(&headers) {
+        None => false,
+        Some(tok) => match auth::claims(&s, tok) {
+            Ok(c) => c.is_operator(),
+            Err(e) => return e.into_response(),
+        },
     };
-    (code, Json(r)).into_response()
+    let r = s.health.evaluate().await;
+    let (code, status) = match r.overall {
+        Status::Healthy => (StatusCode::OK, "ok"),
+        Status::Warning => (StatusCode::OK, "degraded"),
+        Status::Critical => (StatusCode::SERVICE_UNAVAILABLE, "critical"),
+    };
+    let mut body = json!({ "status": status });
+    if operator && let Ok(Value::Object(details)) = serde_json::to_value(&r) {
+        body.as_object_mut().expect("a JSON object").extend(details);
+    }
+    (code, Json(body)).into_response()
 }
 
 async fn prometheus(State(s): State<AppState>) -> Response {

@@ -1,6 +1,10 @@
-//! Shared test helpers: a fresh PostgreSQL database per test, cloned from a migrated
-//! template, reached as a non-owner, non-superuser application role.
+//! Shared test helpers: a fresh PostgreSQL database per test, cloned from a template
+//! migrated by a non-superuser owner role, reached as a non-owner, non-superuser
+//! application role — the deployment the README describes. The superuser of
+//! `DATABASE_URL` only creates roles and databases (the DBA's part).
 #![allow(dead_code, unreachable_pub)]
+
+pub mod cluster;
 
 use std::str::FromStr;
 
@@ -11,6 +15,24 @@ use tokio_postgres::{Client, Config, NoTls};
 
 /// The login role the tests' repositories use: member of `kasama_app`, nothing more.
 pub const APP_LOGIN: &str = "kasama_test_login";
+/// The role that owns the schema and runs the migrations: `LOGIN CREATEROLE`, no
+/// superuser, no `BYPASSRLS` (what managed PostgreSQL services grant).
+pub const OWNER: &str = "kasama_test_owner";
+/// A login role that bypasses RLS (`BYPASSRLS`), for the defence-in-depth suite.
+pub const BYPASS_LOGIN: &str = "kasama_test_bypass";
+
+/// Creates a role unless it exists (roles are cluster-wide; tests race to make them).
+pub async fn ensure_role(admin: &Client, name: &str, options: &str) {
+    admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN
+                CREATE ROLE {name} {options};
+             EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
+             END $$"
+        ))
+        .await
+        .unwrap();
+}
 
 pub struct TestDb {
     pub name: String,
@@ -58,6 +80,25 @@ pub async fn connect(conn: &str) -> Result<Client, tokio_postgres::Error> {
     Ok(client)
 }
 
+/// On the cluster that `admin_url` reaches as a superuser: the owner role, a new
+/// database `dbname` it owns and has migrated, and the app login. Returns the owner's
+/// and the app login's connection strings.
+pub async fn provision(admin_url: &str, dbname: &str) -> (String, String) {
+    let base = Config::from_str(admin_url).expect("admin URL parses");
+    let admin = connect(admin_url).await.expect("admin connects");
+    ensure_role(&admin, OWNER, "LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS").await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {dbname} OWNER {OWNER}"))
+        .await
+        .unwrap();
+    let owner = conn_string(&base, Some(OWNER), dbname);
+    migrate_url(&owner)
+        .await
+        .expect("migrations apply as the owner");
+    ensure_role(&admin, APP_LOGIN, "LOGIN IN ROLE kasama_app").await;
+    (owner, conn_string(&base, Some(APP_LOGIN), dbname))
+}
+
 fn require_postgres() -> bool {
     std::env::var("KASAMA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
@@ -100,34 +141,31 @@ pub async fn pg() -> Option<TestDb> {
         .await
         .unwrap()
         .is_some();
+    ensure_role(&admin, OWNER, "LOGIN CREATEROLE NOSUPERUSER NOBYPASSRLS").await;
     if !exists {
         let building = format!("{tmpl}_building");
         for sql in [
             format!("DROP DATABASE IF EXISTS {building}"),
-            format!("CREATE DATABASE {building}"),
+            format!("CREATE DATABASE {building} OWNER {OWNER}"),
         ] {
             admin.batch_execute(&sql).await.unwrap();
         }
-        migrate_url(&conn_string(&base, None, &building))
+        migrate_url(&conn_string(&base, Some(OWNER), &building))
             .await
-            .expect("migrations apply to a fresh database");
-        admin
-            .batch_execute(&format!(
-                "DO $$ BEGIN
-                    CREATE ROLE {APP_LOGIN} LOGIN IN ROLE kasama_app;
-                 EXCEPTION WHEN duplicate_object OR unique_violation THEN NULL;
-                 END $$"
-            ))
-            .await
-            .unwrap();
+            .expect("migrations apply to a fresh database as a non-superuser owner");
         admin
             .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {tmpl}"))
             .await
             .unwrap();
     }
+    // kasama_app exists once any template was migrated.
+    ensure_role(&admin, APP_LOGIN, "LOGIN IN ROLE kasama_app").await;
+    ensure_role(&admin, BYPASS_LOGIN, "LOGIN BYPASSRLS IN ROLE kasama_app").await;
     let name = format!("kasama_t_{}", uuid::Uuid::new_v4().simple());
     admin
-        .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {tmpl}"))
+        .batch_execute(&format!(
+            "CREATE DATABASE {name} TEMPLATE {tmpl} OWNER {OWNER}"
+        ))
         .await
         .unwrap();
     admin
@@ -140,7 +178,8 @@ pub async fn pg() -> Option<TestDb> {
 }
 
 impl TestDb {
-    /// A connection as the database's owner (a superuser in the default set-up).
+    /// A connection as the cluster's superuser (the DBA: for set-up and for looking
+    /// behind RLS in assertions, never for the code under test).
     pub async fn admin(&self) -> Client {
         connect(&conn_string(&self.base, None, &self.name))
             .await
@@ -160,6 +199,23 @@ impl TestDb {
 
     pub fn admin_conn_string(&self) -> String {
         conn_string(&self.base, None, &self.name)
+    }
+
+    /// The schema owner's connection string (runs migrations and maintenance DDL).
+    pub fn owner_conn_string(&self) -> String {
+        conn_string(&self.base, Some(OWNER), &self.name)
+    }
+
+    /// A raw connection as the schema owner.
+    pub async fn owner(&self) -> Client {
+        connect(&self.owner_conn_string()).await.unwrap()
+    }
+
+    /// A repository on a role that bypasses RLS, with the explicit opt-out.
+    pub fn bypass_repo(&self) -> PgRepository {
+        let mut cfg = PgConfig::new(conn_string(&self.base, Some(BYPASS_LOGIN), &self.name));
+        cfg.allow_rls_bypass = true;
+        PgRepository::connect(&cfg).expect("pool builds")
     }
 
     /// Drops the database.

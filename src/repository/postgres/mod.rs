@@ -9,32 +9,39 @@
 //!   call sends `BEGIN`, the scope, the statement and `COMMIT` pipelined, in one round
 //!   trip; statements are prepared once per connection.
 
+mod maintenance;
 mod migrate;
 mod queries;
 mod rows;
+pub(crate) mod tls;
 
+pub use maintenance::{
+    MaintenanceConfig, MaintenanceReport, MaintenanceStatus, MaintenanceTask, PartitionMaintainer,
+    spawn_partition_maintenance,
+};
 pub use migrate::{MIGRATIONS, Migration, MigrationReport, migrate, migrate_url};
 
-use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{
-    Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
+    Hook, HookError, Manager, ManagerConfig, Object, Pool, PoolError, RecyclingMethod, Runtime,
 };
 use futures_util::future::join4;
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::ToSql;
-use tokio_postgres::{NoTls, Row};
 
 use crate::domain::Actor;
 use crate::error::{Error, Result};
 
-/// Connection settings of a [`PgRepository`].
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// Connection settings of a [`PgRepository`]. Its `Debug` shows the URL with the
+/// password replaced by `***`.
+#[derive(Clone, PartialEq, Eq)]
 pub struct PgConfig {
     /// A libpq-style URL or key=value string, e.g.
-    /// `postgres://kasama_login@127.0.0.1:5432/app`. Default:
-    /// `postgres://postgres@127.0.0.1:5432/postgres`.
+    /// `postgres://kasama_login@db.example.com:5432/app?sslmode=verify-full&sslrootcert=/etc/kasama/db-ca.pem`
+    /// (`sslmode` and `sslrootcert` as in libpq; see [`PgRepository::connect`]).
+    /// Default: `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: String,
     /// Most connections in the pool. Default: 10.
     pub max_size: usize,
@@ -45,6 +52,27 @@ pub struct PgConfig {
     pub create_timeout: Option<Duration>,
     /// How long checking a returned connection may take. Default: 5 s.
     pub recycle_timeout: Option<Duration>,
+    /// **Dangerous.** Accept a role for which row-level security does not apply (a
+    /// superuser, a role with `BYPASSRLS`, the owner of the tables, or a role that can
+    /// become one of those). Default: `false`: every new connection checks its role and
+    /// the pool refuses it with [`Error::Config`]. The repository still filters every
+    /// user-scoped statement by the acting user, so users stay apart without RLS, but a
+    /// single missed filter would then expose data: set this only for tools
+    /// (migrations, one-off maintenance) that need it, never for the app.
+    pub allow_rls_bypass: bool,
+}
+
+impl std::fmt::Debug for PgConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgConfig")
+            .field("url", &tls::RedactedUrl(&self.url))
+            .field("max_size", &self.max_size)
+            .field("wait_timeout", &self.wait_timeout)
+            .field("create_timeout", &self.create_timeout)
+            .field("recycle_timeout", &self.recycle_timeout)
+            .field("allow_rls_bypass", &self.allow_rls_bypass)
+            .finish()
+    }
 }
 
 impl Default for PgConfig {
@@ -55,6 +83,7 @@ impl Default for PgConfig {
             wait_timeout: Some(Duration::from_secs(5)),
             create_timeout: Some(Duration::from_secs(5)),
             recycle_timeout: Some(Duration::from_secs(5)),
+            allow_rls_bypass: false,
         }
     }
 }
@@ -87,24 +116,41 @@ const SCOPE_SQL: &str =
     "SELECT set_config('app.user_id', $1, true), set_config('app.service', $2, true)";
 
 impl PgRepository {
-    /// Builds the pool. Connections open lazily, on first use.
+    /// Builds the pool. Connections open lazily, on first use; each new connection
+    /// first checks the role it runs as (see [`PgConfig::allow_rls_bypass`]). Call
+    /// [`PgRepository::verify`] at start-up to fail fast.
+    ///
+    /// TLS follows the URL's `sslmode` and `sslrootcert` as libpq does (see the
+    /// README, "TLS"): `disable`, `prefer` (the default), `require`, `verify-ca`,
+    /// `verify-full`.
     ///
     /// # Errors
-    /// [`Error::InvalidInput`] for an unparsable URL or a pool size of 0.
+    /// [`Error::InvalidInput`] for an unparsable URL (naming `url`; the URL itself,
+    /// which may hold a password, is never echoed), an unknown `sslmode`, a
+    /// `verify-ca`/`verify-full` without a readable `sslrootcert`, or a pool size of 0.
     pub fn connect(config: &PgConfig) -> Result<Self> {
-        let pg = tokio_postgres::Config::from_str(&config.url)
-            .map_err(|_| Error::invalid("url", "not a valid PostgreSQL connection string"))?;
+        let (pg, tls) = tls::connect_config(&config.url)?;
         if config.max_size == 0 {
             return Err(Error::invalid("max_size", "must be at least 1"));
         }
         let mgr = Manager::from_config(
             pg,
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
         );
+        let allow_bypass = config.allow_rls_bypass;
         let pool = Pool::builder(mgr)
+            .post_create(Hook::async_fn(move |client, _| {
+                Box::pin(async move {
+                    match check_role(client, allow_bypass).await {
+                        Ok(()) => Ok(()),
+                        Err(RoleCheck::Db(e)) => Err(HookError::Backend(e)),
+                        Err(RoleCheck::Refused(msg)) => Err(HookError::message(msg)),
+                    }
+                })
+            }))
             .max_size(config.max_size)
             .wait_timeout(config.wait_timeout)
             .create_timeout(config.create_timeout)
@@ -115,9 +161,22 @@ impl PgRepository {
         Ok(Self { pool })
     }
 
-    /// Wraps an existing pool (its connections must use the application role).
+    /// Wraps an existing pool (its connections must use the application role; the
+    /// pool's own hooks decide whether they are checked).
     pub fn from_pool(pool: Pool) -> Self {
         Self { pool }
+    }
+
+    /// Opens (or reuses) a connection, which checks the database role: call it at
+    /// start-up so a misconfigured deployment refuses to start instead of failing on
+    /// the first request.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the role bypasses row-level security (and
+    /// [`PgConfig::allow_rls_bypass`] is off); `Backend`/`Timeout` when the database
+    /// cannot be reached.
+    pub async fn verify(&self) -> Result<()> {
+        self.client().await.map(drop)
     }
 
     /// The underlying pool.
@@ -127,8 +186,10 @@ impl PgRepository {
 
     /// Creates the partitions for this month and `months_ahead` more (assessments)
     /// and this week and `weeks_ahead` more (AI interactions), plus any that rows in a
-    /// DEFAULT partition need, moving those rows. Idempotent; call it at start-up and
-    /// daily. Returns how many partitions were created.
+    /// DEFAULT partition need, moving those rows (writers wait for the move; moved rows
+    /// send no change events). Bounds are in UTC whatever the session's time zone.
+    /// Idempotent; call it at start-up and daily ([`spawn_partition_maintenance`]
+    /// does). Returns how many partitions were created.
     ///
     /// # Errors
     /// `InvalidInput` for more than 120 months or 520 weeks; `Backend` on database errors.
@@ -211,6 +272,69 @@ impl PgRepository {
     }
 }
 
+/// The user tables row-level security must protect.
+const USER_TABLES: &str = "'profiles', 'assessments', 'assessment_answers', 'goals', \
+    'learning_paths', 'progress', 'notifications', 'ai_interactions'";
+
+/// Why [`check_role`] refused.
+pub(crate) enum RoleCheck {
+    Db(tokio_postgres::Error),
+    Refused(String),
+}
+
+/// Refuses a role for which row-level security would not keep users apart: a
+/// superuser, a `BYPASSRLS` role, an owner of a user table, a role named in a policy
+/// of a user table (e.g. `kasama_readonly`, which reads every row), a `CREATEROLE`
+/// role (on PostgreSQL 15 it can grant itself any of those) — or a role that can
+/// become one of those (`SET ROLE` to a role it is a member of). With `allow_bypass`
+/// it only warns.
+pub(crate) async fn check_role(
+    client: &tokio_postgres::Client,
+    allow_bypass: bool,
+) -> std::result::Result<(), RoleCheck> {
+    let sql = format!(
+        "WITH t AS (SELECT to_regclass(t) AS oid FROM unnest(ARRAY[{USER_TABLES}]) AS t),
+              mine AS (SELECT r.* FROM pg_roles r WHERE pg_has_role(current_user, r.oid, 'MEMBER'))
+         SELECT current_user::text,
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolsuper),
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolbypassrls),
+            (SELECT string_agg(DISTINCT c.relowner::regrole::text, ', ') FROM pg_class c
+              WHERE c.oid IN (SELECT oid FROM t) AND c.relowner IN (SELECT oid FROM mine)),
+            (SELECT string_agg(DISTINCT m.rolname::text, ', ') FROM pg_policy p
+              JOIN mine m ON m.oid = ANY (p.polroles)
+              WHERE p.polrelid IN (SELECT oid FROM t)),
+            (SELECT string_agg(rolname::text, ', ' ORDER BY rolname) FROM mine WHERE rolcreaterole)"
+    );
+    let row = client.query_one(&sql, &[]).await.map_err(RoleCheck::Db)?;
+    let role: String = row.get(0);
+    let found = |i: usize| row.get::<_, Option<String>>(i);
+    let why = if let Some(r) = found(1) {
+        format!("is or can become the superuser {r}")
+    } else if let Some(r) = found(2) {
+        format!("is or can become {r}, which has BYPASSRLS")
+    } else if let Some(r) = found(3) {
+        format!("is or can become {r}, the owner of the app's tables")
+    } else if let Some(r) = found(4) {
+        format!("is or can become {r}, for which a policy opens other users' rows")
+    } else if let Some(r) = found(5) {
+        format!(
+            "is or can become {r}, which has CREATEROLE and so can grant itself the owner's role"
+        )
+    } else {
+        return Ok(());
+    };
+    let msg = format!(
+        "the database role \"{role}\" {why}, so row-level security would not keep users apart. \
+         Connect as a login role that is only a member of kasama_app (README, \"Database roles\"); \
+         a tool that must bypass RLS can set PgConfig::allow_rls_bypass"
+    );
+    if allow_bypass {
+        tracing::warn!(%role, "allow_rls_bypass is set: {why}; row-level security does not apply");
+        return Ok(());
+    }
+    Err(RoleCheck::Refused(msg))
+}
+
 fn scope_params(actor: Actor) -> (String, &'static str) {
     match actor {
         Actor::User(u) => (u.to_string(), ""),
@@ -235,9 +359,32 @@ fn pool_err(e: PoolError) -> Error {
         PoolError::Timeout(_) => Error::Timeout {
             what: "waiting for a database connection".into(),
         },
+        PoolError::Backend(e) if e.as_db_error().is_none() => connect_err(e),
         PoolError::Backend(e) => db_err(e),
+        PoolError::PostCreateHook(HookError::Message(msg)) => Error::Config {
+            what: "database role".into(),
+            reason: msg.into_owned(),
+        },
+        PoolError::PostCreateHook(HookError::Backend(e)) => db_err(e),
         other => backend("database pool", true, SafeError(other.to_string())),
     }
+}
+
+/// A failure to open a connection (refused, unreachable, TLS). tokio-postgres's
+/// connection-phase messages name no credentials, so the reason is kept (a TLS
+/// certificate refusal says why); a refused certificate is not worth retrying.
+pub(crate) fn connect_err(e: tokio_postgres::Error) -> Error {
+    let retryable = !tls::is_certificate_error(&e);
+    // tokio-postgres's Display leaves out the cause ("error performing TLS handshake"):
+    // add the chain, which says which certificate check failed.
+    let mut msg = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(s) = source {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        source = s.source();
+    }
+    backend("connecting to PostgreSQL", retryable, SafeError(msg))
 }
 
 /// A database error reduced to its SQLSTATE and primary message: no DETAIL (it can

@@ -12,6 +12,16 @@ use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::repository::{Repository, checks, cost_recommendations};
 
+/// The acting user, or `None` for the service: every by-id statement also filters
+/// `($n::uuid IS NULL OR user_id = $n)` with it, so users stay apart even where
+/// row-level security does not apply (defence in depth; see `PgConfig::allow_rls_bypass`).
+fn who(actor: Actor) -> Option<Uuid> {
+    match actor {
+        Actor::User(u) => Some(u.0),
+        Actor::Service => None,
+    }
+}
+
 fn limit(p: Page) -> (i64, i64) {
     (i64::from(p.limit), i64::from(p.offset))
 }
@@ -144,8 +154,10 @@ impl Repository for PgRepository {
     }
 
     async fn get_profile(&self, actor: Actor, id: UserId) -> Result<Profile> {
-        let sql = format!("SELECT {PROFILE_COLS} FROM profiles WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {PROFILE_COLS} FROM profiles WHERE id = $1 AND ($2::uuid IS NULL OR id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "profile", profile)
     }
 
@@ -159,7 +171,7 @@ impl Repository for PgRepository {
                 display_name = coalesce($3, display_name),
                 subscription_tier = coalesce($4::text::subscription_tier, subscription_tier),
                 preferences = coalesce($5, preferences)
-             WHERE id = $1 RETURNING {PROFILE_COLS}"
+             WHERE id = $1 AND ($6::uuid IS NULL OR id = $6) RETURNING {PROFILE_COLS}"
         );
         let r = self
             .scoped(
@@ -171,6 +183,7 @@ impl Repository for PgRepository {
                     &u.display_name,
                     &u.subscription_tier.map(|t| t.as_str()),
                     &u.preferences,
+                    &who(actor),
                 ],
             )
             .await?;
@@ -201,8 +214,11 @@ impl Repository for PgRepository {
     }
 
     async fn get_assessment(&self, actor: Actor, id: AssessmentId) -> Result<Assessment> {
-        let sql = format!("SELECT {ASSESSMENT_COLS} FROM assessments WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {ASSESSMENT_COLS} FROM assessments
+             WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "assessment", assessment)
     }
 
@@ -217,11 +233,16 @@ impl Repository for PgRepository {
         let tx = Self::begin(&mut client, actor).await?;
         let lock = tx
             .prepare_cached(
-                "SELECT user_id, created_at, completed FROM assessments WHERE id = $1 FOR UPDATE",
+                "SELECT user_id, created_at, completed FROM assessments
+                 WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2) FOR UPDATE",
             )
             .await
             .map_err(db_err)?;
-        let Some(a) = tx.query_opt(&lock, &[&id.0]).await.map_err(db_err)? else {
+        let Some(a) = tx
+            .query_opt(&lock, &[&id.0, &who(actor)])
+            .await
+            .map_err(db_err)?
+        else {
             return Err(Error::NotFound {
                 entity: "assessment",
             });
@@ -263,13 +284,15 @@ impl Repository for PgRepository {
         // One statement: the assessment's visibility and its answers together.
         let sql = format!(
             "SELECT * FROM (
-                SELECT {ANSWER_COLS}, true AS found FROM assessment_answers WHERE assessment_id = $1
+                SELECT {ANSWER_COLS}, true AS found FROM assessment_answers
+                WHERE assessment_id = $1 AND ($2::uuid IS NULL OR user_id = $2)
                 UNION ALL
                 SELECT NULL, NULL, NULL, NULL, NULL, NULL, NULL, false
-                WHERE NOT EXISTS (SELECT 1 FROM assessments WHERE id = $1)
+                WHERE NOT EXISTS (SELECT 1 FROM assessments
+                                  WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2))
              ) a ORDER BY question_id COLLATE \"C\""
         );
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         if r.first().is_some_and(|row| !row.get::<_, bool>(7)) {
             return Err(Error::NotFound {
                 entity: "assessment",
@@ -288,15 +311,20 @@ impl Repository for PgRepository {
         checks::complete_score(score, &insights)?;
         let sql = format!(
             "UPDATE assessments SET completed = true, completed_at = now(), score = $2, insights = $3
-             WHERE id = $1 AND NOT completed RETURNING {ASSESSMENT_COLS}"
+             WHERE id = $1 AND ($4::uuid IS NULL OR user_id = $4) AND NOT completed
+             RETURNING {ASSESSMENT_COLS}"
         );
         let r = self
-            .scoped(actor, &sql, &[&id.0, &score, &insights])
+            .scoped(actor, &sql, &[&id.0, &score, &insights, &who(actor)])
             .await?;
         if r.is_empty() {
             // Slow path, only on failure: tell "absent" from "already completed".
             let seen = self
-                .scoped(actor, "SELECT 1 FROM assessments WHERE id = $1", &[&id.0])
+                .scoped(
+                    actor,
+                    "SELECT 1 FROM assessments WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)",
+                    &[&id.0, &who(actor)],
+                )
                 .await?;
             if !seen.is_empty() {
                 return Err(Error::invalid("assessment", "already completed"));
@@ -459,8 +487,10 @@ impl Repository for PgRepository {
     }
 
     async fn get_goal(&self, actor: Actor, id: GoalId) -> Result<Goal> {
-        let sql = format!("SELECT {GOAL_COLS} FROM goals WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {GOAL_COLS} FROM goals WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "goal", goal)
     }
 
@@ -470,7 +500,7 @@ impl Repository for PgRepository {
             "UPDATE goals SET title = coalesce($2, title), description = coalesce($3, description),
                 category = coalesce($4, category),
                 target_date = CASE WHEN $5 THEN $6 ELSE target_date END
-             WHERE id = $1 RETURNING {GOAL_COLS}"
+             WHERE id = $1 AND ($7::uuid IS NULL OR user_id = $7) RETURNING {GOAL_COLS}"
         );
         let set_date = u.target_date.is_some();
         let date = u.target_date.flatten();
@@ -485,6 +515,7 @@ impl Repository for PgRepository {
                     &u.category,
                     &set_date,
                     &date,
+                    &who(actor),
                 ],
             )
             .await?;
@@ -496,9 +527,11 @@ impl Repository for PgRepository {
         let sql = format!(
             "UPDATE goals SET progress = $2, completed = ($2 = 100),
                 completed_at = CASE WHEN $2 = 100 THEN coalesce(completed_at, now()) END
-             WHERE id = $1 RETURNING {GOAL_COLS}"
+             WHERE id = $1 AND ($3::uuid IS NULL OR user_id = $3) RETURNING {GOAL_COLS}"
         );
-        let r = self.scoped(actor, &sql, &[&id.0, &progress]).await?;
+        let r = self
+            .scoped(actor, &sql, &[&id.0, &progress, &who(actor)])
+            .await?;
         one(&r, "goal", goal)
     }
 
@@ -507,11 +540,15 @@ impl Repository for PgRepository {
         let tx = Self::begin(&mut client, actor).await?;
         let sel = tx
             .prepare_cached(&format!(
-                "SELECT {GOAL_COLS} FROM goals WHERE id = $1 FOR UPDATE"
+                "SELECT {GOAL_COLS} FROM goals
+                 WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2) FOR UPDATE"
             ))
             .await
             .map_err(db_err)?;
-        let rows_ = tx.query(&sel, &[&id.0]).await.map_err(db_err)?;
+        let rows_ = tx
+            .query(&sel, &[&id.0, &who(actor)])
+            .await
+            .map_err(db_err)?;
         let mut g = one(&rows_, "goal", goal)?;
         let len = g.milestones.len();
         let Some(m) = g.milestones.get_mut(index) else {
@@ -528,11 +565,15 @@ impl Repository for PgRepository {
         let ms = serde_json::to_value(&g.milestones).expect("milestones serialise");
         let upd = tx
             .prepare_cached(&format!(
-                "UPDATE goals SET milestones = $2 WHERE id = $1 RETURNING {GOAL_COLS}"
+                "UPDATE goals SET milestones = $2
+                 WHERE id = $1 AND ($3::uuid IS NULL OR user_id = $3) RETURNING {GOAL_COLS}"
             ))
             .await
             .map_err(db_err)?;
-        let r = tx.query(&upd, &[&id.0, &ms]).await.map_err(db_err)?;
+        let r = tx
+            .query(&upd, &[&id.0, &ms, &who(actor)])
+            .await
+            .map_err(db_err)?;
         let g = one(&r, "goal", goal)?;
         tx.commit().await.map_err(db_err)?;
         Ok(g)
@@ -542,9 +583,11 @@ impl Repository for PgRepository {
         let sql = "WITH only_goal AS (
                 DELETE FROM progress
                 WHERE goal_id = $1 AND practice_id IS NULL AND learning_path_id IS NULL
+                  AND ($2::uuid IS NULL OR user_id = $2)
+                  AND EXISTS (SELECT 1 FROM goals WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2))
              )
-             DELETE FROM goals WHERE id = $1 RETURNING id";
-        let r = self.scoped(actor, sql, &[&id.0]).await?;
+             DELETE FROM goals WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2) RETURNING id";
+        let r = self.scoped(actor, sql, &[&id.0, &who(actor)]).await?;
         if r.is_empty() {
             return Err(Error::NotFound { entity: "goal" });
         }
@@ -624,14 +667,19 @@ impl Repository for PgRepository {
     }
 
     async fn get_progress_entry(&self, actor: Actor, id: ProgressId) -> Result<ProgressEntry> {
-        let sql = format!("SELECT {PROGRESS_COLS} FROM progress WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {PROGRESS_COLS} FROM progress WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "progress entry", progress)
     }
 
     async fn get_notification(&self, actor: Actor, id: NotificationId) -> Result<Notification> {
-        let sql = format!("SELECT {NOTIFICATION_COLS} FROM notifications WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {NOTIFICATION_COLS} FROM notifications
+             WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "notification", notification)
     }
 
@@ -671,8 +719,10 @@ impl Repository for PgRepository {
     }
 
     async fn get_learning_path(&self, actor: Actor, id: LearningPathId) -> Result<LearningPath> {
-        let sql = format!("SELECT {PATH_COLS} FROM learning_paths WHERE id = $1");
-        let r = self.scoped(actor, &sql, &[&id.0]).await?;
+        let sql = format!(
+            "SELECT {PATH_COLS} FROM learning_paths WHERE id = $1 AND ($2::uuid IS NULL OR user_id = $2)"
+        );
+        let r = self.scoped(actor, &sql, &[&id.0, &who(actor)]).await?;
         one(&r, "learning path", path)
     }
 
@@ -705,9 +755,11 @@ impl Repository for PgRepository {
                 progress = $2 * 100 / cardinality(practice_ids),
                 completed = ($2 = cardinality(practice_ids)),
                 completed_at = CASE WHEN $2 = cardinality(practice_ids) THEN coalesce(completed_at, now()) END
-             WHERE id = $1 RETURNING {PATH_COLS}"
+             WHERE id = $1 AND ($3::uuid IS NULL OR user_id = $3) RETURNING {PATH_COLS}"
         );
-        let r = self.scoped(actor, &sql, &[&id.0, &step]).await?;
+        let r = self
+            .scoped(actor, &sql, &[&id.0, &step, &who(actor)])
+            .await?;
         one(&r, "learning path", path)
     }
 
@@ -906,5 +958,70 @@ impl Repository for PgRepository {
             .scoped(actor, "SELECT get_system_health_metrics()", &[])
             .await?;
         rows::from_json("system health", rows[0].get(0))
+    }
+
+    async fn erase_user(&self, actor: Actor, user: UserId) -> Result<ErasureReport> {
+        actor.require_service("only the service may erase a user")?;
+        let mut client = self.client().await?;
+        let tx = Self::begin(&mut client, actor).await?;
+        // Locks in the order every writer and partition maintenance take them
+        // (assessments, then answers), so erasing never deadlocks with a move; then the
+        // profile row, so the user's concurrent writes (whose foreign-key checks share-lock
+        // it) wait and then fail, and the counts below are every row that went.
+        tx.batch_execute("LOCK TABLE assessments, assessment_answers IN ROW EXCLUSIVE MODE")
+            .await
+            .map_err(db_err)?;
+        let lock = tx
+            .prepare_cached("SELECT 1 FROM profiles WHERE id = $1 FOR UPDATE")
+            .await
+            .map_err(db_err)?;
+        tx.execute(&lock, &[&user.0]).await.map_err(db_err)?;
+        let mut counts = [0u64; 8];
+        // Children first, so no ON DELETE action turns a delete into an update event.
+        for (i, table) in [
+            "assessment_answers",
+            "assessments",
+            "progress",
+            "goals",
+            "learning_paths",
+            "notifications",
+            "ai_interactions",
+            "profiles",
+        ]
+        .iter()
+        .enumerate()
+        {
+            let col = if *table == "profiles" {
+                "id"
+            } else {
+                "user_id"
+            };
+            let stmt = tx
+                .prepare_cached(&format!("DELETE FROM {table} WHERE {col} = $1"))
+                .await
+                .map_err(db_err)?;
+            counts[i] = tx.execute(&stmt, &[&user.0]).await.map_err(db_err)?;
+        }
+        tx.commit().await.map_err(db_err)?;
+        let [
+            answers,
+            assessments,
+            progress,
+            goals,
+            learning_paths,
+            notifications,
+            ai_interactions,
+            profiles,
+        ] = counts;
+        Ok(ErasureReport {
+            profiles,
+            assessments,
+            answers,
+            goals,
+            progress,
+            learning_paths,
+            notifications,
+            ai_interactions,
+        })
     }
 }
