@@ -97,7 +97,108 @@ fn benches(c: &mut Criterion) {
         }
     }
     g.finish();
+    verified(c);
     minilm(c);
+}
+
+fn verified(c: &mut Criterion) {
+    use std::sync::Arc;
+
+    use async_trait::async_trait;
+    use kasama::agent::{AiAgent, AiRequest, AiResponse, Usage};
+    use kasama::pipeline::Price;
+    use kasama::prelude::*;
+    use kasama::semantic::{LlmJudgeVerifier, Lookup, SemanticCache, SemanticCacheBuilder};
+
+    struct Yes;
+    #[async_trait]
+    impl AiAgent for Yes {
+        fn name(&self) -> &str {
+            "yes"
+        }
+        async fn complete(&self, _: &AiRequest) -> kasama::Result<AiResponse> {
+            Ok(AiResponse {
+                output: serde_json::json!({"text": "YES"}),
+                usage: Usage {
+                    input_tokens: 90,
+                    output_tokens: 1,
+                },
+                usage_estimated: false,
+                model: "judge".into(),
+                backend: "yes".into(),
+                latency: Duration::ZERO,
+            })
+        }
+    }
+
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let user = UserId::new();
+    let stored = "How can I listen better to my partner when we talk about money?";
+    let asked = "How can I better listen to my partner when we talk about money?";
+    let fill = |b: SemanticCacheBuilder| {
+        let cache = b.semantic_hits(true).build().unwrap();
+        rt.block_on(async {
+            for i in 0..1_000 {
+                let q = if i == 500 {
+                    stored.to_string()
+                } else {
+                    sentence(i)
+                };
+                let req = AiRequest::new(user, AgentType::CommunicationAdvisor, q);
+                let resp = AiResponse {
+                    output: serde_json::json!({"advice": i}),
+                    usage: Usage::default(),
+                    usage_estimated: false,
+                    model: "m".into(),
+                    backend: "b".into(),
+                    latency: Duration::ZERO,
+                };
+                cache.store(&req, &resp, None).await.unwrap();
+            }
+        });
+        cache
+    };
+    let embedder = || Arc::new(HashingEmbedder::new());
+    let judge = Arc::new(LlmJudgeVerifier::new(
+        Arc::new(Yes),
+        Price {
+            input_micros_per_1k: 150,
+            output_micros_per_1k: 600,
+        },
+        AgentType::InsightGenerator,
+        UserId::new(),
+    ));
+    let caches: [(&str, SemanticCache); 3] = [
+        (
+            "unverified",
+            fill(SemanticCache::builder(embedder()).salience_check(false)),
+        ),
+        ("rules", fill(SemanticCache::builder(embedder()))),
+        (
+            "rules_and_llm_judge",
+            fill(SemanticCache::builder(embedder()).verifier(judge)),
+        ),
+    ];
+    let req = AiRequest::new(user, AgentType::CommunicationAdvisor, asked);
+    let mut g = c.benchmark_group("verified_lookup");
+    g.throughput(Throughput::Elements(1));
+    for (name, cache) in &caches {
+        assert!(
+            matches!(rt.block_on(cache.lookup(&req)).unwrap(), Lookup::Hit { .. }),
+            "{name}: the bench must measure a verified hit"
+        );
+        g.bench_function(*name, |b| {
+            b.iter(|| black_box(rt.block_on(cache.lookup(&req)).unwrap()))
+        });
+    }
+    // The rules alone, on the same pair: what they add to a would-be hit.
+    g.bench_function("rule_check_alone", |b| {
+        b.iter(|| black_box(kasama::semantic::RuleVerifier::check(stored, asked)))
+    });
+    g.finish();
 }
 
 #[cfg(feature = "local-embeddings")]

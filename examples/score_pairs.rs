@@ -1,10 +1,14 @@
 //! Scores question pairs the way the semantic cache decides them.
 //!
 //! Reads JSON lines `{"a": "...", "b": "..."}` on stdin and prints, per line, the
-//! decision score in [0, 1]: exactly 1.0 when the cache would answer `b` from the entry
-//! stored for `a` (same scope, default threshold, salience check on), lower otherwise
-//! (`similarity / threshold` capped below 1, halved when the salience check refuses).
-//! So the default threshold is the only one needed: score == 1.0 is a hit.
+//! decision score in [0, 1]: exactly 1.0 when the cache, as configured by default,
+//! would answer `b` from the entry stored for `a` (same scope, the embedder's default
+//! threshold, the default verifier), lower otherwise (`similarity / threshold` capped
+//! below 1, halved when a verifier refuses). So score == 1.0 is a hit.
+//!
+//! The defaults are the cache's: for every embedder that means exact repeats only
+//! (none has met the 5 % false-hit bar on questions it was not tuned on);
+//! `--semantic-hits` opts in, as a host would.
 //!
 //! ```text
 //! cargo run --release --example score_pairs < pairs.jsonl
@@ -13,7 +17,9 @@
 //! ```
 //!
 //! Flags: `--embedder hashing|minilm` (default hashing), `--model-dir DIR` (minilm;
-//! default `target/models/minilm`), `--verbose` (also print similarity and the reason).
+//! default `$KASAMA_MINILM_DIR`, else `$KASAMA_MODELS_DIR/minilm`, else
+//! `target/models/minilm`), `--semantic-hits` (opt in to non-exact hits where
+//! the default is off), `--verbose` (also print similarity and the reason).
 
 use std::io::{BufRead, Write};
 use std::process::ExitCode;
@@ -30,7 +36,7 @@ struct Pair {
 
 fn usage() -> ExitCode {
     eprintln!(
-        "usage: score_pairs [--embedder hashing|minilm] [--model-dir DIR] [--verbose] < pairs.jsonl"
+        "usage: score_pairs [--embedder hashing|minilm] [--model-dir DIR] [--semantic-hits] [--verbose] < pairs.jsonl"
     );
     ExitCode::from(2)
 }
@@ -38,8 +44,9 @@ fn usage() -> ExitCode {
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {
     let mut embedder = "hashing".to_string();
-    let mut model_dir = "target/models/minilm".to_string();
+    let mut model_dir = default_model_dir();
     let mut verbose = false;
+    let mut opt_in = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -52,6 +59,7 @@ async fn main() -> ExitCode {
                 None => return usage(),
             },
             "--verbose" => verbose = true,
+            "--semantic-hits" => opt_in = true,
             "-h" | "--help" => return usage(),
             _ => return usage(),
         }
@@ -70,7 +78,11 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let cache = match SemanticCache::builder(emb).build() {
+    let mut builder = SemanticCache::builder(emb);
+    if opt_in {
+        builder = builder.semantic_hits(true);
+    }
+    let cache = match builder.build() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("score_pairs: {e}");
@@ -135,4 +147,12 @@ fn load_minilm(dir: &str) -> Result<Arc<dyn Embedder>, String> {
 #[cfg(not(feature = "local-embeddings"))]
 fn load_minilm(_dir: &str) -> Result<Arc<dyn Embedder>, String> {
     Err("built without MiniLM: add --features local-embeddings".into())
+}
+
+/// `$KASAMA_MINILM_DIR`, else `$KASAMA_MODELS_DIR/minilm`, else `target/models/minilm`.
+fn default_model_dir() -> String {
+    std::env::var("KASAMA_MINILM_DIR").unwrap_or_else(|_| {
+        let models = std::env::var("KASAMA_MODELS_DIR").unwrap_or_else(|_| "target/models".into());
+        format!("{models}/minilm")
+    })
 }

@@ -109,6 +109,7 @@ async fn the_semantic_cache_on_minilm_hits_paraphrases_and_refuses_look_alikes()
     // 0.80 rather than the default 0.85, so that the look-alike below is a candidate
     // and only the salience check stands between it and a false hit.
     let cache = SemanticCache::builder(Arc::new(MiniLmEmbedder::load(&dir).unwrap()))
+        .semantic_hits(true)
         .threshold(0.80)
         .build()
         .unwrap();

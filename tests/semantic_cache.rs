@@ -78,7 +78,11 @@ fn hit_text(l: &Lookup) -> Option<(HitTier, String)> {
 #[tokio::test]
 async fn exact_and_paraphrased_questions_hit_within_the_users_scope() {
     let p = probe(None);
-    let cache = SemanticCache::builder(p.clone()).build().unwrap();
+    // The probe embedder is unmeasured: semantic hits are the host's choice.
+    let cache = SemanticCache::builder(p.clone())
+        .semantic_hits(true)
+        .build()
+        .unwrap();
     let (ana, ben) = (UserId::new(), UserId::new());
     let q = ask(
         ana,
@@ -172,6 +176,7 @@ async fn shared_agents_answer_every_user() {
 #[tokio::test]
 async fn look_alikes_with_another_meaning_are_refused() {
     let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .semantic_hits(true)
         .threshold(0.3)
         .build()
         .unwrap();
@@ -302,6 +307,7 @@ async fn entries_expire_and_capacity_evicts_the_oldest() {
 async fn large_scopes_switch_to_the_graph_and_still_find_their_entries() {
     let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
         .shared(AgentType::InsightGenerator)
+        .semantic_hits(true)
         .build()
         .unwrap();
     let u = UserId::new();

@@ -3,15 +3,16 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use tokio::time::Instant;
 
+use super::budget::{AuditTicket, ErrorBudget, ErrorEstimate, Evidence};
 use super::hnsw::{Hnsw, dot};
-use super::salience::{self, Salient};
+use super::verify::{Candidate, RuleVerifier, Verdict, Verifier};
 use super::{Embedder, normalise};
 use crate::agent::{AiRequest, AiResponse, Usage};
 use crate::domain::{AgentType, UserId};
@@ -69,7 +70,7 @@ pub struct CachedAnswer {
 pub enum HitTier {
     /// The same text, after normalising case, spaces and trailing punctuation.
     Exact,
-    /// A different text above the similarity threshold that passed the salience check.
+    /// A different text above the similarity threshold that every verifier accepted.
     Semantic,
 }
 
@@ -94,6 +95,10 @@ pub enum Lookup {
         nearest: Option<f32>,
         /// Why the best candidate above the threshold was refused, if one was.
         rejected: Option<&'static str>,
+        /// In error-budget mode: a would-be hit held back for audit. Ask the backend,
+        /// then report with [`SemanticCache::resolve_audit`] whether the stored answer
+        /// would have done.
+        audit: Option<AuditTicket>,
     },
 }
 
@@ -104,12 +109,13 @@ pub struct Decision {
     pub similarity: f32,
     /// The threshold used.
     pub threshold: f32,
-    /// Why the salience check refused, if it did.
+    /// Why a verifier refused (or `"exact repeats only"` when the cache serves no
+    /// semantic hits), if one did.
     pub rejected: Option<&'static str>,
     /// Whether the cache would answer the second text from the first's entry.
     pub hit: bool,
     /// 1.0 exactly for a hit; otherwise `similarity / threshold` capped below 1,
-    /// halved when the salience check refused.
+    /// halved when refused.
     pub score: f32,
 }
 
@@ -125,8 +131,11 @@ pub struct SemanticStats {
     /// Misses whose best candidate came within 0.05 of the threshold or passed it
     /// but failed the salience check.
     pub near_misses: u64,
-    /// Candidates above the threshold refused by the salience check.
+    /// Candidates above the threshold refused by a verifier (the salience and
+    /// contrast rules by default).
     pub salience_rejections: u64,
+    /// Would-be hits held back for audit (error-budget mode).
+    pub audits: u64,
     /// Entries stored now.
     pub entries: u64,
     /// Entries dropped for capacity.
@@ -142,7 +151,6 @@ struct Entry {
     seq: u64,
     question: String,
     norm: String,
-    salient: Salient,
     embedding: Vec<f32>,
     answer: CachedAnswer,
     expires: Instant,
@@ -268,6 +276,10 @@ pub struct SemanticCacheBuilder {
     capacity: usize,
     salience: bool,
     ef_search: usize,
+    verifiers: Vec<Arc<dyn Verifier>>,
+    semantic: Option<bool>,
+    budget: Option<ErrorBudget>,
+    seed: u64,
 }
 
 impl std::fmt::Debug for SemanticCacheBuilder {
@@ -282,8 +294,10 @@ impl std::fmt::Debug for SemanticCacheBuilder {
 }
 
 impl SemanticCacheBuilder {
-    /// The cosine threshold for every agent. Default: the embedder's calibrated
-    /// [`Embedder::default_threshold`] (0.85 for MiniLM, 0.60 for hashing).
+    /// The cosine threshold for every agent, when semantic hits are on. Default: the
+    /// embedder's calibrated [`Embedder::default_threshold`] (0.88 for MiniLM, 0.60
+    /// for hashing). Setting it does not turn semantic hits on: see
+    /// [`semantic_hits`](Self::semantic_hits).
     pub fn threshold(mut self, t: f32) -> Self {
         self.threshold = Some(t);
         self
@@ -314,9 +328,45 @@ impl SemanticCacheBuilder {
         self
     }
 
-    /// Whether the salience check runs. Default: on. (Off only to measure it.)
+    /// Whether the default [`RuleVerifier`] (salience and contrast rules) runs before
+    /// the verifiers added with [`verifier`](Self::verifier). Default: on. (Off only
+    /// to measure it.)
     pub fn salience_check(mut self, on: bool) -> Self {
         self.salience = on;
+        self
+    }
+
+    /// Adds a verifier: a would-be semantic hit is served only when every verifier
+    /// accepts it (in order: the rules, then these). An error from a verifier is a
+    /// miss.
+    pub fn verifier(mut self, v: Arc<dyn Verifier>) -> Self {
+        self.verifiers.push(v);
+        self
+    }
+
+    /// Whether questions that are not exact repeats may be answered from the cache.
+    /// Default: [`Embedder::semantic_by_default`] — **off** for every embedder the
+    /// crate ships (the lexical `HashingEmbedder`, MiniLM, the OpenAI-compatible one):
+    /// none has met the 5 % wrong-answer bar on questions it was not tuned on, so
+    /// the cache serves exact repeats only. Turning it on is the host's explicit
+    /// choice (see the README's table for what it costs).
+    pub fn semantic_hits(mut self, on: bool) -> Self {
+        self.semantic = Some(on);
+        self
+    }
+
+    /// Error-budget mode: learn thresholds per agent and model from audited
+    /// outcomes instead of using a fixed one (see [`ErrorBudget`]). Turns semantic
+    /// hits on, but only as far as the evidence supports.
+    pub fn error_budget(mut self, budget: ErrorBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// The seed of the audit sampling (default 0): the same seed and the same calls
+    /// audit the same lookups.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.seed = seed;
         self
     }
 
@@ -349,7 +399,22 @@ impl SemanticCacheBuilder {
                 "capacity and ef_search must be positive",
             ));
         }
+        if let Some(b) = &self.budget {
+            b.validate()?;
+        }
+        let mut verifiers: Vec<Arc<dyn Verifier>> = Vec::new();
+        if self.salience {
+            verifiers.push(Arc::new(RuleVerifier));
+        }
+        verifiers.extend(self.verifiers);
         Ok(SemanticCache {
+            semantic: self
+                .semantic
+                .unwrap_or_else(|| self.embedder.semantic_by_default()),
+            verifiers,
+            budget: self.budget,
+            evidence: Mutex::default(),
+            rng: AtomicU64::new(self.seed),
             dim: self.embedder.dimension(),
             embedder: self.embedder,
             threshold: t,
@@ -357,7 +422,6 @@ impl SemanticCacheBuilder {
             shared: self.shared,
             ttl: self.ttl,
             capacity: self.capacity,
-            salience: self.salience,
             ef_search: self.ef_search,
             state: RwLock::new(State::default()),
             counters: Default::default(),
@@ -372,6 +436,7 @@ struct Counters {
     misses: AtomicU64,
     near: AtomicU64,
     rejected: AtomicU64,
+    audits: AtomicU64,
     evictions: AtomicU64,
     expirations: AtomicU64,
 }
@@ -385,8 +450,12 @@ pub struct SemanticCache {
     shared: HashSet<AgentType>,
     ttl: Duration,
     capacity: usize,
-    salience: bool,
     ef_search: usize,
+    semantic: bool,
+    verifiers: Vec<Arc<dyn Verifier>>,
+    budget: Option<ErrorBudget>,
+    evidence: Mutex<HashMap<(AgentType, String), Evidence>>,
+    rng: AtomicU64,
     state: RwLock<State>,
     counters: Counters,
 }
@@ -396,6 +465,8 @@ impl std::fmt::Debug for SemanticCache {
         f.debug_struct("SemanticCache")
             .field("embedder", &self.embedder.name())
             .field("threshold", &self.threshold)
+            .field("semantic", &self.semantic)
+            .field("budget", &self.budget)
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }
@@ -423,7 +494,22 @@ impl SemanticCache {
             capacity: 100_000,
             salience: true,
             ef_search: 32,
+            verifiers: Vec::new(),
+            semantic: None,
+            budget: None,
+            seed: 0,
         }
+    }
+
+    /// Whether questions that are not exact repeats may be served (see
+    /// [`SemanticCacheBuilder::semantic_hits`]).
+    pub fn serves_semantic_hits(&self) -> bool {
+        self.semantic || self.budget.is_some()
+    }
+
+    /// The verifiers a would-be hit must pass, in order.
+    pub fn verifiers(&self) -> &[Arc<dyn Verifier>] {
+        &self.verifiers
     }
 
     /// The embedder.
@@ -483,35 +569,86 @@ impl SemanticCache {
             }
         }
         let embedding = self.embed_one(&question).await?;
+        if !self.serves_semantic_hits() {
+            self.counters.misses.fetch_add(1, Relaxed);
+            return Ok(Lookup::Miss {
+                embedding: Some(embedding),
+                nearest: None,
+                rejected: None,
+                audit: None,
+            });
+        }
         let threshold = self.threshold_for(req.agent);
-        let salient = salience::extract(&question);
-        let s = self.read();
-        let mut nearest = None;
+        let key = (req.agent, req.params.model.clone());
+        let (floor, learned) = match &self.budget {
+            Some(b) => (b.floor, self.learned(&key)),
+            None => (threshold, None),
+        };
+        // The candidates are copied out so that no lock is held while verifiers run.
+        let candidates: Vec<(u32, f32, String, CachedAnswer)> = {
+            let s = self.read();
+            s.scopes.get(&scope).map_or_else(Vec::new, |idx| {
+                idx.nearest(&embedding, 4, self.ef_search, now)
+                    .into_iter()
+                    .filter_map(|(id, sim)| {
+                        let e = idx.entries[id as usize].as_ref()?;
+                        Some((id, sim, e.question.clone(), e.answer.clone()))
+                    })
+                    .collect()
+            })
+        };
+        let nearest = candidates.first().map(|c| c.1);
         let mut rejected = None;
-        if let Some(idx) = s.scopes.get(&scope) {
-            for (id, sim) in idx.nearest(&embedding, 4, self.ef_search, now) {
-                nearest = Some(nearest.map_or(sim, |n: f32| n.max(sim)));
-                if sim < threshold {
-                    break;
-                }
-                let e = idx.entries[id as usize].as_ref().expect("alive");
-                if self.salience
-                    && let Some(why) =
-                        salience::conflict(&e.question, &e.salient, &question, &salient)
-                {
-                    rejected.get_or_insert(why);
-                    self.counters.rejected.fetch_add(1, Relaxed);
-                    continue;
-                }
+        for (id, sim, stored, answer) in candidates {
+            if sim < floor {
+                break;
+            }
+            let cand = Candidate {
+                question: &question,
+                stored_question: &stored,
+                stored_answer: &answer.output,
+                similarity: sim,
+            };
+            if let Some(why) = self.refusal(&cand).await {
+                rejected.get_or_insert(why);
+                self.counters.rejected.fetch_add(1, Relaxed);
+                continue;
+            }
+            // Verifiers ran without the lock: serve nothing that was removed meanwhile
+            // (`forget_user`, expiry, replacement).
+            if !self.still_stored(&scope, id, &stored) {
+                continue;
+            }
+            let Some(b) = &self.budget else {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
-                    answer: e.answer.clone(),
+                    answer,
+                    tier: HitTier::Semantic,
+                    similarity: sim,
+                });
+            };
+            if learned.is_some_and(|t| sim >= t) && !self.draw(b.audit_share) {
+                self.counters.semantic.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer,
                     tier: HitTier::Semantic,
                     similarity: sim,
                 });
             }
+            self.counters.audits.fetch_add(1, Relaxed);
+            self.counters.misses.fetch_add(1, Relaxed);
+            return Ok(Lookup::Miss {
+                embedding: Some(embedding),
+                nearest,
+                rejected,
+                audit: Some(AuditTicket {
+                    key,
+                    similarity: sim,
+                    stored_question: stored,
+                    stored_answer: answer.output,
+                }),
+            });
         }
-        drop(s);
         self.counters.misses.fetch_add(1, Relaxed);
         if rejected.is_some() || nearest.is_some_and(|n| n >= threshold - 0.05) {
             self.counters.near.fetch_add(1, Relaxed);
@@ -520,7 +657,70 @@ impl SemanticCache {
             embedding: Some(embedding),
             nearest,
             rejected,
+            audit: None,
         })
+    }
+
+    fn still_stored(&self, scope: &Scope, id: u32, question: &str) -> bool {
+        let now = Instant::now();
+        let s = self.read();
+        s.scopes
+            .get(scope)
+            .and_then(|idx| idx.entries.get(id as usize))
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.question == question && e.expires > now)
+    }
+
+    /// Why the verifiers refuse `cand`, or `None` when all accept. An error is a
+    /// refusal.
+    async fn refusal(&self, cand: &Candidate<'_>) -> Option<&'static str> {
+        for v in &self.verifiers {
+            match v.verify(cand).await {
+                Ok(Verdict::Accept) => {}
+                Ok(Verdict::Reject(why)) => return Some(why),
+                Err(e) => {
+                    tracing::warn!(verifier = v.name(), error = %e, "semantic cache: verifier failed; a miss");
+                    return Some("verifier failed");
+                }
+            }
+        }
+        None
+    }
+
+    /// A uniform draw below `share` (splitmix64 over a counter; seeded).
+    fn draw(&self, share: f64) -> bool {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < share
+    }
+
+    fn learned(&self, key: &(AgentType, String)) -> Option<f32> {
+        let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        ev.get(key).and_then(Evidence::threshold)
+    }
+
+    /// Reports how an audited would-be hit turned out: `correct` when the stored
+    /// answer would have served the new question as well as the fresh one. The ticket
+    /// is consumed, so one outcome counts once. Ignored outside error-budget mode.
+    pub fn resolve_audit(&self, ticket: AuditTicket, correct: bool) {
+        let Some(b) = &self.budget else { return };
+        let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        ev.entry(ticket.key.clone())
+            .or_default()
+            .record(ticket.similarity, !correct, b);
+    }
+
+    /// The estimated wrong-answer share of semantic hits for `agent` and `model`
+    /// (error-budget mode; `None` otherwise).
+    pub fn error_estimate(&self, agent: AgentType, model: &str) -> Option<ErrorEstimate> {
+        let b = self.budget.as_ref()?;
+        let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        Some(
+            ev.get(&(agent, model.to_string()))
+                .map_or_else(|| Evidence::default().estimate(b), |e| e.estimate(b)),
+        )
     }
 
     /// Stores `resp` as the answer to `req`, reusing `embedding` from a miss when given.
@@ -547,7 +747,6 @@ impl SemanticCache {
         let entry = Entry {
             seq,
             norm: normalise_text(&question),
-            salient: salience::extract(&question),
             embedding,
             answer: CachedAnswer {
                 output: resp.output.clone(),
@@ -649,8 +848,9 @@ impl SemanticCache {
         n
     }
 
-    /// Whether the cache would answer `b` with the answer stored for `a` (same scope),
-    /// at the default threshold.
+    /// Whether the cache, as configured, would answer `b` with the answer stored for
+    /// `a` (same scope, fixed threshold, every verifier asked; error-budget
+    /// thresholds are not used here).
     ///
     /// # Errors
     /// The embedder's errors.
@@ -660,17 +860,23 @@ impl SemanticCache {
             normalise(v[0].clone(), self.dim)?,
             normalise(v[1].clone(), self.dim)?,
         );
-        let similarity = if normalise_text(a) == normalise_text(b) {
-            1.0
-        } else {
-            dot(&va, &vb)
-        };
-        let rejected = if self.salience && similarity < 1.0 {
-            salience::texts_conflict(a, b)
-        } else {
+        let exact = normalise_text(a) == normalise_text(b);
+        let similarity = if exact { 1.0 } else { dot(&va, &vb) };
+        let rejected = if exact || similarity < self.threshold {
             None
+        } else if !self.semantic {
+            Some("exact repeats only")
+        } else {
+            let answer = Value::Null;
+            self.refusal(&Candidate {
+                question: b,
+                stored_question: a,
+                stored_answer: &answer,
+                similarity,
+            })
+            .await
         };
-        let hit = similarity >= self.threshold && rejected.is_none();
+        let hit = exact || (similarity >= self.threshold && rejected.is_none());
         let mut score = if hit {
             1.0
         } else {
@@ -696,6 +902,7 @@ impl SemanticCache {
             misses: self.counters.misses.load(Relaxed),
             near_misses: self.counters.near.load(Relaxed),
             salience_rejections: self.counters.rejected.load(Relaxed),
+            audits: self.counters.audits.load(Relaxed),
             entries: self.read().entries as u64,
             evictions: self.counters.evictions.load(Relaxed),
             expirations: self.counters.expirations.load(Relaxed),

@@ -5,10 +5,21 @@
 //!   model), `MiniLmEmbedder` (feature `local-embeddings`: all-MiniLM-L6-v2 in pure
 //!   Rust), `OpenAiCompatibleEmbedder` (feature `openai`).
 //! - [`SemanticCache`] looks a request up in its [`Scope`]: first the exact
-//!   (normalised) text, then the nearest stored question by cosine similarity, accepted
-//!   only above the threshold **and** when the salient content agrees
-//!   ([`salience`]: numbers, names and identifiers, negation, the people involved).
+//!   (normalised) text, then — when semantic hits are on — the nearest stored
+//!   questions by cosine similarity, accepted only above the threshold **and** when
+//!   every [`Verifier`] accepts: by default the [`RuleVerifier`] ([`salience`]:
+//!   numbers, names and identifiers, negation, the people involved, and the coaching
+//!   contrast rules: polarity, time, feeling, general vs mine, added or swapped
+//!   content); optionally a second embedder ([`EmbedderVerifier`]) or a model asked
+//!   yes or no ([`LlmJudgeVerifier`]).
+//! - Semantic hits are on by default only for embedders measured to keep wrong
+//!   answers at or below 5 % of held-out look-alikes (MiniLM); on the lexical
+//!   [`HashingEmbedder`] the cache serves exact repeats only unless the host opts in
+//!   ([`SemanticCacheBuilder::semantic_hits`]).
+//! - [`ErrorBudget`] mode learns the threshold per agent and model from audited
+//!   outcomes so that the share of wrong answers stays within a stated budget.
 
+mod budget;
 mod cache;
 mod hashing;
 mod hnsw;
@@ -17,7 +28,9 @@ mod minilm;
 #[cfg(feature = "openai")]
 mod openai;
 pub mod salience;
+mod verify;
 
+pub use budget::{AuditTicket, ErrorBudget, ErrorEstimate};
 pub use cache::{
     CachedAnswer, Decision, HitTier, Lookup, Scope, SemanticCache, SemanticCacheBuilder,
     SemanticStats,
@@ -27,6 +40,10 @@ pub use hashing::HashingEmbedder;
 pub use minilm::MiniLmEmbedder;
 #[cfg(feature = "openai")]
 pub use openai::OpenAiCompatibleEmbedder;
+pub use verify::{
+    Candidate, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier, RuleVerifier, Verdict,
+    Verifier,
+};
 
 use std::sync::Arc;
 
@@ -51,6 +68,15 @@ pub trait Embedder: Send + Sync + 'static {
     /// the default of a [`SemanticCache`] built on it.
     fn default_threshold(&self) -> f32;
 
+    /// Whether a [`SemanticCache`] on this embedder answers questions that are not
+    /// exact repeats by default. Default: `false` — only embedders measured to keep
+    /// wrong answers at or below 5 % of held-out look-alikes (with the default
+    /// verifier) say `true`; a host may opt in for others
+    /// ([`SemanticCacheBuilder::semantic_hits`]).
+    fn semantic_by_default(&self) -> bool {
+        false
+    }
+
     /// One unit vector per text, in order.
     ///
     /// # Errors
@@ -72,6 +98,9 @@ impl<E: Embedder + ?Sized> Embedder for Arc<E> {
     }
     fn default_threshold(&self) -> f32 {
         (**self).default_threshold()
+    }
+    fn semantic_by_default(&self) -> bool {
+        (**self).semantic_by_default()
     }
     async fn embed(&self, texts: &[String]) -> Result<Vec<Vec<f32>>> {
         (**self).embed(texts).await

@@ -246,6 +246,311 @@ pub fn conflict(a_text: &str, a: &Salient, b_text: &str, b: &Salient) -> Option<
     None
 }
 
+/// Words that flip what is asked: polarity and quantity (`less`/`more`, `only`/`both`),
+/// and the start or end of an action. Each maps to its class; texts must agree.
+const POLARITY: &[(&str, &str)] = &[
+    ("less", "less"),
+    ("fewer", "less"),
+    ("more", "more"),
+    ("only", "only"),
+    ("both", "both"),
+    ("anymore", "anymore"),
+    ("longer", "anymore"),
+    ("again", "again"),
+    ("stop", "stop"),
+    ("quit", "stop"),
+    ("start", "start"),
+    ("begin", "start"),
+];
+
+/// When something happens: relative time, parts of the day and week, spans, occasions.
+const TIME: &[(&str, &str)] = &[
+    ("before", "before"),
+    ("after", "after"),
+    ("during", "during"),
+    ("while", "during"),
+    ("since", "since"),
+    ("until", "until"),
+    ("till", "until"),
+    ("later", "later"),
+    ("next", "next"),
+    ("last", "last"),
+    ("ago", "ago"),
+    ("early", "early"),
+    ("soon", "soon"),
+    ("tonight", "tonight"),
+    ("tomorrow", "tomorrow"),
+    ("yesterday", "yesterday"),
+    ("today", "today"),
+    ("morning", "morning"),
+    ("mornings", "morning"),
+    ("evening", "evening"),
+    ("evenings", "evening"),
+    ("night", "night"),
+    ("nights", "night"),
+    ("weekend", "weekend"),
+    ("weekends", "weekend"),
+    ("weekday", "weekday"),
+    ("weekdays", "weekday"),
+    ("day", "day"),
+    ("days", "day"),
+    ("week", "week"),
+    ("weeks", "week"),
+    ("month", "month"),
+    ("months", "month"),
+    ("year", "year"),
+    ("years", "year"),
+    ("decade", "decade"),
+    ("decades", "decade"),
+    ("new", "new"),
+    ("long", "long"),
+    ("old", "old"),
+    ("recent", "recent"),
+    ("birthday", "birthday"),
+    ("valentine", "valentine"),
+    ("valentines", "valentine"),
+    ("anniversary", "anniversary"),
+    ("christmas", "christmas"),
+    ("holiday", "holiday"),
+    ("holidays", "holiday"),
+    ("retirement", "retirement"),
+];
+
+const ORDINALS: &[&str] = &[
+    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
+];
+
+/// Feelings, grouped: a question about anger is not one about sadness.
+const FEELINGS: &[(&str, &str)] = &[
+    ("angry", "anger"),
+    ("mad", "anger"),
+    ("furious", "anger"),
+    ("annoyed", "anger"),
+    ("irritated", "anger"),
+    ("resentful", "anger"),
+    ("sad", "sad"),
+    ("unhappy", "sad"),
+    ("happy", "happy"),
+    ("glad", "happy"),
+    ("anxious", "fear"),
+    ("nervous", "fear"),
+    ("scared", "fear"),
+    ("afraid", "fear"),
+    ("worried", "fear"),
+    ("fearful", "fear"),
+    ("lonely", "lonely"),
+    ("alone", "lonely"),
+    ("isolated", "lonely"),
+    ("hurt", "hurt"),
+    ("guilty", "guilt"),
+    ("ashamed", "guilt"),
+    ("jealous", "jealous"),
+    ("envious", "jealous"),
+    ("bored", "bored"),
+    ("dull", "bored"),
+    ("trapped", "trapped"),
+    ("stuck", "trapped"),
+    ("excited", "excited"),
+    ("curious", "curious"),
+    ("depressed", "depressed"),
+    ("stressed", "stressed"),
+    ("overwhelmed", "stressed"),
+    ("calm", "calm"),
+    ("insecure", "insecure"),
+];
+
+/// First person singular: "what does emotional intelligence mean" is not "what does
+/// *my* result mean".
+const SELF_WORDS: &[&str] = &[
+    "i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll",
+];
+
+/// Words that carry no content of their own for the word-level comparison.
+const FUNCTION_WORDS: &[&str] = &[
+    "a", "an", "the", "to", "of", "in", "on", "for", "with", "about", "and", "or", "but", "is",
+    "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "i", "me",
+    "my", "we", "us", "our", "you", "your", "it", "its", "this", "that", "these", "those", "what",
+    "how", "why", "when", "where", "which", "who", "whom", "can", "could", "should", "would",
+    "will", "shall", "may", "might", "must", "have", "has", "had", "having", "there", "here", "so",
+    "if", "as", "at", "by", "from", "up", "out", "into", "over", "than", "then", "just", "very",
+    "really", "also", "any", "some", "all", "each", "every", "much", "many", "too", "get", "got",
+    "make",
+];
+
+/// Words that stand in for each other in coaching questions.
+const SYNONYMS: &[&[&str]] = &[
+    &[
+        "argue",
+        "argument",
+        "fight",
+        "fighting",
+        "quarrel",
+        "argu",
+        "fights",
+        "arguments",
+    ],
+    &[
+        "talk",
+        "speak",
+        "discuss",
+        "conversation",
+        "chat",
+        "talk",
+        "discussion",
+    ],
+    &[
+        "partner",
+        "spouse",
+        "wife",
+        "husband",
+        "boyfriend",
+        "girlfriend",
+    ],
+    &["tell", "say", "let", "know"],
+    &["help", "support"],
+    &["kid", "kids", "child", "children"],
+];
+
+/// Lowercased words with `n't` spelled out as `not`, apostrophes kept inside words.
+fn contrast_words(text: &str) -> Vec<String> {
+    let t = text
+        .to_lowercase()
+        .replace('\u{2019}', "'")
+        .replace("n't", " not");
+    t.split(|c: char| !(c.is_alphanumeric() || c == '\'' || c == '-'))
+        .map(|w| w.trim_matches(|c| c == '\'' || c == '-'))
+        .filter(|w| !w.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn contrast_stem(w: &str) -> &str {
+    for suf in ["ing", "ed", "es", "s"] {
+        if w.len() > 4
+            && let Some(s) = w.strip_suffix(suf)
+        {
+            return s;
+        }
+    }
+    w
+}
+
+#[derive(Default)]
+struct Contrast {
+    negated: bool,
+    polarity: BTreeSet<&'static str>,
+    time: BTreeSet<&'static str>,
+    ordinals: BTreeSet<&'static str>,
+    feelings: BTreeSet<&'static str>,
+    first_person: bool,
+    own: bool,
+    raw: BTreeSet<String>,
+    content: BTreeSet<String>,
+}
+
+fn classify(words: &[String]) -> Contrast {
+    let mut c = Contrast::default();
+    let look = |table: &[(&'static str, &'static str)], w: &str| {
+        table.iter().find(|(k, _)| *k == w).map(|(_, v)| *v)
+    };
+    for w in words {
+        let w = w.as_str();
+        c.negated |= NEGATIONS.contains(&w);
+        if let Some(p) = look(POLARITY, w) {
+            c.polarity.insert(p);
+        }
+        if let Some(p) = look(TIME, w.trim_end_matches("'s")) {
+            c.time.insert(p);
+        }
+        if let Some(o) = ORDINALS.iter().find(|o| **o == w) {
+            c.ordinals.insert(o);
+        }
+        if let Some(f) = look(FEELINGS, w) {
+            c.feelings.insert(f);
+        }
+        c.first_person |= SELF_WORDS.contains(&w);
+        c.own |= w == "own" || w == "myself";
+        c.raw.insert(w.to_string());
+        if !FUNCTION_WORDS.contains(&w) {
+            c.content.insert(contrast_stem(w).to_string());
+        }
+    }
+    c
+}
+
+fn synonyms(a: &str, b: &str) -> bool {
+    SYNONYMS
+        .iter()
+        .any(|set| set.contains(&a) && set.contains(&b))
+}
+
+/// The coaching-domain contrast check, beyond [`conflict`]: two questions that a
+/// sentence embedding puts close together are refused when they differ in
+///
+/// - **negation** or **polarity** (`not`, `never`, `less`/`more`, `only`/`both`,
+///   `stop`/`start`), or an antonym by prefix (`healthy`/`unhealthy`),
+/// - **time** (`before`/`after`/`during`, nights/weekends, months/years, occasions),
+/// - **ordinals** (first / third),
+/// - **feeling** (hurt / furious / lonely / trapped, by group),
+/// - **general vs mine**: one asks in the first person singular, the other does not,
+///   or one says `own`/`myself`,
+/// - **added content**: one question adds content words to the other's (more
+///   specific), or exactly one content word was swapped for another (not a listed
+///   synonym) while at least three are shared — look-alikes differ in few words, and
+///   those few carry the meaning.
+///
+/// Returns why they must not share an answer, or `None`. Like [`conflict`], it only
+/// ever rejects.
+pub fn contrast(a: &str, b: &str) -> Option<&'static str> {
+    let (wa, wb) = (contrast_words(a), contrast_words(b));
+    let (ca, cb) = (classify(&wa), classify(&wb));
+    if ca.negated != cb.negated {
+        return Some("negation differs");
+    }
+    if ca.polarity != cb.polarity {
+        return Some("polarity differs");
+    }
+    for x in &ca.raw {
+        for y in &cb.raw {
+            for p in ["un", "in", "dis", "im", "ir", "il"] {
+                if x.strip_prefix(p) == Some(y.as_str()) || y.strip_prefix(p) == Some(x.as_str()) {
+                    return Some("antonyms");
+                }
+            }
+        }
+    }
+    if ca.time != cb.time {
+        return Some("time differs");
+    }
+    if ca.ordinals != cb.ordinals {
+        return Some("numbers differ");
+    }
+    if ca.feelings != cb.feelings {
+        return Some("feeling differs");
+    }
+    if ca.first_person != cb.first_person || ca.own != cb.own {
+        return Some("general vs mine");
+    }
+    let only_a: Vec<&String> = ca
+        .content
+        .difference(&cb.content)
+        .filter(|x| !cb.content.iter().any(|y| synonyms(x, y)))
+        .collect();
+    let only_b: Vec<&String> = cb
+        .content
+        .difference(&ca.content)
+        .filter(|y| !ca.content.iter().any(|x| synonyms(x, y)))
+        .collect();
+    let shared = ca.content.intersection(&cb.content).count();
+    if shared >= 2 && only_a.is_empty() != only_b.is_empty() {
+        return Some("one adds content");
+    }
+    if shared >= 3 && only_a.len() == 1 && only_b.len() == 1 {
+        return Some("a word swapped");
+    }
+    None
+}
+
 /// Lowercase letters and digits only.
 fn compact(s: &str) -> String {
     s.chars()

@@ -1,0 +1,335 @@
+//! Error-budget mode: instead of a fixed threshold, the cache learns per agent and
+//! model the lowest similarity at which its semantic hits stay within a stated share
+//! of wrong answers, from audited outcomes (the idea of verified semantic caching,
+//! e.g. vCache, 2025).
+//!
+//! Every would-be hit (a stored question above [`ErrorBudget::floor`] that the
+//! verifiers accept) is one of:
+//!
+//! - **served**, when its similarity is at or above the learned threshold — except
+//!   for a share [`ErrorBudget::audit_share`] of them, which are turned into misses
+//!   carrying an [`AuditTicket`];
+//! - **a miss with a ticket**, when below the learned threshold (or none is learned
+//!   yet): the caller asks the backend anyway, so the outcome is free evidence.
+//!
+//! The caller compares the fresh answer with the stored one (however it judges
+//! "the same answer would do": its own check, an LLM judge, a user's feedback) and
+//! reports it with [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit).
+//!
+//! The threshold is chosen by fixed-sequence testing from high to low similarity, on
+//! a 0.01 grid: starting at the highest level with enough audits at or above it that
+//! zero wrong ones would pass, a level is accepted while the one-sided Wilson upper
+//! bound, at the stated confidence, of the wrong share among audited candidates at or
+//! above it stays within the budget; the first level that fails stops the walk. Until enough
+//! evidence exists nothing is served semantically, so the hit rate starts at the
+//! exact repeats and climbs as audits come in.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The wrong-answer share a host tolerates, and how the cache earns evidence.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBudget {
+    /// The largest share of served semantic hits that may be wrong, in (0, 1).
+    /// E.g. 0.02.
+    pub max_error_rate: f64,
+    /// The share of would-be hits above the learned threshold that are audited
+    /// anyway (sent to the backend and compared), in [0, 1]. Default 0.05.
+    pub audit_share: f64,
+    /// The confidence of the upper bound, in (0.5, 1). Default 0.95.
+    pub confidence: f64,
+    /// The fewest audited candidates at or above a level before it can be accepted.
+    /// Default 30.
+    pub min_audits: u32,
+    /// Similarities below this are never candidates. Default 0.5.
+    pub floor: f32,
+    /// Audited outcomes kept per agent and model (the newest). Default 5,000.
+    pub window: usize,
+}
+
+impl ErrorBudget {
+    /// A budget of `max_error_rate` with the defaults above.
+    pub fn new(max_error_rate: f64) -> Self {
+        Self {
+            max_error_rate,
+            audit_share: 0.05,
+            confidence: 0.95,
+            min_audits: 30,
+            floor: 0.5,
+            window: 5_000,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<()> {
+        let bad = |f: &'static str, v: String| Err(Error::invalid(f, v));
+        if !(self.max_error_rate > 0.0 && self.max_error_rate < 1.0) {
+            return bad(
+                "max_error_rate",
+                format!("{} is outside (0, 1)", self.max_error_rate),
+            );
+        }
+        if !(0.0..=1.0).contains(&self.audit_share) {
+            return bad(
+                "audit_share",
+                format!("{} is outside [0, 1]", self.audit_share),
+            );
+        }
+        if !(self.confidence > 0.5 && self.confidence < 1.0) {
+            return bad(
+                "confidence",
+                format!("{} is outside (0.5, 1)", self.confidence),
+            );
+        }
+        if !(self.floor > 0.0 && self.floor <= 1.0) {
+            return bad("floor", format!("{} is outside (0, 1]", self.floor));
+        }
+        if self.min_audits == 0 || self.window == 0 {
+            return bad(
+                "min_audits",
+                "min_audits and window must be positive".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
+/// The cache's estimate of its wrong-answer share for one agent and model.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErrorEstimate {
+    /// The learned threshold; `None` while nothing is served semantically.
+    pub threshold: Option<f32>,
+    /// Audited outcomes kept.
+    pub audited: u64,
+    /// Audited candidates at or above the threshold (the ones it would serve).
+    pub above: u64,
+    /// Of those, how many were wrong.
+    pub wrong_above: u64,
+    /// `wrong_above / above` (0 when none).
+    pub rate: f64,
+    /// The one-sided Wilson upper bound of that rate at the budget's confidence
+    /// (1 when none).
+    pub upper_bound: f64,
+}
+
+/// A would-be hit turned into a miss for audit: report how it turned out with
+/// [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditTicket {
+    pub(crate) key: (crate::domain::AgentType, String),
+    /// The candidate's similarity.
+    pub similarity: f32,
+    /// The stored question whose answer was not served.
+    pub stored_question: String,
+    /// The stored answer, to compare with the fresh one.
+    pub stored_answer: serde_json::Value,
+}
+
+/// The standard normal quantile for a one-sided `confidence` (Acklam's rational
+/// approximation, |error| < 1.2e-9).
+fn z(confidence: f64) -> f64 {
+    let p = confidence;
+    let a = [
+        -3.969_683_028_665_376e1,
+        2.209_460_984_245_205e2,
+        -2.759_285_104_469_687e2,
+        1.383_577_518_672_69e2,
+        -3.066_479_806_614_716e1,
+        2.506_628_277_459_239,
+    ];
+    let b = [
+        -5.447_609_879_822_406e1,
+        1.615_858_368_580_409e2,
+        -1.556_989_798_598_866e2,
+        6.680_131_188_771_972e1,
+        -1.328_068_155_288_572e1,
+    ];
+    let c = [
+        -7.784_894_002_430_293e-3,
+        -3.223_964_580_411_365e-1,
+        -2.400_758_277_161_838,
+        -2.549_732_539_343_734,
+        4.374_664_141_464_968,
+        2.938_163_982_698_783,
+    ];
+    let d = [
+        7.784_695_709_041_462e-3,
+        3.224_671_290_700_398e-1,
+        2.445_134_137_142_996,
+        3.754_408_661_907_416,
+    ];
+    let tail = |q: f64| {
+        (((((c[0] * q + c[1]) * q + c[2]) * q + c[3]) * q + c[4]) * q + c[5])
+            / ((((d[0] * q + d[1]) * q + d[2]) * q + d[3]) * q + 1.0)
+    };
+    if p > 1.0 - 0.02425 {
+        -tail((-2.0 * (1.0 - p).ln()).sqrt())
+    } else if p < 0.02425 {
+        tail((-2.0 * p.ln()).sqrt())
+    } else {
+        let q = p - 0.5;
+        let r = q * q;
+        (((((a[0] * r + a[1]) * r + a[2]) * r + a[3]) * r + a[4]) * r + a[5]) * q
+            / (((((b[0] * r + b[1]) * r + b[2]) * r + b[3]) * r + b[4]) * r + 1.0)
+    }
+}
+
+/// One-sided Wilson score upper bound of a binomial share.
+pub(crate) fn wilson_upper(wrong: u64, n: u64, confidence: f64) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    let (k, n) = (wrong as f64, n as f64);
+    let z = z(confidence);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre + spread) / (1.0 + z2 / n)).min(1.0)
+}
+
+/// Audited outcomes of one agent and model, and the threshold they support.
+#[derive(Debug, Default)]
+pub(crate) struct Evidence {
+    samples: VecDeque<(f32, bool)>,
+    threshold: Option<f32>,
+}
+
+impl Evidence {
+    pub(crate) fn threshold(&self) -> Option<f32> {
+        self.threshold
+    }
+
+    /// Records one outcome and re-learns the threshold.
+    pub(crate) fn record(&mut self, similarity: f32, wrong: bool, b: &ErrorBudget) {
+        self.samples.push_back((similarity, wrong));
+        while self.samples.len() > b.window {
+            self.samples.pop_front();
+        }
+        self.threshold = self.learn(b);
+    }
+
+    fn learn(&self, b: &ErrorBudget) -> Option<f32> {
+        let mut sorted: Vec<(f32, bool)> = self.samples.iter().copied().collect();
+        sorted.sort_by(|x, y| y.0.total_cmp(&x.0));
+        // Levels on a 0.01 grid, from the top down; each tests "the wrong share at or
+        // above this level exceeds the budget", and the walk stops at the first level
+        // that cannot reject it (fixed-sequence testing: no correction needed).
+        let mut accepted = None;
+        let (mut n, mut wrong, mut i) = (0u64, 0u64, 0usize);
+        let top = 100;
+        let bottom = (b.floor * 100.0).ceil() as i32;
+        for level in (bottom..=top).rev() {
+            let t = level as f32 / 100.0;
+            while i < sorted.len() && sorted[i].0 >= t {
+                n += 1;
+                wrong += u64::from(sorted[i].1);
+                i += 1;
+            }
+            // The walk starts where the evidence could pass at all: enough audits
+            // that zero wrong ones would be within the budget (this depends on the
+            // counts only, not on the outcomes).
+            if n < u64::from(b.min_audits) || wilson_upper(0, n, b.confidence) > b.max_error_rate {
+                continue;
+            }
+            if wilson_upper(wrong, n, b.confidence) <= b.max_error_rate {
+                accepted = Some(t);
+            } else {
+                break;
+            }
+        }
+        accepted
+    }
+
+    pub(crate) fn estimate(&self, b: &ErrorBudget) -> ErrorEstimate {
+        let t = self.threshold;
+        let (mut above, mut wrong) = (0u64, 0u64);
+        if let Some(t) = t {
+            for &(s, w) in &self.samples {
+                if s >= t {
+                    above += 1;
+                    wrong += u64::from(w);
+                }
+            }
+        }
+        ErrorEstimate {
+            threshold: t,
+            audited: self.samples.len() as u64,
+            above,
+            wrong_above: wrong,
+            rate: if above == 0 {
+                0.0
+            } else {
+                wrong as f64 / above as f64
+            },
+            upper_bound: wilson_upper(wrong, above, b.confidence),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn normal_quantiles_and_wilson_bounds() {
+        assert!((z(0.95) - 1.644_853_6).abs() < 1e-6);
+        assert!((z(0.975) - 1.959_964).abs() < 1e-6);
+        assert!((z(0.999) - 3.090_232).abs() < 1e-5);
+        // 0 wrong of 100 at 95 %: about 2.6 %.
+        let u = wilson_upper(0, 100, 0.95);
+        assert!(u > 0.02 && u < 0.03, "{u}");
+        assert_eq!(wilson_upper(0, 0, 0.95), 1.0);
+        assert!(wilson_upper(10, 100, 0.95) > 0.1);
+    }
+
+    #[test]
+    fn the_threshold_stops_where_wrong_answers_begin() {
+        let b = ErrorBudget {
+            min_audits: 20,
+            ..ErrorBudget::new(0.05)
+        };
+        let mut e = Evidence::default();
+        // Above 0.8 always right, below always wrong.
+        for i in 0..400 {
+            let s = 0.5 + (i % 50) as f32 / 100.0;
+            e.record(s, s < 0.8, &b);
+        }
+        let t = e.threshold().expect("learned");
+        assert!((0.79..=0.85).contains(&t), "{t}");
+        let est = e.estimate(&b);
+        assert_eq!(est.wrong_above, 0);
+        assert!(est.upper_bound <= 0.05);
+        // All wrong: nothing is served.
+        let mut bad = Evidence::default();
+        for i in 0..400 {
+            bad.record(0.9 + (i % 10) as f32 / 100.0, true, &b);
+        }
+        assert_eq!(bad.threshold(), None);
+    }
+
+    #[test]
+    fn bad_budgets_are_refused() {
+        for b in [
+            ErrorBudget::new(0.0),
+            ErrorBudget::new(1.0),
+            ErrorBudget {
+                audit_share: 1.5,
+                ..ErrorBudget::new(0.02)
+            },
+            ErrorBudget {
+                confidence: 0.4,
+                ..ErrorBudget::new(0.02)
+            },
+            ErrorBudget {
+                min_audits: 0,
+                ..ErrorBudget::new(0.02)
+            },
+        ] {
+            assert!(b.validate().is_err(), "{b:?}");
+        }
+        assert!(ErrorBudget::new(0.02).validate().is_ok());
+    }
+}

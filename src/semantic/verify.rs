@@ -1,0 +1,335 @@
+//! The verification tier: a would-be semantic hit (a stored question above the
+//! similarity threshold) is served only when every [`Verifier`] of the cache accepts it.
+//!
+//! - [`RuleVerifier`] (the default): the salience check ([`salience::conflict`]) and
+//!   the coaching contrast rules ([`salience::contrast`]); local, microseconds.
+//! - [`EmbedderVerifier`]: a second embedding model as a tie-breaker — the pair must
+//!   also be similar by its cosine.
+//! - [`LlmJudgeVerifier`]: asks a cheap model over any [`AiAgent`] whether one answer
+//!   serves both questions; its tokens and cost are counted.
+//!
+//! Verifiers only ever turn a would-be hit into a miss.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::{Embedder, cosine, normalise, salience};
+use crate::agent::{AiAgent, AiRequest, ModelParams};
+use crate::domain::{AgentType, UserId};
+use crate::error::{Error, Result};
+use crate::pipeline::Price;
+
+/// A would-be hit, as a [`Verifier`] sees it.
+#[derive(Clone, Copy, Debug)]
+pub struct Candidate<'a> {
+    /// The question asked now.
+    pub question: &'a str,
+    /// The stored question whose answer would be served.
+    pub stored_question: &'a str,
+    /// The stored answer (the agent's output).
+    pub stored_answer: &'a Value,
+    /// Cosine similarity of the two questions by the cache's embedder.
+    pub similarity: f32,
+}
+
+/// A verifier's decision.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Verdict {
+    /// The stored answer may be served.
+    Accept,
+    /// It may not; why.
+    Reject(&'static str),
+}
+
+/// Decides whether a would-be hit may be served. Object safe.
+#[async_trait]
+pub trait Verifier: Send + Sync + 'static {
+    /// A short name, e.g. `"rules"`.
+    fn name(&self) -> &str;
+
+    /// Accepts or rejects `candidate`.
+    ///
+    /// # Errors
+    /// A verifier that cannot decide returns an error; the cache then treats the
+    /// candidate as rejected (a miss), never as a hit.
+    async fn verify(&self, candidate: &Candidate<'_>) -> Result<Verdict>;
+}
+
+fn _object_safe(_: &dyn Verifier) {}
+
+#[async_trait]
+impl<V: Verifier + ?Sized> Verifier for Arc<V> {
+    fn name(&self) -> &str {
+        (**self).name()
+    }
+    async fn verify(&self, candidate: &Candidate<'_>) -> Result<Verdict> {
+        (**self).verify(candidate).await
+    }
+}
+
+/// The local rules: the salience check (numbers, identifiers, names, negation, the
+/// people involved) and the coaching contrast rules (polarity, time, ordinals,
+/// feelings, general vs mine, added or swapped content). The cache's default
+/// verifier.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RuleVerifier;
+
+impl RuleVerifier {
+    /// Why `a` and `b` must not share an answer, or `None`.
+    pub fn check(a: &str, b: &str) -> Option<&'static str> {
+        salience::texts_conflict(a, b).or_else(|| salience::contrast(a, b))
+    }
+}
+
+#[async_trait]
+impl Verifier for RuleVerifier {
+    fn name(&self) -> &str {
+        "rules"
+    }
+    async fn verify(&self, c: &Candidate<'_>) -> Result<Verdict> {
+        Ok(match Self::check(c.stored_question, c.question) {
+            Some(why) => Verdict::Reject(why),
+            None => Verdict::Accept,
+        })
+    }
+}
+
+/// A second embedder as a tie-breaker: the two questions must also reach `threshold`
+/// by its cosine (e.g. a stronger local model, or a hosted one behind
+/// `OpenAiCompatibleEmbedder`). Costs one embedding call of two texts per would-be hit.
+pub struct EmbedderVerifier {
+    embedder: Arc<dyn Embedder>,
+    threshold: f32,
+}
+
+impl std::fmt::Debug for EmbedderVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbedderVerifier")
+            .field("embedder", &self.embedder.name())
+            .field("threshold", &self.threshold)
+            .finish()
+    }
+}
+
+impl EmbedderVerifier {
+    /// Checks with `embedder` at `threshold`.
+    ///
+    /// # Errors
+    /// `InvalidInput` for a threshold outside (0, 1].
+    pub fn new(embedder: Arc<dyn Embedder>, threshold: f32) -> Result<Self> {
+        if !(threshold > 0.0 && threshold <= 1.0) {
+            return Err(Error::invalid(
+                "threshold",
+                format!("{threshold} is outside (0, 1]"),
+            ));
+        }
+        Ok(Self {
+            embedder,
+            threshold,
+        })
+    }
+}
+
+#[async_trait]
+impl Verifier for EmbedderVerifier {
+    fn name(&self) -> &str {
+        "embedder"
+    }
+    async fn verify(&self, c: &Candidate<'_>) -> Result<Verdict> {
+        let v = self
+            .embedder
+            .embed(&[c.stored_question.to_string(), c.question.to_string()])
+            .await?;
+        let dim = self.embedder.dimension();
+        let (Some(a), Some(b)) = (v.first(), v.get(1)) else {
+            return Err(Error::Backend {
+                what: "verifier embedder".into(),
+                retryable: false,
+                source: "returned fewer vectors than texts".into(),
+            });
+        };
+        let sim = cosine(&normalise(a.clone(), dim)?, &normalise(b.clone(), dim)?);
+        Ok(if sim >= self.threshold {
+            Verdict::Accept
+        } else {
+            Verdict::Reject("second embedder disagrees")
+        })
+    }
+}
+
+/// What an [`LlmJudgeVerifier`] has cost so far.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JudgeCost {
+    /// Questions put to the judge.
+    pub calls: u64,
+    /// Calls that failed or gave no clear yes or no (each counted as a rejection).
+    pub failures: u64,
+    /// Prompt tokens billed.
+    pub input_tokens: u64,
+    /// Completion tokens billed.
+    pub output_tokens: u64,
+    /// Their cost in nano-dollars, at the judge's price.
+    pub cost_nanos: u64,
+}
+
+/// Asks a (cheap) model over any [`AiAgent`] whether the answer to the stored question
+/// also answers the new one; serves the hit only on a clear "yes". Every call's
+/// tokens and cost are counted ([`LlmJudgeVerifier::cost`]); an error, a timeout of
+/// the agent or an unclear reply is a rejection. The request goes out as agent
+/// `judge_agent` for `judge_user` (a service account of the host), with the model
+/// parameters given — temperature 0 and 3 output tokens by default.
+///
+/// The questions are users' text: one written to talk the judge into "YES" can at
+/// worst get its asker an answer from the asker's own scope (their own earlier
+/// answers, or a shared agent's) — never another user's personal answer, since
+/// candidates only ever come from the request's scope. Run the judge after the
+/// [`RuleVerifier`] (the cache's order), so that only candidates the rules let
+/// through cost a call.
+pub struct LlmJudgeVerifier {
+    agent: Arc<dyn AiAgent>,
+    params: ModelParams,
+    price: Price,
+    judge_agent: AgentType,
+    judge_user: UserId,
+    counters: [AtomicU64; 5],
+}
+
+impl std::fmt::Debug for LlmJudgeVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LlmJudgeVerifier")
+            .field("agent", &self.agent.name())
+            .field("model", &self.params.model)
+            .field("cost", &self.cost())
+            .finish_non_exhaustive()
+    }
+}
+
+/// The judge's instructions; the two questions follow.
+pub const JUDGE_PROMPT: &str = "You check a cache of answers for a relationship-coaching app. \
+Question A was answered before. Would exactly that answer also fully and correctly answer \
+question B — same person, same situation, same time, same request, same meaning (a \
+negation, a different person, number, time, feeling or action asked for means NO)? \
+Reply with one word: YES or NO.";
+
+impl LlmJudgeVerifier {
+    /// A judge over `agent`, billed at `price`, asking as `judge_agent` for
+    /// `judge_user`.
+    pub fn new(
+        agent: Arc<dyn AiAgent>,
+        price: Price,
+        judge_agent: AgentType,
+        judge_user: UserId,
+    ) -> Self {
+        Self {
+            agent,
+            params: ModelParams {
+                model: String::new(),
+                max_tokens: 3,
+                temperature: 0.0,
+                system_prompt: Some(JUDGE_PROMPT.to_string()),
+            },
+            price,
+            judge_agent,
+            judge_user,
+            counters: Default::default(),
+        }
+    }
+
+    /// The model to ask (default: the backend's default).
+    #[must_use]
+    pub fn model(mut self, model: impl Into<String>) -> Self {
+        self.params.model = model.into();
+        self
+    }
+
+    /// Tokens and cost so far.
+    pub fn cost(&self) -> JudgeCost {
+        let c = |i: usize| self.counters[i].load(Relaxed);
+        JudgeCost {
+            calls: c(0),
+            failures: c(1),
+            input_tokens: c(2),
+            output_tokens: c(3),
+            cost_nanos: c(4),
+        }
+    }
+
+    /// Reads a yes or no from the judge's output (a string, or `{"text"|"answer": …}`).
+    fn read(output: &Value) -> Option<bool> {
+        let text = output
+            .as_str()
+            .or_else(|| output.get("text").and_then(Value::as_str))
+            .or_else(|| output.get("answer").and_then(Value::as_str))?;
+        let first = text
+            .trim_start_matches(|c: char| !c.is_alphabetic())
+            .split(|c: char| !c.is_alphabetic())
+            .next()?
+            .to_ascii_lowercase();
+        match first.as_str() {
+            "yes" => Some(true),
+            "no" => Some(false),
+            _ => None,
+        }
+    }
+}
+
+#[async_trait]
+impl Verifier for LlmJudgeVerifier {
+    fn name(&self) -> &str {
+        "llm-judge"
+    }
+    async fn verify(&self, c: &Candidate<'_>) -> Result<Verdict> {
+        let mut req = AiRequest::new(
+            self.judge_user,
+            self.judge_agent,
+            format!("A: {}\nB: {}", c.stored_question, c.question),
+        );
+        req.params = self.params.clone();
+        self.counters[0].fetch_add(1, Relaxed);
+        let resp = match self.agent.complete(&req).await {
+            Ok(r) => r,
+            Err(e) => {
+                self.counters[1].fetch_add(1, Relaxed);
+                tracing::warn!(error = %e, "semantic cache: the judge failed; a miss");
+                return Ok(Verdict::Reject("judge unavailable"));
+            }
+        };
+        self.counters[2].fetch_add(resp.usage.input_tokens.into(), Relaxed);
+        self.counters[3].fetch_add(resp.usage.output_tokens.into(), Relaxed);
+        self.counters[4].fetch_add(self.price.cost_nanos(resp.usage), Relaxed);
+        Ok(match Self::read(&resp.output) {
+            Some(true) => Verdict::Accept,
+            Some(false) => Verdict::Reject("judge said no"),
+            None => {
+                self.counters[1].fetch_add(1, Relaxed);
+                Verdict::Reject("judge unclear")
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn judge_replies_are_read_strictly() {
+        assert_eq!(LlmJudgeVerifier::read(&json!("YES")), Some(true));
+        assert_eq!(
+            LlmJudgeVerifier::read(&json!({"text": " no."})),
+            Some(false)
+        );
+        assert_eq!(
+            LlmJudgeVerifier::read(&json!({"answer": "Yes, same"})),
+            Some(true)
+        );
+        assert_eq!(LlmJudgeVerifier::read(&json!("yesterday")), None);
+        assert_eq!(LlmJudgeVerifier::read(&json!("maybe")), None);
+        assert_eq!(LlmJudgeVerifier::read(&json!(3)), None);
+    }
+}
