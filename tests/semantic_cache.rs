@@ -534,3 +534,34 @@ async fn forget_user_leaves_no_stale_queue_items_behind() {
         );
     }
 }
+
+/// Questions made only of punctuation are not exact repeats of one another ("?" must
+/// not be served the answer stored for "..."), while trailing punctuation on a real
+/// question still does not matter. (Found by the issue-14 review.)
+#[tokio::test]
+async fn punctuation_only_questions_are_not_exact_repeats_of_each_other() {
+    let cache = SemanticCache::builder(Arc::new(HashingEmbedder::new()))
+        .build()
+        .unwrap();
+    let u = UserId::new();
+    let a = AgentType::CommunicationAdvisor;
+    cache
+        .store(&ask(u, a, "..."), &answer("stored for dots"), None)
+        .await
+        .unwrap();
+    let l = cache.lookup(&ask(u, a, "?!")).await.unwrap();
+    assert!(!matches!(l, Lookup::Hit { .. }), "{l:?}");
+    cache
+        .store(
+            &ask(u, a, "How do I apologise?"),
+            &answer("say sorry"),
+            None,
+        )
+        .await
+        .unwrap();
+    let l = cache
+        .lookup(&ask(u, a, "how do I apologise."))
+        .await
+        .unwrap();
+    assert!(matches!(l, Lookup::Hit { .. }), "{l:?}");
+}

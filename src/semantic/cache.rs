@@ -479,7 +479,12 @@ fn normalise_text(s: &str) -> String {
         .collect::<Vec<_>>()
         .join(" ")
         .to_lowercase();
-    joined.trim_end_matches(['?', '!', '.', ' ']).to_string()
+    // Trailing punctuation does not change a question ("…?" and "…." are one), but a
+    // text that is nothing else keeps it: "?" must not be an exact repeat of "...".
+    match joined.trim_end_matches(['?', '!', '.', ' ']) {
+        "" => joined,
+        t => t.to_string(),
+    }
 }
 
 impl SemanticCache {
