@@ -13,7 +13,7 @@ use kasama::agent::{AiAgent, AiRequest, AiResponse, Usage};
 use kasama::metrics::NoopMetrics;
 use kasama::pipeline::{
     AiPipeline, BatchConfig, BreakerConfig, Budgets, Price, PriceTable, RateLimitConfig,
-    Recorder, RecorderConfig, Router, RouterConfig,
+    Router, RouterConfig,
 };
 use kasama::prelude::*;
 use serde_json::{Value, json};
@@ -554,6 +554,7 @@ delegate! {
     fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> kasama::Result<Vec<Recommendation>>;
     fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> kasama::Result<CostAnalysis>;
     fn system_health(&self, a: Actor) -> kasama::Result<SystemHealth>;
+    fn erase_user(&self, a: Actor, u: UserId) -> kasama::Result<ErasureReport>;
 }
 
 /// PostgreSQL restarting for 3 s (a minor-version upgrade, a failover, a container
