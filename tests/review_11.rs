@@ -12,8 +12,8 @@ use async_trait::async_trait;
 use kasama::agent::{AiAgent, AiRequest, AiResponse, Usage};
 use kasama::metrics::NoopMetrics;
 use kasama::pipeline::{
-    AiPipeline, BatchConfig, BreakerConfig, Budgets, Price, PriceTable, RateLimitConfig,
-    Router, RouterConfig,
+    AiPipeline, BatchConfig, BreakerConfig, Budgets, Price, PriceTable, RateLimitConfig, Router,
+    RouterConfig,
 };
 use kasama::prelude::*;
 use serde_json::{Value, json};
@@ -95,7 +95,10 @@ impl Agent {
             }
             Act::Panic => panic!("the backend fell over"),
             Act::RateLimited(d) => return Err(Error::RateLimited { retry_after: d }),
-            Act::Answer | Act::Omit => (json!({ "text": format!("answer to {}", req.input) }), ONE_CALL),
+            Act::Answer | Act::Omit => (
+                json!({ "text": format!("answer to {}", req.input) }),
+                ONE_CALL,
+            ),
             Act::Long(n) => (
                 json!({ "text": "x".repeat(n) }),
                 Usage {
@@ -105,7 +108,8 @@ impl Agent {
             ),
         };
         self.input.fetch_add(u64::from(usage.input_tokens), SeqCst);
-        self.output.fetch_add(u64::from(usage.output_tokens), SeqCst);
+        self.output
+            .fetch_add(u64::from(usage.output_tokens), SeqCst);
         Ok(AiResponse {
             output,
             usage,
@@ -224,7 +228,11 @@ async fn a_panic_while_retrying_one_member_does_not_wipe_its_batch_mates_answer(
     );
     assert!(r1.is_err());
     let billed = a.billed(PRICE);
-    assert_eq!(billed, cost(PRICE, ONE_CALL), "the provider billed member 0");
+    assert_eq!(
+        billed,
+        cost(PRICE, ONE_CALL),
+        "the provider billed member 0"
+    );
     let _ = p.shutdown().await;
     assert!(r0.is_ok(), "member 0 was answered by the backend: {r0:?}");
     assert_eq!(
@@ -258,8 +266,7 @@ async fn a_backend_that_always_panics_is_tripped_and_avoided_like_one_that_fails
         .unwrap();
     let mut failed = 0;
     for i in 0..30 {
-        if p
-            .complete(ask(u, &format!("question {i}")), SubscriptionTier::Free)
+        if p.complete(ask(u, &format!("question {i}")), SubscriptionTier::Free)
             .await
             .is_err()
         {
@@ -429,7 +436,10 @@ async fn an_answer_the_provider_billed_but_the_agent_could_not_read_is_still_bil
         .build()
         .unwrap();
     let r = p
-        .complete(ask(u, "How do I win every argument?"), SubscriptionTier::Free)
+        .complete(
+            ask(u, "How do I win every argument?"),
+            SubscriptionTier::Free,
+        )
         .await;
     let calls = server.received_requests().await.unwrap().len() as u64;
     let billed = calls
@@ -616,8 +626,7 @@ async fn a_batch_window_past_the_clock_is_refused_or_leaks_nothing() {
     let p = Arc::new(p);
     let joined = {
         let p = p.clone();
-        tokio::spawn(async move { p.complete(ask(u, "alone"), SubscriptionTier::Free).await })
-            .await
+        tokio::spawn(async move { p.complete(ask(u, "alone"), SubscriptionTier::Free).await }).await
     };
     let held = p.ledger().user_reserved(u);
     let shut = tokio::time::timeout(Duration::from_secs(60), p.shutdown()).await;
@@ -650,7 +659,9 @@ async fn durations_past_the_clock_are_refused_by_build() {
         })
         .build();
     if let Ok(p) = deadline {
-        let r = p.complete(ask(u, "any deadline"), SubscriptionTier::Free).await;
+        let r = p
+            .complete(ask(u, "any deadline"), SubscriptionTier::Free)
+            .await;
         panic!("routing.deadline = Duration::MAX accepted; a request then ends {r:?}");
     }
     let cool = builder(repo)
@@ -694,7 +705,9 @@ async fn a_request_after_shutdown_is_refused_or_its_lost_row_counted() {
         .build()
         .unwrap();
     p.shutdown().await.unwrap();
-    let r = p.complete(ask(u, "late question"), SubscriptionTier::Free).await;
+    let r = p
+        .complete(ask(u, "late question"), SubscriptionTier::Free)
+        .await;
     if r.is_err() {
         return; // refused after shutdown: fine
     }
@@ -723,7 +736,10 @@ async fn a_high_priority_request_joining_a_queued_one_is_not_held_back() {
     );
     let medium = {
         let p = p.clone();
-        tokio::spawn(async move { p.complete(ask(u, "same question"), SubscriptionTier::Free).await })
+        tokio::spawn(async move {
+            p.complete(ask(u, "same question"), SubscriptionTier::Free)
+                .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(1)).await;
     let mut high = ask(u, "same question");

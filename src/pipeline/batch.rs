@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::AiOutcome;
-use super::router::Router;
+use super::router::{CatchUnwind, Router};
 use super::settle::{Books, Claim};
 use crate::agent::AiRequest;
 use crate::domain::{AgentType, PriorityLevel};
@@ -115,7 +115,8 @@ impl Batcher {
     /// says whether an agent's identical requests from different users must stay apart.
     ///
     /// # Errors
-    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`.
+    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`, or a
+    /// `window` past [`MAX_DURATION`](super::MAX_DURATION).
     pub(crate) fn new(
         router: Arc<Router>,
         books: Arc<Books>,
@@ -128,6 +129,7 @@ impl Batcher {
         if cfg.max_queue == 0 {
             return Err(Error::invalid("batch.max_queue", "must be at least 1"));
         }
+        super::check_duration("batch.window", cfg.window)?;
         Ok(Arc::new(Self {
             router,
             books,
@@ -195,7 +197,9 @@ impl Batcher {
             Some((agent, Some(generation))) => {
                 // The first request of a batch starts the window.
                 let me = Arc::clone(self);
-                let at = Instant::now() + self.cfg.window;
+                // `new` keeps the window within MAX_DURATION; saturate all the same.
+                let now = Instant::now();
+                let at = now.checked_add(self.cfg.window).unwrap_or(now);
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at).await;
                     let current = me.lock().queues.get(&agent).map(|q| q.generation);
@@ -228,13 +232,14 @@ impl Batcher {
                 // Counts the call out of `pending` once settled — or if this task ends
                 // any other way — so `pending == 0` means every call's books are kept.
                 let done = Settled { batcher: &me, n };
-                // A backend that panics fails its waiters with an error instead of
-                // leaving them (and every later identical request) behind a dead entry.
-                let results = match CatchUnwind(Box::pin(me.router.call_batch(&reqs))).await {
+                // The router catches a backend's panic per call and fails only the
+                // members it hit; this is the last guard (a bug in the router itself),
+                // so the waiters get an error instead of waiting behind a dead entry.
+                let results = match CatchUnwind::new(me.router.call_batch(&reqs)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::error!("AI backend call panicked");
-                        (0..n).map(|_| Err(panicked())).collect()
+                        tracing::error!("AI routing panicked");
+                        (0..n).map(|_| Err(Router::panicked())).collect()
                     }
                 };
                 let groups: Vec<Vec<Waiter>> = {
@@ -278,34 +283,6 @@ impl Batcher {
                 return;
             }
             notified.await;
-        }
-    }
-}
-
-fn panicked() -> Error {
-    Error::Backend {
-        what: "AI backend".into(),
-        retryable: false,
-        source: "the backend call panicked".into(),
-    }
-}
-
-/// A future that turns a panic while polling `F` into an `Err` (what
-/// `futures::FutureExt::catch_unwind` does; futures-util is built without `std` here).
-struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
-
-impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let f = self.get_mut().0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Err(p) => std::task::Poll::Ready(Err(p)),
         }
     }
 }

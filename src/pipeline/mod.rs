@@ -38,6 +38,22 @@ use crate::repository::Repository;
 use crate::semantic::{HitTier, Lookup, SemanticCache};
 
 use batch::Batcher;
+
+/// The longest duration any pipeline setting takes: 366 days. A longer one (such as
+/// `Duration::MAX` for "never") would overflow the clock when added to the current
+/// instant, so `build()` refuses it, naming the field.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// Refuses a duration setting past [`MAX_DURATION`], naming `field`.
+pub(crate) fn check_duration(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::invalid(
+            field,
+            format!("{d:?}, must be at most 366 days"),
+        ));
+    }
+    Ok(())
+}
 use settle::{Books, Claim};
 
 /// What [`AiPipeline::complete`] returns.
@@ -160,12 +176,13 @@ impl AiPipelineBuilder {
     ///
     /// # Errors
     /// `InvalidInput` for no backend, duplicate backend names, or a setting that would
-    /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, an
-    /// error rate outside 0–1, …), naming the field.
+    /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, a
+    /// duration past [`MAX_DURATION`], an error rate outside 0–1, …), naming the field.
     pub fn build(self) -> Result<AiPipeline> {
         if self.cache_timeout.is_zero() {
             return Err(Error::invalid("cache_timeout", "must be positive"));
         }
+        check_duration("cache_timeout", self.cache_timeout)?;
         self.recorder.validate()?;
         let backends = self
             .backends

@@ -50,7 +50,8 @@ impl RecorderConfig {
     ///
     /// # Errors
     /// `InvalidInput` naming the field: a zero `batch`, `capacity` or `attempts`, a
-    /// `batch` over the repository's limit, or a zero `interval`.
+    /// `batch` over the repository's limit, or a zero `interval` or one past
+    /// [`MAX_DURATION`](super::MAX_DURATION).
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 || self.batch > MAX_INTERACTIONS_PER_BATCH {
             return Err(Error::invalid(
@@ -61,6 +62,7 @@ impl RecorderConfig {
         if self.interval.is_zero() {
             return Err(Error::invalid("recording.interval", "must be positive"));
         }
+        super::check_duration("recording.interval", self.interval)?;
         if self.capacity == 0 {
             return Err(Error::invalid("recording.capacity", "must be at least 1"));
         }
