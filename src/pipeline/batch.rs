@@ -84,6 +84,8 @@ struct State {
     /// Waiters of every request queued or in flight, by key.
     waiters: HashMap<Key, Vec<Waiter>>,
     pending: usize,
+    /// Set by [`Batcher::close`]: nothing more is taken.
+    closed: bool,
 }
 
 /// Groups and coalesces requests in front of a [`Router`]; the task that owns each
@@ -154,8 +156,8 @@ impl Batcher {
     /// waits for the answer.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting (the claim
-    /// is dropped, so its reservation is released).
+    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting or the
+    /// batcher is closed (the claim is dropped, so its reservation is released).
     pub(crate) fn enqueue(self: &Arc<Self>, claim: Claim) -> Result<Ticket> {
         self.logical.fetch_add(1, Relaxed);
         let key = Key {
@@ -165,6 +167,9 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         let flush_now = {
             let mut s = self.lock();
+            if s.closed {
+                return Err(shut_down());
+            }
             if let Some(w) = s.waiters.get_mut(&key) {
                 w.push((claim, tx));
                 self.coalesced.fetch_add(1, Relaxed);
@@ -273,6 +278,12 @@ impl Batcher {
         }
     }
 
+    /// Takes no more requests: [`Batcher::enqueue`] refuses them from now on, so once
+    /// [`Batcher::idle`] returns nothing more is settled.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
     /// Waits until every queued or in-flight call has been settled.
     pub(crate) async fn idle(&self) {
         loop {
@@ -284,6 +295,13 @@ impl Batcher {
             }
             notified.await;
         }
+    }
+}
+
+/// The refusal of a request that comes after `shutdown()`.
+pub(crate) fn shut_down() -> Error {
+    Error::Overloaded {
+        what: "AI pipeline (shut down)".into(),
     }
 }
 

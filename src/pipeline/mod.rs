@@ -269,11 +269,13 @@ impl AiPipeline {
     ///
     /// # Errors
     /// `InvalidInput`, `RateLimited { retry_after }`, `BudgetExceeded` (before any
-    /// backend call), `Overloaded`, `CircuitOpen`, `Timeout`, `Backend`.
+    /// backend call), `Overloaded` (also after [`AiPipeline::shutdown`]: nothing is
+    /// answered, charged or recorded then), `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
-        if let Err(e) = req
-            .validate()
+        if let Err(e) = self
+            .check_open()
+            .and_then(|()| req.validate())
             .and_then(|()| self.limits.check_ai(req.user_id, tier))
         {
             self.unanswered(&req, start, &e);
@@ -369,6 +371,15 @@ impl AiPipeline {
         })
     }
 
+    /// Refuses work once [`AiPipeline::shutdown`] began (its recorder is gone: an
+    /// answer then would be charged and never recorded).
+    fn check_open(&self) -> Result<()> {
+        if self.books.recorder_gone() {
+            return Err(batch::shut_down());
+        }
+        Ok(())
+    }
+
     /// Counts a request that ended before reaching a backend.
     fn unanswered(&self, req: &AiRequest, start: Instant, e: &Error) {
         self.metrics.record(&MetricEvent::Ai {
@@ -386,11 +397,13 @@ impl AiPipeline {
 
     /// Waits for every backend call queued or in flight to be settled (callers that
     /// went away included), then stops recording and writes every buffered
-    /// interaction; call it on graceful shutdown. Later answers are not recorded.
+    /// interaction; call it on graceful shutdown. Requests made from then on are
+    /// refused with `Overloaded` (shut down) before anything is charged.
     ///
     /// # Errors
     /// `Backend` when rows could not be written (failed, dropped or rejected).
     pub async fn shutdown(&self) -> Result<RecorderStats> {
+        self.batcher.close();
         self.batcher.idle().await;
         let rec = self
             .books

@@ -235,6 +235,14 @@ impl Books {
         });
     }
 
+    /// Whether the recorder was taken away by shutdown.
+    pub(crate) fn recorder_gone(&self) -> bool {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
     fn record(&self, row: NewAiInteraction) {
         if let Some(r) = self
             .recorder
@@ -243,6 +251,13 @@ impl Books {
             .as_ref()
         {
             r.record(row);
+        } else {
+            // Only a cache hit racing shutdown gets here (backend calls are refused
+            // once the batcher is closed): its row is lost, and counted as such.
+            self.metrics.record(&MetricEvent::InteractionsLost {
+                rows: 1,
+                reason: "dropped",
+            });
         }
     }
 }
