@@ -171,9 +171,17 @@ impl Batcher {
                 return Err(shut_down());
             }
             if let Some(w) = s.waiters.get_mut(&key) {
+                let agent = claim.req.agent;
+                let high = claim.req.priority == PriorityLevel::High;
                 w.push((claim, tx));
                 self.coalesced.fetch_add(1, Relaxed);
-                None
+                // A high-priority request joining one still queued is not held back
+                // by the window: the queue leaves now.
+                let queued = high
+                    && s.queues
+                        .get(&agent)
+                        .is_some_and(|q| q.reqs.iter().any(|(k, _)| *k == key));
+                queued.then_some((agent, None))
             } else {
                 if s.pending >= self.cfg.max_queue {
                     return Err(Error::Overloaded {
