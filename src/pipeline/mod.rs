@@ -323,10 +323,30 @@ impl AiPipeline {
 
         // The worst case this call can cost, held against the budgets until it is
         // settled.
-        let price = self.books.prices.price(&req.params.model);
-        // Input: the question plus up to 200 tokens of system prompt and framing.
+        // Priced at the dearest of the requested model's price and every backend that
+        // may serve it (the call is charged at the price of the backend it lands on),
+        // so concurrent calls pass a budget by at most one call's cost.
+        let listed = self.books.prices.price(&req.params.model);
+        let price = match self.router.max_price(req.agent) {
+            Some(b) => Price {
+                input_micros_per_1k: listed.input_micros_per_1k.max(b.input_micros_per_1k),
+                output_micros_per_1k: listed.output_micros_per_1k.max(b.output_micros_per_1k),
+            },
+            None => listed,
+        };
+        // Input: the question (or the whole input, if larger), the request's own
+        // system prompt, and up to 200 tokens of default system prompt and framing.
+        let input_tokens = estimate_tokens(&req.prompt_text())
+            .max(estimate_tokens(&req.input.to_string()))
+            .saturating_add(
+                req.params
+                    .system_prompt
+                    .as_deref()
+                    .map_or(0, estimate_tokens),
+            )
+            .saturating_add(200);
         let worst = price.cost_nanos(crate::agent::Usage {
-            input_tokens: estimate_tokens(&req.prompt_text()).saturating_add(200),
+            input_tokens,
             output_tokens: req.params.max_tokens,
         });
         let hold = match self.books.ledger.reserve(req.user_id, tier, worst) {

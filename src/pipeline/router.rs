@@ -589,6 +589,19 @@ impl Router {
             .map(|i| self.backends[i].agent.name())
     }
 
+    /// The highest price, input and output each, among the backends serving `agent`
+    /// (what a call for it may cost per token at worst, wherever it is routed).
+    pub fn max_price(&self, agent: AgentType) -> Option<Price> {
+        self.backends
+            .iter()
+            .filter(|b| b.agent.serves(agent))
+            .map(|b| b.price)
+            .reduce(|a, b| Price {
+                input_micros_per_1k: a.input_micros_per_1k.max(b.input_micros_per_1k),
+                output_micros_per_1k: a.output_micros_per_1k.max(b.output_micros_per_1k),
+            })
+    }
+
     /// The price of the backend called `name`.
     pub fn price_of(&self, name: &str) -> Option<Price> {
         self.backends
