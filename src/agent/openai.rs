@@ -16,7 +16,10 @@ use crate::error::{Error, Result};
 /// - The model is the request's, else the one configured for its agent kind, else the
 ///   default model.
 /// - The answer's `choices[0].message.content` becomes the output: parsed when it is a
-///   JSON object, else `{"text": …}`. `usage` gives the tokens; when a server omits it
+///   JSON object, else `{"text": …}`. A message without text (a refusal, a tool call)
+///   is still an answer the provider billed: `{"text": "", "refusal": …,
+///   "tool_calls": …, "finish_reason": …}` (the fields it sent), not an error a retry
+///   would pay for again. `usage` gives the tokens; when a server omits it
 ///   the tokens are estimated (about four characters a token) and
 ///   [`AiResponse::usage_estimated`] says so.
 /// - 429 → [`Error::RateLimited`] with the server's `Retry-After` (seconds or an HTTP
@@ -292,20 +295,43 @@ impl AiAgent for OpenAiCompatibleAgent {
             "chat completion",
         )
         .await?;
-        let content = v
-            .pointer("/choices/0/message/content")
-            .and_then(Value::as_str)
-            .ok_or_else(|| {
-                http_error(
+        let message = v.pointer("/choices/0/message");
+        let content = message
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str);
+        let output = match content {
+            Some(content) => match serde_json::from_str::<Value>(content) {
+                Ok(o @ Value::Object(_)) => o,
+                _ => json!({ "text": content }),
+            },
+            // A 200 with a message but no text (a refusal, a tool call) or with usage
+            // but no message is an answer the provider billed: an empty text with
+            // what it said instead, never a retryable error (a retry is billed again).
+            None if message.is_some() || v.get("usage").is_some() => {
+                let mut o = serde_json::Map::new();
+                o.insert("text".into(), Value::from(""));
+                for k in ["refusal", "tool_calls"] {
+                    if let Some(x) = message.and_then(|m| m.get(k)).filter(|x| !x.is_null()) {
+                        o.insert(k.into(), x.clone());
+                    }
+                }
+                if let Some(r) = v
+                    .pointer("/choices/0/finish_reason")
+                    .filter(|x| !x.is_null())
+                {
+                    o.insert("finish_reason".into(), r.clone());
+                }
+                Value::Object(o)
+            }
+            None => {
+                return Err(http_error(
                     "chat completion",
                     true,
-                    "no choices[0].message.content".into(),
-                )
-            })?;
-        let output = match serde_json::from_str::<Value>(content) {
-            Ok(o @ Value::Object(_)) => o,
-            _ => json!({ "text": content }),
+                    "no choices[0].message".into(),
+                ));
+            }
         };
+        let content = content.unwrap_or("");
         let tokens = |k: &str| {
             v.pointer(&format!("/usage/{k}"))
                 .and_then(Value::as_u64)

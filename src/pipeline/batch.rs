@@ -11,7 +11,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 
 use super::AiOutcome;
-use super::router::Router;
+use super::router::{CatchUnwind, Router};
 use super::settle::{Books, Claim};
 use crate::agent::AiRequest;
 use crate::domain::{AgentType, PriorityLevel};
@@ -84,6 +84,8 @@ struct State {
     /// Waiters of every request queued or in flight, by key.
     waiters: HashMap<Key, Vec<Waiter>>,
     pending: usize,
+    /// Set by [`Batcher::close`]: nothing more is taken.
+    closed: bool,
 }
 
 /// Groups and coalesces requests in front of a [`Router`]; the task that owns each
@@ -115,7 +117,8 @@ impl Batcher {
     /// says whether an agent's identical requests from different users must stay apart.
     ///
     /// # Errors
-    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`.
+    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`, or a
+    /// `window` past [`MAX_DURATION`](super::MAX_DURATION).
     pub(crate) fn new(
         router: Arc<Router>,
         books: Arc<Books>,
@@ -128,6 +131,7 @@ impl Batcher {
         if cfg.max_queue == 0 {
             return Err(Error::invalid("batch.max_queue", "must be at least 1"));
         }
+        super::check_duration("batch.window", cfg.window)?;
         Ok(Arc::new(Self {
             router,
             books,
@@ -152,8 +156,8 @@ impl Batcher {
     /// waits for the answer.
     ///
     /// # Errors
-    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting (the claim
-    /// is dropped, so its reservation is released).
+    /// [`Error::Overloaded`] at once when `max_queue` requests are waiting or the
+    /// batcher is closed (the claim is dropped, so its reservation is released).
     pub(crate) fn enqueue(self: &Arc<Self>, claim: Claim) -> Result<Ticket> {
         self.logical.fetch_add(1, Relaxed);
         let key = Key {
@@ -163,10 +167,21 @@ impl Batcher {
         let (tx, rx) = oneshot::channel();
         let flush_now = {
             let mut s = self.lock();
+            if s.closed {
+                return Err(shut_down());
+            }
             if let Some(w) = s.waiters.get_mut(&key) {
+                let agent = claim.req.agent;
+                let high = claim.req.priority == PriorityLevel::High;
                 w.push((claim, tx));
                 self.coalesced.fetch_add(1, Relaxed);
-                None
+                // A high-priority request joining one still queued is not held back
+                // by the window: the queue leaves now.
+                let queued = high
+                    && s.queues
+                        .get(&agent)
+                        .is_some_and(|q| q.reqs.iter().any(|(k, _)| *k == key));
+                queued.then_some((agent, None))
             } else {
                 if s.pending >= self.cfg.max_queue {
                     return Err(Error::Overloaded {
@@ -195,7 +210,9 @@ impl Batcher {
             Some((agent, Some(generation))) => {
                 // The first request of a batch starts the window.
                 let me = Arc::clone(self);
-                let at = Instant::now() + self.cfg.window;
+                // `new` keeps the window within MAX_DURATION; saturate all the same.
+                let now = Instant::now();
+                let at = now.checked_add(self.cfg.window).unwrap_or(now);
                 tokio::spawn(async move {
                     tokio::time::sleep_until(at).await;
                     let current = me.lock().queues.get(&agent).map(|q| q.generation);
@@ -228,13 +245,14 @@ impl Batcher {
                 // Counts the call out of `pending` once settled — or if this task ends
                 // any other way — so `pending == 0` means every call's books are kept.
                 let done = Settled { batcher: &me, n };
-                // A backend that panics fails its waiters with an error instead of
-                // leaving them (and every later identical request) behind a dead entry.
-                let results = match CatchUnwind(Box::pin(me.router.call_batch(&reqs))).await {
+                // The router catches a backend's panic per call and fails only the
+                // members it hit; this is the last guard (a bug in the router itself),
+                // so the waiters get an error instead of waiting behind a dead entry.
+                let results = match CatchUnwind::new(me.router.call_batch(&reqs)).await {
                     Ok(r) => r,
                     Err(_) => {
-                        tracing::error!("AI backend call panicked");
-                        (0..n).map(|_| Err(panicked())).collect()
+                        tracing::error!("AI routing panicked");
+                        (0..n).map(|_| Err(Router::panicked())).collect()
                     }
                 };
                 let groups: Vec<Vec<Waiter>> = {
@@ -268,6 +286,12 @@ impl Batcher {
         }
     }
 
+    /// Takes no more requests: [`Batcher::enqueue`] refuses them from now on, so once
+    /// [`Batcher::idle`] returns nothing more is settled.
+    pub(crate) fn close(&self) {
+        self.lock().closed = true;
+    }
+
     /// Waits until every queued or in-flight call has been settled.
     pub(crate) async fn idle(&self) {
         loop {
@@ -282,31 +306,10 @@ impl Batcher {
     }
 }
 
-fn panicked() -> Error {
-    Error::Backend {
-        what: "AI backend".into(),
-        retryable: false,
-        source: "the backend call panicked".into(),
-    }
-}
-
-/// A future that turns a panic while polling `F` into an `Err` (what
-/// `futures::FutureExt::catch_unwind` does; futures-util is built without `std` here).
-struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
-
-impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
-    type Output = std::thread::Result<F::Output>;
-
-    fn poll(
-        self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Self::Output> {
-        let f = self.get_mut().0.as_mut();
-        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
-            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
-            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
-            Err(p) => std::task::Poll::Ready(Err(p)),
-        }
+/// The refusal of a request that comes after `shutdown()`.
+pub(crate) fn shut_down() -> Error {
+    Error::Overloaded {
+        what: "AI pipeline (shut down)".into(),
     }
 }
 

@@ -24,7 +24,8 @@ impl BreakerConfig {
     ///
     /// # Errors
     /// `InvalidInput` naming the field: zero failures, an error rate outside (0, 1]
-    /// or NaN, a zero window or cool-down, zero minimum calls.
+    /// or NaN, a zero window or cool-down, zero minimum calls, a window or cool-down
+    /// past [`MAX_DURATION`](super::MAX_DURATION).
     pub fn validate(&self) -> crate::error::Result<()> {
         use crate::error::Error;
         if self.consecutive_failures == 0 {
@@ -48,7 +49,8 @@ impl BreakerConfig {
         if self.cool_down.is_zero() {
             return Err(Error::invalid("breaker.cool_down", "must be positive"));
         }
-        Ok(())
+        super::check_duration("breaker.window", self.window)?;
+        super::check_duration("breaker.cool_down", self.cool_down)
     }
 }
 

@@ -38,6 +38,22 @@ use crate::repository::Repository;
 use crate::semantic::{HitTier, Lookup, SemanticCache};
 
 use batch::Batcher;
+
+/// The longest duration any pipeline setting takes: 366 days. A longer one (such as
+/// `Duration::MAX` for "never") would overflow the clock when added to the current
+/// instant, so `build()` refuses it, naming the field.
+pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+
+/// Refuses a duration setting past [`MAX_DURATION`], naming `field`.
+pub(crate) fn check_duration(field: &'static str, d: Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::invalid(
+            field,
+            format!("{d:?}, must be at most 366 days"),
+        ));
+    }
+    Ok(())
+}
 use settle::{Books, Claim};
 
 /// What [`AiPipeline::complete`] returns.
@@ -160,12 +176,13 @@ impl AiPipelineBuilder {
     ///
     /// # Errors
     /// `InvalidInput` for no backend, duplicate backend names, or a setting that would
-    /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, an
-    /// error rate outside 0–1, …), naming the field.
+    /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, a
+    /// duration past [`MAX_DURATION`], an error rate outside 0–1, …), naming the field.
     pub fn build(self) -> Result<AiPipeline> {
         if self.cache_timeout.is_zero() {
             return Err(Error::invalid("cache_timeout", "must be positive"));
         }
+        check_duration("cache_timeout", self.cache_timeout)?;
         self.recorder.validate()?;
         let backends = self
             .backends
@@ -252,11 +269,13 @@ impl AiPipeline {
     ///
     /// # Errors
     /// `InvalidInput`, `RateLimited { retry_after }`, `BudgetExceeded` (before any
-    /// backend call), `Overloaded`, `CircuitOpen`, `Timeout`, `Backend`.
+    /// backend call), `Overloaded` (also after [`AiPipeline::shutdown`]: nothing is
+    /// answered, charged or recorded then), `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
-        if let Err(e) = req
-            .validate()
+        if let Err(e) = self
+            .check_open()
+            .and_then(|()| req.validate())
             .and_then(|()| self.limits.check_ai(req.user_id, tier))
         {
             self.unanswered(&req, start, &e);
@@ -304,10 +323,30 @@ impl AiPipeline {
 
         // The worst case this call can cost, held against the budgets until it is
         // settled.
-        let price = self.books.prices.price(&req.params.model);
-        // Input: the question plus up to 200 tokens of system prompt and framing.
+        // Priced at the dearest of the requested model's price and every backend that
+        // may serve it (the call is charged at the price of the backend it lands on),
+        // so concurrent calls pass a budget by at most one call's cost.
+        let listed = self.books.prices.price(&req.params.model);
+        let price = match self.router.max_price(req.agent) {
+            Some(b) => Price {
+                input_micros_per_1k: listed.input_micros_per_1k.max(b.input_micros_per_1k),
+                output_micros_per_1k: listed.output_micros_per_1k.max(b.output_micros_per_1k),
+            },
+            None => listed,
+        };
+        // Input: the question (or the whole input, if larger), the request's own
+        // system prompt, and up to 200 tokens of default system prompt and framing.
+        let input_tokens = estimate_tokens(&req.prompt_text())
+            .max(estimate_tokens(&req.input.to_string()))
+            .saturating_add(
+                req.params
+                    .system_prompt
+                    .as_deref()
+                    .map_or(0, estimate_tokens),
+            )
+            .saturating_add(200);
         let worst = price.cost_nanos(crate::agent::Usage {
-            input_tokens: estimate_tokens(&req.prompt_text()).saturating_add(200),
+            input_tokens,
             output_tokens: req.params.max_tokens,
         });
         let hold = match self.books.ledger.reserve(req.user_id, tier, worst) {
@@ -352,6 +391,15 @@ impl AiPipeline {
         })
     }
 
+    /// Refuses work once [`AiPipeline::shutdown`] began (its recorder is gone: an
+    /// answer then would be charged and never recorded).
+    fn check_open(&self) -> Result<()> {
+        if self.books.recorder_gone() {
+            return Err(batch::shut_down());
+        }
+        Ok(())
+    }
+
     /// Counts a request that ended before reaching a backend.
     fn unanswered(&self, req: &AiRequest, start: Instant, e: &Error) {
         self.metrics.record(&MetricEvent::Ai {
@@ -369,11 +417,13 @@ impl AiPipeline {
 
     /// Waits for every backend call queued or in flight to be settled (callers that
     /// went away included), then stops recording and writes every buffered
-    /// interaction; call it on graceful shutdown. Later answers are not recorded.
+    /// interaction; call it on graceful shutdown. Requests made from then on are
+    /// refused with `Overloaded` (shut down) before anything is charged.
     ///
     /// # Errors
     /// `Backend` when rows could not be written (failed, dropped or rejected).
     pub async fn shutdown(&self) -> Result<RecorderStats> {
+        self.batcher.close();
         self.batcher.idle().await;
         let rec = self
             .books

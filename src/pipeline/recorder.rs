@@ -6,6 +6,12 @@
 //! rows stand alone), counted as rejected, and the rest is written. Rows carry an id
 //! and a timestamp fixed when they were made, so a retry after a commit the recorder
 //! did not see conflicts instead of duplicating; such rows are counted as written.
+//!
+//! A database that is briefly away (a restart, a failover) loses nothing: a batch
+//! whose write fails transiently is retried with backoff (capped at 5 s) for as long
+//! as the buffer behind it still has room. It is given up (counted as failed) only
+//! once the buffer is full — holding on would then drop new rows instead — or, during
+//! shutdown, after `attempts` more tries.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -30,7 +36,9 @@ pub struct RecorderConfig {
     /// Rows buffered at most; beyond it new rows are dropped and counted
     /// ([`RecorderStats::dropped`]) rather than holding up answers. Default: 100,000.
     pub capacity: usize,
-    /// Attempts per batch before it is given up (logged and counted). Default: 5.
+    /// Attempts per batch before it may be given up (logged and counted). Past them
+    /// a transient failure is still retried while the buffer has room (and, once
+    /// shutdown began, for this many more tries). Default: 5.
     pub attempts: u32,
 }
 
@@ -50,7 +58,8 @@ impl RecorderConfig {
     ///
     /// # Errors
     /// `InvalidInput` naming the field: a zero `batch`, `capacity` or `attempts`, a
-    /// `batch` over the repository's limit, or a zero `interval`.
+    /// `batch` over the repository's limit, or a zero `interval` or one past
+    /// [`MAX_DURATION`](super::MAX_DURATION).
     pub fn validate(&self) -> Result<()> {
         if self.batch == 0 || self.batch > MAX_INTERACTIONS_PER_BATCH {
             return Err(Error::invalid(
@@ -61,6 +70,7 @@ impl RecorderConfig {
         if self.interval.is_zero() {
             return Err(Error::invalid("recording.interval", "must be positive"));
         }
+        super::check_duration("recording.interval", self.interval)?;
         if self.capacity == 0 {
             return Err(Error::invalid("recording.capacity", "must be at least 1"));
         }
@@ -141,7 +151,21 @@ impl Recorder {
                         Ok(None) | Err(_) => break,
                     }
                 }
-                write(&*repo, std::mem::take(&mut buf), cfg.attempts, &c, &*m).await;
+                // Past its attempts, a failing batch is retried while rows still fit
+                // behind it; once shutdown closed the buffer, for `attempts` more tries.
+                let room = || Room {
+                    free: rx.capacity() > 0,
+                    closed: rx.is_closed(),
+                };
+                write(
+                    &*repo,
+                    std::mem::take(&mut buf),
+                    cfg.attempts,
+                    &room,
+                    &c,
+                    &*m,
+                )
+                .await;
             }
             // Closed: everything received has been written.
         });
@@ -207,11 +231,21 @@ impl Recorder {
     }
 }
 
+/// The state of the buffer behind the batch being written.
+#[derive(Clone, Copy, Debug)]
+struct Room {
+    /// A new row would still fit.
+    free: bool,
+    /// Shutdown began: no new rows come.
+    closed: bool,
+}
+
 /// Writes `rows`, setting bad rows aside (see the module docs).
 async fn write(
     repo: &dyn Repository,
     rows: Vec<NewAiInteraction>,
     attempts: u32,
+    room: &(dyn Fn() -> Room + Sync),
     c: &Counters,
     metrics: &dyn MetricsSink,
 ) {
@@ -225,7 +259,7 @@ async fn write(
         if rows.is_empty() {
             continue;
         }
-        let (result, unseen) = write_with_retries(repo, &rows, attempts).await;
+        let (result, unseen) = write_with_retries(repo, &rows, attempts, room).await;
         let unseen = unseen || earlier;
         match result {
             Ok(n) => {
@@ -275,24 +309,40 @@ fn bad_row(e: &Error) -> Option<usize> {
     }
 }
 
-/// Writes `rows` in one call, retrying retryable errors with backoff; says whether an
-/// attempt failed in a way that may have committed unseen.
+/// Writes `rows` in one call, retrying retryable errors with backoff (capped at 5 s):
+/// `attempts` times, then on while `room` says the buffer has room (after shutdown
+/// began, `attempts` more times). Says whether an attempt failed in a way that may
+/// have committed unseen.
 async fn write_with_retries(
     repo: &dyn Repository,
     rows: &[NewAiInteraction],
     attempts: u32,
+    room: &(dyn Fn() -> Room + Sync),
 ) -> (Result<u64>, bool) {
     let mut delay = Duration::from_millis(100);
     let mut unseen = false;
     let mut attempt = 1;
+    let mut after_close = 0;
+    let mut again = |attempt: u32| {
+        if attempt < attempts {
+            return true;
+        }
+        let r = room();
+        if r.closed {
+            after_close += 1;
+            after_close <= attempts
+        } else {
+            r.free
+        }
+    };
     loop {
         match repo.record_interactions(Actor::Service, rows).await {
-            Err(e) if e.is_retryable() && attempt < attempts => {
+            Err(e) if e.is_retryable() && again(attempt) => {
                 tracing::warn!(error = %e, attempt, "recording interactions failed; retrying");
                 unseen = true;
                 tokio::time::sleep(delay).await;
                 delay = (delay * 2).min(Duration::from_secs(5));
-                attempt += 1;
+                attempt = attempt.saturating_add(1);
             }
             r => return (r, unseen || attempt > 1),
         }

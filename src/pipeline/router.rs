@@ -40,7 +40,8 @@ impl RouterConfig {
     /// # Errors
     /// `InvalidInput` naming the field: zero attempts, a zero deadline or latency
     /// decay (the decay divides), a zero backoff or one whose minimum passes its
-    /// maximum, or an invalid [`BreakerConfig`].
+    /// maximum, a duration past [`MAX_DURATION`](super::MAX_DURATION), or an invalid
+    /// [`BreakerConfig`].
     pub fn validate(&self) -> Result<()> {
         if self.max_attempts == 0 {
             return Err(Error::invalid("routing.max_attempts", "must be at least 1"));
@@ -62,6 +63,14 @@ impl RouterConfig {
                     self.backoff_max, self.backoff_min
                 ),
             ));
+        }
+        for (field, d) in [
+            ("routing.deadline", self.deadline),
+            ("routing.backoff_min", self.backoff_min),
+            ("routing.backoff_max", self.backoff_max),
+            ("routing.ewma_decay", self.ewma_decay),
+        ] {
+            super::check_duration(field, d)?;
         }
         self.breaker.validate()
     }
@@ -130,6 +139,32 @@ impl std::fmt::Debug for Router {
         f.debug_struct("Router")
             .field("backends", &self.status())
             .finish()
+    }
+}
+
+/// A future that turns a panic while polling `F` into an `Err` (what
+/// `futures::FutureExt::catch_unwind` does; futures-util is built without `std` here).
+pub(crate) struct CatchUnwind<F>(std::pin::Pin<Box<F>>);
+
+impl<F> CatchUnwind<F> {
+    pub(crate) fn new(f: F) -> Self {
+        Self(Box::pin(f))
+    }
+}
+
+impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
+    type Output = std::thread::Result<F::Output>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let f = self.get_mut().0.as_mut();
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f.poll(cx))) {
+            Ok(std::task::Poll::Pending) => std::task::Poll::Pending,
+            Ok(std::task::Poll::Ready(v)) => std::task::Poll::Ready(Ok(v)),
+            Err(p) => std::task::Poll::Ready(Err(p)),
+        }
     }
 }
 
@@ -224,10 +259,12 @@ impl Router {
     }
 
     /// Picks a backend for `agent` by power of two choices among those whose breaker
-    /// would let a call through, avoiding `tried` when others remain.
-    pub(crate) fn pick(&self, agent: AgentType, tried: &[usize]) -> Option<usize> {
+    /// would let a call through, never one in `avoid` (it panicked on this request),
+    /// and avoiding `tried` when others remain.
+    pub(crate) fn pick(&self, agent: AgentType, tried: &[usize], avoid: &[usize]) -> Option<usize> {
         let now = Instant::now();
         let eligible: Vec<usize> = (0..self.backends.len())
+            .filter(|i| !avoid.contains(i))
             .filter(|&i| self.backends[i].agent.serves(agent))
             .filter(|&i| {
                 self.backends[i]
@@ -259,6 +296,17 @@ impl Router {
                     b
                 })
             }
+        }
+    }
+
+    /// The error a request gets when the backend's code panicked while answering it:
+    /// a backend failure (it counts against the backend's breaker and error rate),
+    /// retried on another backend, never on the one that panicked.
+    pub(crate) fn panicked() -> Error {
+        Error::Backend {
+            what: "AI backend".into(),
+            retryable: true,
+            source: "the backend call panicked".into(),
         }
     }
 
@@ -331,21 +379,64 @@ impl Router {
     /// Sends one request, retrying retryable failures on other backends with backoff,
     /// within the deadline.
     ///
+    /// A backend that panics fails this attempt as a retryable backend failure (its
+    /// breaker and error rate count it); the request is retried on another backend,
+    /// never on that one.
+    ///
     /// # Errors
     /// [`Error::CircuitOpen`] at once when no backend for the agent would take a call;
-    /// the last backend error when attempts or time run out; [`Error::Timeout`] when
-    /// the deadline passes.
+    /// the last backend error when attempts or time run out (a backend's `Retry-After`
+    /// that ends past the deadline ends the call with that `RateLimited` error at once);
+    /// [`Error::Timeout`] when the deadline passes.
     pub async fn call(&self, req: &AiRequest) -> Result<AiResponse> {
-        self.call_until(req, Instant::now() + self.cfg.deadline, Vec::new())
+        self.call_until(req, self.deadline_from_now(), Vec::new(), Vec::new())
             .await
     }
 
-    /// [`Router::call`] within `deadline`, avoiding the backends in `tried` first.
+    /// Now plus the configured deadline; `validate` keeps the deadline within
+    /// [`MAX_DURATION`](super::MAX_DURATION), but the clock is clamped all the same rather than overflowing.
+    fn deadline_from_now(&self) -> Instant {
+        let now = Instant::now();
+        now.checked_add(self.cfg.deadline)
+            .or_else(|| now.checked_add(super::MAX_DURATION))
+            .unwrap_or(now)
+    }
+
+    /// One attempt on backend `i`: its answer, or its error, with a panic of the
+    /// backend's code turned into [`Router::panicked`] (`true` in the second field).
+    async fn attempt(
+        &self,
+        i: usize,
+        req: &AiRequest,
+        deadline: Instant,
+    ) -> (Result<AiResponse>, bool) {
+        let call = CatchUnwind::new(self.backends[i].agent.complete(req));
+        match tokio::time::timeout_at(deadline, call).await {
+            Ok(Ok(r)) => (r, false),
+            Ok(Err(_)) => {
+                tracing::error!(
+                    backend = self.backends[i].agent.name(),
+                    "AI backend panicked"
+                );
+                (Err(Self::panicked()), true)
+            }
+            Err(_) => (
+                Err(Error::Timeout {
+                    what: "AI call".into(),
+                }),
+                false,
+            ),
+        }
+    }
+
+    /// [`Router::call`] within `deadline`, avoiding the backends in `tried` first and
+    /// those in `avoid` (they panicked on this request) always.
     async fn call_until(
         &self,
         req: &AiRequest,
         deadline: Instant,
         mut tried: Vec<usize>,
+        mut avoid: Vec<usize>,
     ) -> Result<AiResponse> {
         let mut backoff = backon::ExponentialBuilder::default()
             .with_min_delay(self.cfg.backoff_min)
@@ -356,21 +447,14 @@ impl Router {
             .build();
         let mut last: Option<Error> = None;
         for attempt in 0..self.cfg.max_attempts {
-            let Some(i) = self.pick(req.agent, &tried) else {
+            let Some(i) = self.pick(req.agent, &tried, &avoid) else {
                 return Err(last.unwrap_or(Error::CircuitOpen {
                     backend: "all".into(),
                 }));
             };
             tried.push(i);
             let Some(call) = self.begin(i) else { continue };
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            let result =
-                match tokio::time::timeout(remaining, self.backends[i].agent.complete(req)).await {
-                    Ok(r) => r,
-                    Err(_) => Err(Error::Timeout {
-                        what: "AI call".into(),
-                    }),
-                };
+            let (result, panicked) = self.attempt(i, req, deadline).await;
             match result {
                 Ok(mut resp) => {
                     self.finish(call, true);
@@ -381,12 +465,24 @@ impl Router {
                     // The caller's mistakes are not the backend's failures.
                     let backend_fault = e.is_retryable() || matches!(e, Error::Backend { .. });
                     self.finish(call, !backend_fault);
-                    if !e.is_retryable() || attempt + 1 == self.cfg.max_attempts {
+                    if panicked {
+                        avoid.push(i);
+                    }
+                    // After a panic, give up at once when no other backend is left.
+                    if !e.is_retryable()
+                        || attempt + 1 == self.cfg.max_attempts
+                        || (panicked && self.pick(req.agent, &tried, &avoid).is_none())
+                    {
                         return Err(e);
                     }
                     let wait = backoff.next().unwrap_or(self.cfg.backoff_max);
+                    // A backend's Retry-After is outside input: an absurd one ends the
+                    // call with its error instead of overflowing the clock.
                     let wait = e.retry_after().map_or(wait, |r| r.max(wait));
-                    if Instant::now() + wait >= deadline {
+                    if Instant::now()
+                        .checked_add(wait)
+                        .is_none_or(|at| at >= deadline)
+                    {
                         return Err(e);
                     }
                     tokio::time::sleep(wait).await;
@@ -401,16 +497,18 @@ impl Router {
 
     /// Sends a batch (all for the same agent) to one backend; requests that fail
     /// retryably there are retried concurrently, elsewhere first, as [`Router::call`]
-    /// does — all within the one deadline the batch started with.
+    /// does — all within the one deadline the batch started with. A panic of the
+    /// backend's `complete_batch` fails every member retryably (never back to that
+    /// backend); a panic while retrying one member fails that member alone.
     pub async fn call_batch(&self, reqs: &[AiRequest]) -> Vec<Result<AiResponse>> {
         let Some(first) = reqs.first() else {
             return Vec::new();
         };
-        let deadline = Instant::now() + self.cfg.deadline;
+        let deadline = self.deadline_from_now();
         if reqs.len() == 1 {
             return vec![self.call(first).await];
         }
-        let Some(i) = self.pick(first.agent, &[]) else {
+        let Some(i) = self.pick(first.agent, &[], &[]) else {
             return reqs
                 .iter()
                 .map(|_| {
@@ -423,47 +521,62 @@ impl Router {
         let Some(call) = self.begin(i) else {
             return futures_util::future::join_all(
                 reqs.iter()
-                    .map(|r| self.call_until(r, deadline, Vec::new())),
+                    .map(|r| self.call_until(r, deadline, Vec::new(), Vec::new())),
             )
             .await;
         };
-        let results =
-            match tokio::time::timeout_at(deadline, self.backends[i].agent.complete_batch(reqs))
-                .await
-            {
-                Ok(r) if r.len() == reqs.len() => r,
-                Ok(_) => reqs
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Backend {
-                            what: "AI batch".into(),
-                            retryable: true,
-                            source: "wrong number of results".into(),
-                        })
+        let mut panicked = false;
+        let batch = CatchUnwind::new(self.backends[i].agent.complete_batch(reqs));
+        let results = match tokio::time::timeout_at(deadline, batch).await {
+            Ok(Ok(r)) if r.len() == reqs.len() => r,
+            Ok(Ok(_)) => reqs
+                .iter()
+                .map(|_| {
+                    Err(Error::Backend {
+                        what: "AI batch".into(),
+                        retryable: true,
+                        source: "wrong number of results".into(),
                     })
-                    .collect(),
-                Err(_) => reqs
-                    .iter()
-                    .map(|_| {
-                        Err(Error::Timeout {
-                            what: "AI batch".into(),
-                        })
+                })
+                .collect(),
+            Ok(Err(_)) => {
+                tracing::error!(
+                    backend = self.backends[i].agent.name(),
+                    "AI backend panicked"
+                );
+                panicked = true;
+                reqs.iter().map(|_| Err(Self::panicked())).collect()
+            }
+            Err(_) => reqs
+                .iter()
+                .map(|_| {
+                    Err(Error::Timeout {
+                        what: "AI batch".into(),
                     })
-                    .collect(),
-            };
+                })
+                .collect(),
+        };
         // The backend worked if any request of the batch got an answer.
         self.finish(call, results.iter().any(|r| r.is_ok()));
         let name = self.backends[i].agent.name();
-        futures_util::future::join_all(reqs.iter().zip(results).map(|(r, res)| async move {
-            match res {
-                Ok(mut resp) => {
-                    resp.backend = name.to_string();
-                    Ok(resp)
+        let avoid = if panicked { vec![i] } else { Vec::new() };
+        futures_util::future::join_all(reqs.iter().zip(results).map(|(r, res)| {
+            let avoid = avoid.clone();
+            async move {
+                match res {
+                    Ok(mut resp) => {
+                        resp.backend = name.to_string();
+                        Ok(resp)
+                    }
+                    Err(e) if e.is_retryable() && Instant::now() < deadline => {
+                        match self.call_until(r, deadline, vec![i], avoid).await {
+                            // Nowhere else to go after a panic: the panic is the answer.
+                            Err(Error::CircuitOpen { .. }) if panicked => Err(e),
+                            other => other,
+                        }
+                    }
+                    Err(e) => Err(e),
                 }
-                Err(e) if e.is_retryable() && Instant::now() < deadline => {
-                    self.call_until(r, deadline, vec![i]).await
-                }
-                Err(e) => Err(e),
             }
         }))
         .await
@@ -472,7 +585,21 @@ impl Router {
     /// The backend a call for `agent` would go to now (what the router's pick costs is
     /// measured in `benches/pipeline.rs`).
     pub fn choose(&self, agent: AgentType) -> Option<&str> {
-        self.pick(agent, &[]).map(|i| self.backends[i].agent.name())
+        self.pick(agent, &[], &[])
+            .map(|i| self.backends[i].agent.name())
+    }
+
+    /// The highest price, input and output each, among the backends serving `agent`
+    /// (what a call for it may cost per token at worst, wherever it is routed).
+    pub fn max_price(&self, agent: AgentType) -> Option<Price> {
+        self.backends
+            .iter()
+            .filter(|b| b.agent.serves(agent))
+            .map(|b| b.price)
+            .reduce(|a, b| Price {
+                input_micros_per_1k: a.input_micros_per_1k.max(b.input_micros_per_1k),
+                output_micros_per_1k: a.output_micros_per_1k.max(b.output_micros_per_1k),
+            })
     }
 
     /// The price of the backend called `name`.

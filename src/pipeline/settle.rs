@@ -25,6 +25,7 @@ use super::cost::{Ledger, PriceTable, Reservation};
 use super::recorder::Recorder;
 use super::router::Router;
 use crate::agent::{AiRequest, AiResponse};
+use crate::domain::validate::MAX_JSON_BYTES;
 use crate::domain::{InteractionId, NewAiInteraction};
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink};
@@ -234,6 +235,14 @@ impl Books {
         });
     }
 
+    /// Whether the recorder was taken away by shutdown.
+    pub(crate) fn recorder_gone(&self) -> bool {
+        self.recorder
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_none()
+    }
+
     fn record(&self, row: NewAiInteraction) {
         if let Some(r) = self
             .recorder
@@ -242,6 +251,13 @@ impl Books {
             .as_ref()
         {
             r.record(row);
+        } else {
+            // Only a cache hit racing shutdown gets here (backend calls are refused
+            // once the batcher is closed): its row is lost, and counted as such.
+            self.metrics.record(&MetricEvent::InteractionsLost {
+                rows: 1,
+                reason: "dropped",
+            });
         }
     }
 }
@@ -279,8 +295,51 @@ fn without_nul(v: Value) -> Value {
     }
 }
 
+/// `v` if its JSON fits the interaction log's bound ([`MAX_JSON_BYTES`]); otherwise
+/// `{"text": <its text, cut at a character boundary>, "truncated": true,
+/// "original_bytes": n}` that does — the text being `v["text"]` when that is a
+/// string, else `v`'s JSON. A long answer is billed: its row (and cost) must be kept,
+/// so its output is shortened rather than the row refused.
+fn bounded(v: Value) -> Value {
+    let len = serde_json::to_string(&v).map_or(usize::MAX, |s| s.len());
+    if len <= MAX_JSON_BYTES {
+        return v;
+    }
+    let text = match v {
+        Value::Object(mut o) => match o.remove("text") {
+            Some(Value::String(t)) => t,
+            Some(other) => {
+                o.insert("text".into(), other);
+                Value::Object(o).to_string()
+            }
+            None => Value::Object(o).to_string(),
+        },
+        other => other.to_string(),
+    };
+    // Room for the wrapper; escapes may lengthen the text, so shrink until it fits.
+    let mut keep = MAX_JSON_BYTES - 128;
+    loop {
+        let mut end = keep.min(text.len());
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        let out = serde_json::json!({
+            "text": &text[..end],
+            "truncated": true,
+            "original_bytes": len,
+        });
+        let size = out.to_string().len();
+        if size <= MAX_JSON_BYTES || end == 0 {
+            return out;
+        }
+        // Shrink in proportion (escapes grow evenly enough), at least by one byte.
+        keep = (end * (MAX_JSON_BYTES - 128) / size).min(end - 1);
+    }
+}
+
 /// A clean row: an id and a timestamp fixed now (so a retried write conflicts
-/// instead of duplicating), no NUL, a model name within the limit, counts in range.
+/// instead of duplicating), no NUL, a model name within the limit, an output within
+/// the JSON bound (cut and marked `"truncated": true` past it), counts in range.
 #[allow(clippy::too_many_arguments)]
 fn row(
     req: &AiRequest,
@@ -314,11 +373,11 @@ fn row(
         agent_type: req.agent,
         model,
         input: clean(&req.input),
-        output: if has_nul(&output) {
+        output: bounded(if has_nul(&output) {
             without_nul(output)
         } else {
             output
-        },
+        }),
         input_tokens: i32::try_from(input_tokens).unwrap_or(i32::MAX),
         output_tokens: i32::try_from(output_tokens).unwrap_or(i32::MAX),
         cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
@@ -327,5 +386,30 @@ fn row(
         cache_hit,
         success,
         created_at: Some(Utc::now()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_output_past_the_bound_is_cut_to_fit_and_marked() {
+        // Quotes and control characters take more room escaped than raw.
+        for filler in ["x", "\"", "\u{1}", "é"] {
+            let text = filler.repeat(MAX_JSON_BYTES);
+            let out = bounded(serde_json::json!({ "text": text, "other": 1 }));
+            let size = out.to_string().len();
+            assert!(size <= MAX_JSON_BYTES, "{filler:?}: {size} bytes");
+            assert_eq!(out["truncated"], true);
+            assert!(out["text"].as_str().unwrap().len() > MAX_JSON_BYTES / 8);
+            crate::domain::validate::json("output", &out).unwrap();
+        }
+        let array = Value::Array(vec![Value::from("y".repeat(1000)); 100]);
+        let out = bounded(array);
+        assert!(out.to_string().len() <= MAX_JSON_BYTES);
+        assert_eq!(out["truncated"], true);
+        let small = serde_json::json!({ "text": "short" });
+        assert_eq!(bounded(small.clone()), small);
     }
 }
