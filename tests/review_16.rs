@@ -457,3 +457,39 @@ async fn review16_on_postgres_a_commit_reaches_the_socket() {
     );
     db.finish().await;
 }
+
+// ---------------------------------------------------------------------------------
+// Settings.
+
+/// `WsSockets::new` checks durations for zero only. A host that turns pings "off" with
+/// a huge heartbeat (or pong deadline) gets a config that is accepted, and then every
+/// socket's task panics on `Instant::now() + heartbeat` (tokio's Instant overflows):
+/// the socket opens and dies at once. Either refuse the setting or cap it.
+#[tokio::test(start_paused = true)]
+async fn review16_a_huge_heartbeat_is_refused_or_works() {
+    for cfg in [
+        WsConfig {
+            heartbeat: Duration::MAX,
+            ..WsConfig::default()
+        },
+        WsConfig {
+            heartbeat: Duration::from_secs(1),
+            pong_timeout: Duration::MAX,
+            ..WsConfig::default()
+        },
+    ] {
+        if WsSockets::new(cfg.clone()).is_err() {
+            continue;
+        }
+        let s = Server::start(cfg.clone());
+        let u = UserId::new();
+        let mut r = reader(s.connect(&tok(u, HOUR), 64 * 1024).await.unwrap());
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        s.publish(u, 1);
+        let got = tokio::time::timeout(Duration::from_secs(5), r.recv()).await;
+        assert!(
+            matches!(got, Ok(Some(Message::Text(_)))),
+            "{cfg:?} was accepted but the socket did not work: {got:?}"
+        );
+    }
+}
