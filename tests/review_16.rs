@@ -13,8 +13,7 @@ use kasama::metrics::{HealthMonitor, InMemoryMetrics, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{
-    ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig,
-    Realtime,
+    ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime,
 };
 use kasama::server::{AppState, WsConfig, WsSockets, WsStats, router, token};
 use serde_json::Value;
@@ -205,7 +204,10 @@ async fn review16_a_fragmented_message_over_the_cap_closes_with_1009() {
     .await
     .unwrap();
     let mut r = reader(w);
-    assert_eq!(close_code(recv(&mut r).await), kasama::server::CLOSE_TOO_BIG);
+    assert_eq!(
+        close_code(recv(&mut r).await),
+        kasama::server::CLOSE_TOO_BIG
+    );
     let st = s.settle().await;
     assert_eq!((st.closed_oversize, st.open), (1, 0));
 }
@@ -222,7 +224,10 @@ async fn review16_a_huge_frame_is_refused_from_its_header() {
     hdr.extend_from_slice(&[1, 2, 3, 4]);
     w.get_mut().write_all(&hdr).await.unwrap();
     let mut r = reader(w);
-    assert_eq!(close_code(recv(&mut r).await), kasama::server::CLOSE_TOO_BIG);
+    assert_eq!(
+        close_code(recv(&mut r).await),
+        kasama::server::CLOSE_TOO_BIG
+    );
     assert_eq!(s.settle().await.closed_oversize, 1);
 }
 
@@ -354,7 +359,10 @@ async fn review16_a_token_already_past_its_exp_gets_no_socket() {
     let exp = (chrono::Utc::now().timestamp() - 30) as u64;
     match s.connect(&tok_exp(u, exp), 4096).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
-        Ok(_) => panic!("an expired token got a socket (101): {:?}", s.settle().await),
+        Ok(_) => panic!(
+            "an expired token got a socket (101): {:?}",
+            s.settle().await
+        ),
         Err(e) => panic!("unexpected error {e}"),
     }
 }
