@@ -85,7 +85,18 @@ impl Server {
             ws: ws.clone(),
         };
         let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move { axum::serve(Pipes(rx), router(state)).await.unwrap() });
+        // The library's own loop (as examples/server.rs uses it): deadlines on the
+        // connection before it becomes a socket.
+        tokio::spawn(async move {
+            kasama::server::serve(
+                Pipes(rx),
+                router(state),
+                kasama::server::ServeConfig::default(),
+                std::future::pending(),
+            )
+            .await
+            .unwrap()
+        });
         Server {
             connect: tx,
             hub: None,
@@ -343,6 +354,70 @@ async fn review16_an_unfinished_request_is_not_held_for_ever() {
         matches!(r, Ok(Ok(_))),
         "the server still holds a connection that sent 20 bytes an hour ago"
     );
+}
+
+/// The global cap: past `max_sockets` a handshake gets 503, counted; a slot freed is
+/// usable again.
+#[tokio::test(start_paused = true)]
+async fn review16_past_max_sockets_a_handshake_gets_503() {
+    let s = Server::start(WsConfig {
+        max_sockets: 2,
+        ..WsConfig::default()
+    });
+    let a = s.connect(&tok(UserId::new(), HOUR), 4096).await.unwrap();
+    let _b = s.connect(&tok(UserId::new(), HOUR), 4096).await.unwrap();
+    match s.connect(&tok(UserId::new(), HOUR), 4096).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 503),
+        other => panic!("expected HTTP 503, got {:?}", other.map(|_| ())),
+    }
+    let st = s.settle().await;
+    assert_eq!((st.open, st.opened, st.refused_full), (2, 2, 1));
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert_eq!(s.settle().await.open, 1);
+    let _c = s
+        .connect(&tok(UserId::new(), HOUR), 4096)
+        .await
+        .expect("a freed slot is usable");
+}
+
+/// A kept-alive connection that never sends its next request is closed too, and a
+/// request that completes in time is served.
+#[tokio::test(start_paused = true)]
+async fn review16_a_complete_request_is_served_and_an_idle_keepalive_closed() {
+    let s = Server::start(WsConfig::default());
+    let mut raw = s.raw(64 * 1024);
+    raw.write_all(b"GET /health HTTP/1.1\r\nHost: kasama.test\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = raw.read(&mut buf).await.unwrap();
+    assert!(
+        buf[..n].starts_with(b"HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    let r = tokio::time::timeout(HOUR, raw.read(&mut buf)).await;
+    assert!(matches!(r, Ok(Ok(0))), "idle keep-alive still held: {r:?}");
+}
+
+/// Bad serve settings are refused, naming the field.
+#[tokio::test]
+async fn review16_bad_serve_settings_are_refused() {
+    for d in [Duration::ZERO, Duration::MAX] {
+        let (_tx, rx) = mpsc::unbounded_channel();
+        let e = kasama::server::serve(
+            Pipes(rx),
+            axum::Router::new(),
+            kasama::server::ServeConfig {
+                header_read_timeout: d,
+            },
+            std::future::pending(),
+        )
+        .await
+        .unwrap_err();
+        assert!(e.to_string().contains("header_read_timeout"), "{e}");
+    }
 }
 
 // ---------------------------------------------------------------------------------

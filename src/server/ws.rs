@@ -12,6 +12,7 @@
 //! | pong deadline after a ping | 10 s | no frame from the client by then: dead, dropped — at most 25 s after its last frame |
 //! | incoming message or frame | 1 KiB | larger: close code **1009** (a frame is refused from its header, before its payload is buffered); clients send nothing but pings and pongs |
 //! | sockets per user | 8 | the 9th handshake gets HTTP 429 `too_many_sockets` |
+//! | sockets in all | 50,000 | the next handshake gets HTTP 503 `server_full` (keep it below the process' open-file limit, less what the database pool and the API need) |
 //! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token |
 //!
 //! Each close is counted in [`WsStats`].
@@ -76,6 +77,11 @@ pub struct WsConfig {
     pub queue: usize,
     /// Open sockets per user. Default: 8.
     pub max_per_user: usize,
+    /// Open sockets in all (this server); past it a handshake gets HTTP 503
+    /// `server_full`. Keep it below the process' open-file limit, less what the
+    /// database pool and the API need, so that a flood of sockets cannot lock the API
+    /// out. Default: 50,000.
+    pub max_sockets: usize,
     /// Largest incoming message and frame, in bytes (pings carry at most 125).
     /// Default: 1 KiB.
     pub max_incoming: usize,
@@ -95,6 +101,7 @@ impl Default for WsConfig {
             send_timeout: Duration::from_secs(5),
             queue: 64,
             max_per_user: 8,
+            max_sockets: 50_000,
             max_incoming: 1024,
             read_buffer: 256,
             max_write_buffer: 64 * 1024,
@@ -111,6 +118,8 @@ pub struct WsStats {
     pub opened: u64,
     /// Handshakes refused because the user had `max_per_user` sockets open.
     pub refused_per_user: u64,
+    /// Handshakes refused (HTTP 503) because `max_sockets` sockets were open.
+    pub refused_full: u64,
     /// Closed because the client's queue overflowed (after a `lagged` message).
     pub closed_lagged: u64,
     /// Dropped because a send took longer than `send_timeout`.
@@ -132,6 +141,7 @@ pub struct WsSockets {
     open: AtomicU64,
     opened: AtomicU64,
     refused_per_user: AtomicU64,
+    refused_full: AtomicU64,
     closed_lagged: AtomicU64,
     closed_slow: AtomicU64,
     closed_dead: AtomicU64,
@@ -163,6 +173,9 @@ impl WsSockets {
         if c.max_per_user == 0 || c.max_per_user > u32::MAX as usize {
             return Err(Error::invalid("max_per_user", "must be 1 to 2^32-1"));
         }
+        if c.max_sockets == 0 {
+            return Err(Error::invalid("max_sockets", "must be at least 1"));
+        }
         if c.max_incoming < 125 {
             return Err(Error::invalid(
                 "max_incoming",
@@ -181,6 +194,7 @@ impl WsSockets {
             open: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             refused_per_user: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
             closed_lagged: AtomicU64::new(0),
             closed_slow: AtomicU64::new(0),
             closed_dead: AtomicU64::new(0),
@@ -205,6 +219,7 @@ impl WsSockets {
             open: self.open.load(Relaxed),
             opened: self.opened.load(Relaxed),
             refused_per_user: self.refused_per_user.load(Relaxed),
+            refused_full: self.refused_full.load(Relaxed),
             closed_lagged: self.closed_lagged.load(Relaxed),
             closed_slow: self.closed_slow.load(Relaxed),
             closed_dead: self.closed_dead.load(Relaxed),
@@ -222,20 +237,27 @@ impl WsSockets {
         self.per_user.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes one of `user`'s socket slots, or `None` when all are in use.
-    fn admit(self: &Arc<Self>, user: UserId) -> Option<Permit> {
+    /// Takes one of `user`'s socket slots and one of the server's, or says which
+    /// cap refused it. `open` changes only under the lock, so the caps hold under
+    /// concurrent handshakes.
+    fn admit(self: &Arc<Self>, user: UserId) -> std::result::Result<Permit, Refused> {
         let mut m = self.lock();
+        if self.open.load(Relaxed) as usize >= self.config.max_sockets {
+            drop(m);
+            self.refused_full.fetch_add(1, Relaxed);
+            return Err(Refused::Full);
+        }
         let n = m.entry(user).or_insert(0);
         if *n as usize >= self.config.max_per_user {
             drop(m);
             self.refused_per_user.fetch_add(1, Relaxed);
-            return None;
+            return Err(Refused::PerUser);
         }
         *n += 1;
-        drop(m);
         self.open.fetch_add(1, Relaxed);
+        drop(m);
         self.opened.fetch_add(1, Relaxed);
-        Some(Permit {
+        Ok(Permit {
             sockets: self.clone(),
             user,
         })
@@ -270,9 +292,16 @@ impl Drop for Permit {
                 m.remove(&self.user);
             }
         }
-        drop(m);
         self.sockets.open.fetch_sub(1, Relaxed);
+        drop(m);
     }
+}
+
+/// Which cap refused a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    PerUser,
+    Full,
 }
 
 /// Why a socket ended.
@@ -312,8 +341,8 @@ pub(super) async fn realtime_ws(
         .parse::<UserId>()
         .map_err(|_| unauthorized("the token's subject is not a user id"))?;
     let exp = c.exp;
-    let permit = s.ws.admit(user).ok_or_else(|| {
-        ApiError(
+    let permit = s.ws.admit(user).map_err(|r| match r {
+        Refused::PerUser => ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             json!({
                 "error": "too_many_sockets",
@@ -323,7 +352,15 @@ pub(super) async fn realtime_ws(
                 ),
             }),
             None,
-        )
+        ),
+        Refused::Full => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "server_full",
+                "message": "this server holds as many realtime sockets as it may; retry later",
+            }),
+            None,
+        ),
     })?;
     let mut sub = s
         .realtime
