@@ -487,6 +487,18 @@ async fn review16_lagged_tells_the_client_every_event_it_did_not_get() {
     );
 }
 
+/// A token signed with an absurd ttl neither panics nor comes out already expired.
+#[tokio::test(start_paused = true)]
+async fn review16_a_token_signed_for_ever_is_valid() {
+    let s = Server::start(WsConfig::default());
+    let u = UserId::new();
+    for ttl in [Duration::MAX, Duration::from_secs(1 << 50)] {
+        let mut r = reader(s.connect(&tok(u, ttl), 4096).await.unwrap());
+        s.publish(u, 1);
+        assert_eq!(text(recv(&mut r).await)["type"], "change");
+    }
+}
+
 // ---------------------------------------------------------------------------------
 // PostgreSQL: a committed write reaches the socket through LISTEN/NOTIFY.
 
@@ -560,8 +572,20 @@ async fn review16_a_huge_heartbeat_is_refused_or_works() {
             pong_timeout: Duration::MAX,
             ..WsConfig::default()
         },
+        WsConfig {
+            send_timeout: Duration::MAX,
+            ..WsConfig::default()
+        },
     ] {
-        if WsSockets::new(cfg.clone()).is_err() {
+        if let Err(e) = WsSockets::new(cfg.clone()) {
+            let field = if cfg.heartbeat == Duration::MAX {
+                "heartbeat"
+            } else if cfg.pong_timeout == Duration::MAX {
+                "pong_timeout"
+            } else {
+                "send_timeout"
+            };
+            assert!(e.to_string().contains(field), "{e}");
             continue;
         }
         let s = Server::start(cfg.clone());

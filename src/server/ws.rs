@@ -50,6 +50,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::auth::{bearer, claims};
+use super::serve::MAX_DEADLINE;
 use super::{ApiError, AppState, unauthorized};
 use crate::domain::{Actor, UserId};
 use crate::error::{Error, Result};
@@ -154,6 +155,8 @@ impl WsSockets {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the field for a zero duration or count, a
+    /// duration over one day (`heartbeat`, `pong_timeout`, `send_timeout`: a longer one
+    /// would not fit the clock, and a day is already "never" for a socket), a
     /// `max_incoming` below 125 bytes (a ping's payload), a `read_buffer` of zero or a
     /// `max_write_buffer` below 4 KiB.
     pub fn new(config: WsConfig) -> Result<Arc<Self>> {
@@ -165,6 +168,9 @@ impl WsSockets {
         ] {
             if d.is_zero() {
                 return Err(Error::invalid(field, "must be more than zero"));
+            }
+            if d > MAX_DEADLINE {
+                return Err(Error::invalid(field, "must be at most one day"));
             }
         }
         if c.queue == 0 {
@@ -384,8 +390,18 @@ fn instant_of(exp: u64) -> Instant {
     let exp_ms = i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000);
     let left = u64::try_from(exp_ms.saturating_sub(now_ms)).unwrap_or(0);
     // Past about two years tokio's timer clamps anyway; a year is far enough.
-    let left = Duration::from_millis(left).min(Duration::from_secs(365 * 24 * 3600));
-    Instant::now() + left
+    let left = Duration::from_millis(left).min(YEAR);
+    after(Instant::now(), left)
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `now + d` without a panic: a deadline the clock cannot hold is a year away (at
+/// worst now, which no validated setting reaches).
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
 }
 
 async fn serve(mut socket: WebSocket, mut sub: Subscription, permit: Permit, expires: Instant) {
@@ -426,7 +442,7 @@ async fn run(
     c: &WsConfig,
     expires: Instant,
 ) -> End {
-    let mut next_ping = Instant::now() + c.heartbeat;
+    let mut next_ping = after(Instant::now(), c.heartbeat);
     let mut pong_due: Option<Instant> = None;
     // One timer for the heartbeat, the pong deadline and the token's expiry.
     let timer = tokio::time::sleep_until(next_ping.min(expires));
@@ -482,8 +498,8 @@ async fn run(
                     if let Err(end) = send(socket, Message::Ping(Default::default()), c).await {
                         return end;
                     }
-                    pong_due.get_or_insert(now + c.pong_timeout);
-                    next_ping = now + c.heartbeat;
+                    pong_due.get_or_insert(after(now, c.pong_timeout));
+                    next_ping = after(now, c.heartbeat);
                 }
             }
         }
