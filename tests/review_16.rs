@@ -433,7 +433,10 @@ async fn review16_a_token_already_past_its_exp_gets_no_socket() {
     let u = UserId::new();
     let exp = (chrono::Utc::now().timestamp() - 30) as u64;
     match s.connect(&tok_exp(u, exp), 4096).await {
-        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => {
+            assert_eq!(r.status(), 401);
+            assert_eq!(s.settle().await.opened, 0, "not counted as opened");
+        }
         Ok(_) => panic!(
             "an expired token got a socket (101): {:?}",
             s.settle().await

@@ -13,7 +13,7 @@
 //! | incoming message or frame | 1 KiB | larger: close code **1009** (a frame is refused from its header, before its payload is buffered); clients send nothing but pings and pongs |
 //! | sockets per user | 8 | the 9th handshake gets HTTP 429 `too_many_sockets` |
 //! | sockets in all | 50,000 | the next handshake gets HTTP 503 `server_full` (keep it below the process' open-file limit, less what the database pool and the API need) |
-//! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token |
+//! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token (a handshake with a token already at or past `exp` gets HTTP 401, without the REST routes' minute of leeway) |
 //!
 //! Each close is counted in [`WsStats`].
 //!
@@ -347,6 +347,11 @@ pub(super) async fn realtime_ws(
         .parse::<UserId>()
         .map_err(|_| unauthorized("the token's subject is not a user id"))?;
     let exp = c.exp;
+    // `claims` allows the REST routes a minute of clock skew past `exp`; a socket would
+    // be closed at `exp` anyway, so one is not opened for a token already past it.
+    if i64::try_from(exp).is_ok_and(|e| e <= chrono::Utc::now().timestamp()) {
+        return Err(unauthorized("the token has expired"));
+    }
     let permit = s.ws.admit(user).map_err(|r| match r {
         Refused::PerUser => ApiError(
             StatusCode::TOO_MANY_REQUESTS,
