@@ -6,7 +6,7 @@
 //!
 //! | rule | default | what happens |
 //! |---|---|---|
-//! | events queued for one socket | 64 | on overflow the client gets `{"type":"lagged","missed":n}`, then close code **4008**; it must reconnect and re-read |
+//! | events queued for one socket | 64 | on overflow the client gets `{"type":"lagged","missed":n}` (`n`: every event it will not get, dropped or still queued), then close code **4008**; it must reconnect and re-read |
 //! | a send (event, ping, close) | 5 s | a client that does not read is dropped |
 //! | ping every | 15 s | the client's WebSocket library answers with a pong |
 //! | pong deadline after a ping | 10 s | no frame from the client by then: dead, dropped — at most 25 s after its last frame |
@@ -21,7 +21,9 @@
 //!
 //! Messages are JSON text: `{"type":"change","change":{table, op, id, user_id, seq, at}}`,
 //! `{"type":"resync"}` (the server's feed had a gap: re-read what you show) and
-//! `{"type":"lagged","missed":n}` (you fell behind; the server closes next). A client:
+//! `{"type":"lagged","missed":n}` (you fell behind; the server closes next; `n` counts
+//! every event you will not get: those dropped when the queue was full and those still
+//! queued when it overflowed, which the close discards). A client:
 //!
 //! 1. connects with `?token=` (or `Authorization: Bearer`); the socket *is* the
 //!    subscription to all of its user's changes;
@@ -467,6 +469,8 @@ async fn run(
                     RealtimeEvent::Change(ch) => (json!({ "type": "change", "change": ch }), false),
                     RealtimeEvent::Resync => (json!({ "type": "resync" }), false),
                     RealtimeEvent::Lagged { missed } => {
+                        // The socket closes next: what is still queued is lost too.
+                        let missed = missed.saturating_add(sub.queued() as u64);
                         (json!({ "type": "lagged", "missed": missed }), true)
                     }
                 };
