@@ -30,10 +30,11 @@
 //! 2. after every (re)connect re-reads what it shows over REST (changes during the gap
 //!    were not sent), and does the same on `resync` and `lagged`;
 //! 3. on close or error reconnects with exponential backoff and full jitter (a random
-//!    delay between 0 and min(30 s, 0.5 s × 2^attempt)), resetting the attempt count
-//!    once connected, so a restarted server is not hit by every client at once; on 4001
-//!    it gets a fresh token first, on HTTP 401 it stops, on 429 it waits for a socket of
-//!    its own to close.
+//!    delay between 0 and min(30 s, 0.5 s × 2^attempt)), so a restarted server is not
+//!    hit by every client at once, resetting the attempt count only once a connection
+//!    proved healthy (stayed up 30 s or delivered an event: a server that accepts and
+//!    drops at once is not hammered); on 4001 it gets a fresh token first, on HTTP 401
+//!    it stops, on 429 or 503 (`server_full`) it backs off as on any failure.
 //!
 //! `examples/realtime_client.rs` does exactly this.
 
