@@ -1,5 +1,13 @@
-//! Adversarial review of issue 16 (realtime at scale): slow, malicious and careless
-//! WebSocket clients. Same in-memory pipe harness as tests/server_ws.rs.
+//! The realtime WebSocket and the connection loop against slow, malicious and careless
+//! clients (the adversarial review of issue 16): an unfinished request or idle
+//! keep-alive is closed by `kasama::server::serve`'s header-read deadline; the global
+//! (`max_sockets`, 503) and per-user (429, under concurrent handshakes) caps hold and
+//! free their slots; oversize frames and messages close with 1009; a ping flooder is
+//! dropped; an expired token gets 401 and an absurd `exp` or ttl neither panics nor
+//! expires early; settings that do not fit the clock are refused by name; `lagged`
+//! counts every event the client did not get; a commit on PostgreSQL reaches only its
+//! user's socket. Same in-memory pipe harness as tests/server_ws.rs, served by
+//! `kasama::server::serve`.
 #![cfg(all(feature = "server", feature = "metrics-facade"))]
 
 mod common;
