@@ -409,6 +409,68 @@ async fn review16_a_complete_request_is_served_and_an_idle_keepalive_closed() {
     assert!(matches!(r, Ok(Ok(0))), "idle keep-alive still held: {r:?}");
 }
 
+/// `serve` returns once its shutdown future completes, after the request in flight:
+/// an upgraded socket is not waited for and keeps working.
+#[tokio::test(start_paused = true)]
+async fn review16_serve_stops_on_shutdown_without_waiting_for_sockets() {
+    let hub = Hub::new(256);
+    let repo: Arc<dyn Repository> =
+        Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
+    let metrics = Arc::new(InMemoryMetrics::new());
+    let sink: Arc<dyn MetricsSink> = metrics.clone();
+    let state = AppState {
+        repo: repo.clone(),
+        pipeline: Arc::new(
+            AiPipeline::builder(repo)
+                .backend(Arc::new(SimulatedAgent::instant("sim")))
+                .build()
+                .unwrap(),
+        ),
+        realtime: Arc::new(MemoryRealtime::new(hub.clone())),
+        metrics: metrics.clone(),
+        sink,
+        health: Arc::new(HealthMonitor::new(metrics)),
+        jwt: kasama::server::JwtConfig::new(SECRET).unwrap(),
+        render_metrics: None,
+        ws: WsSockets::with_defaults(),
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(kasama::server::serve(
+        Pipes(rx),
+        router(state),
+        kasama::server::ServeConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let (client, io) = tokio::io::duplex(64 * 1024);
+    tx.send(io).unwrap();
+    let u = UserId::new();
+    let (w, _) = tokio_tungstenite::client_async(
+        format!("ws://kasama.test/realtime?token={}", tok(u, HOUR)),
+        client,
+    )
+    .await
+    .unwrap();
+    let mut r = reader(w);
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(60), server)
+        .await
+        .expect("serve returned")
+        .unwrap()
+        .unwrap();
+    hub.publish(&ChangeEvent {
+        table: ChangeTable::Goals,
+        op: ChangeOp::Insert,
+        id: uuid::Uuid::new_v4(),
+        user_id: u,
+        seq: 1,
+        at: chrono::Utc::now(),
+    });
+    assert_eq!(text(recv(&mut r).await)["type"], "change");
+}
+
 /// Bad serve settings are refused, naming the field.
 #[tokio::test]
 async fn review16_bad_serve_settings_are_refused() {

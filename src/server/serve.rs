@@ -78,7 +78,6 @@ pub async fn serve<L, F>(
 ) -> Result<()>
 where
     L: Listener,
-    L::Addr: std::fmt::Debug,
     F: Future<Output = ()> + Send + 'static,
 {
     config.validate()?;
@@ -90,7 +89,7 @@ where
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::pin!(shutdown);
     loop {
-        let (io, addr) = tokio::select! {
+        let (io, _addr) = tokio::select! {
             conn = listener.accept() => conn,
             () = &mut shutdown => break,
         };
@@ -113,7 +112,7 @@ where
                 }
             };
             if let Err(e) = r {
-                tracing::debug!(?addr, error = %e, "connection ended with an error");
+                tracing::debug!(error = %e, "connection ended with an error");
             }
             drop(stop);
         });
