@@ -1,6 +1,12 @@
 //! A minimal realtime client that follows the protocol (see `kasama::server::ws`):
 //! reconnect with exponential backoff and full jitter, re-read after every (re)connect,
-//! on `resync` and on `lagged`, stop on 401 and on an expired token.
+//! on `resync` and on `lagged`, stop on 401. The backoff starts over only after a
+//! connection proved healthy (it stayed up [`STABLE`] or delivered an event): a server
+//! that accepts and drops at once is not hammered at the base delay.
+//!
+//! On close code 4001 (the token expired) a real client gets a fresh token from its
+//! sign-in (e.g. with its refresh token) and reconnects at once; this example only has
+//! the token it was given on the command line, so it stops there.
 //!
 //! ```text
 //! KASAMA_JWT_SECRET=<32 bytes or more> cargo run --features server,metrics-facade --example server  # prints a token
@@ -20,6 +26,8 @@ use tokio_tungstenite::tungstenite::{self, Message};
 const BASE: Duration = Duration::from_millis(500);
 /// Highest backoff ceiling.
 const CAP: Duration = Duration::from_secs(30);
+/// A connection up this long (or that delivered an event) resets the backoff.
+const STABLE: Duration = Duration::from_secs(30);
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -44,6 +52,8 @@ enum Next {
     Stop(String),
 }
 
+/// One connection. The `bool` says whether it proved healthy: up for [`STABLE`] or
+/// delivered an event.
 async fn session(http: &reqwest::Client, base: &str, token: &str) -> (bool, Next) {
     let url = format!("{}/realtime?token={token}", base.replacen("http", "ws", 1));
     let mut ws = match tokio_tungstenite::connect_async(url).await {
@@ -58,6 +68,9 @@ async fn session(http: &reqwest::Client, base: &str, token: &str) -> (bool, Next
         }
     };
     println!("connected");
+    let since = tokio::time::Instant::now();
+    let mut delivered = false;
+    let healthy = |delivered: bool| delivered || since.elapsed() >= STABLE;
     // Changes made while we were away were not sent: read the current state.
     if let Err(e) = resync(http, base, token).await {
         eprintln!("resync failed: {e}");
@@ -65,6 +78,7 @@ async fn session(http: &reqwest::Client, base: &str, token: &str) -> (bool, Next
     while let Some(msg) = ws.next().await {
         match msg {
             Ok(Message::Text(t)) => {
+                delivered = true;
                 let v: Value = serde_json::from_str(&t).unwrap_or(Value::Null);
                 match v["type"].as_str() {
                     Some("change") => println!(
@@ -80,18 +94,23 @@ async fn session(http: &reqwest::Client, base: &str, token: &str) -> (bool, Next
                 }
             }
             Ok(Message::Close(Some(f))) if u16::from(f.code) == CLOSE_TOKEN_EXPIRED => {
-                return (true, Next::Stop("the token expired: sign in again".into()));
+                // A real client fetches a fresh token here and reconnects; this example
+                // has only the one it was given.
+                return (
+                    healthy(delivered),
+                    Next::Stop("the token expired: sign in again".into()),
+                );
             }
             Ok(Message::Close(Some(f))) if u16::from(f.code) == CLOSE_LAGGED => {
                 eprintln!("fell behind; reconnecting");
-                return (true, Next::Retry);
+                return (healthy(delivered), Next::Retry);
             }
             Ok(Message::Close(_)) | Err(_) => break,
             // Pings are answered by the library.
             Ok(_) => {}
         }
     }
-    (true, Next::Retry)
+    (healthy(delivered), Next::Retry)
 }
 
 #[tokio::main]
@@ -105,8 +124,8 @@ async fn main() -> Result<(), BoxError> {
     let mut attempt: u32 = 0;
     loop {
         let run = async {
-            let (connected, next) = session(&http, &base, &token).await;
-            if connected {
+            let (healthy, next) = session(&http, &base, &token).await;
+            if healthy {
                 attempt = 0;
             }
             next

@@ -217,7 +217,14 @@ async fn serve(args: Args) -> Result<(), BoxError> {
     let listener = listener.tap_io(|s: &mut TcpStream| {
         let _ = s.set_nodelay(true);
     });
-    axum::serve(listener, router(state)).await?;
+    // The library's loop, as examples/server.rs: request heads have a deadline.
+    kasama::server::serve(
+        listener,
+        router(state),
+        kasama::server::ServeConfig::default(),
+        std::future::pending(),
+    )
+    .await?;
     Ok(())
 }
 

@@ -143,11 +143,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let addr = std::env::var("KASAMA_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("listening on http://{addr} (dashboard: /dashboard)");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async {
+    // Not plain `axum::serve`: a connection must send its request head within
+    // `header_read_timeout` (10 s), or it is closed before it can hold a file for ever.
+    kasama::server::serve(
+        listener,
+        router(state),
+        kasama::server::ServeConfig::default(),
+        async {
             let _ = tokio::signal::ctrl_c().await;
-        })
-        .await?;
+        },
+    )
+    .await?;
     drop(maintenance);
     let written = pipeline.shutdown().await?;
     println!("shut down; {} AI interactions written", written.written);

@@ -257,6 +257,12 @@ impl Subscription {
         std::future::poll_fn(|cx| Pin::new(&mut *self).poll_next(cx)).await
     }
 
+    /// Events queued for this subscription and not yet taken (a consumer that stops
+    /// early can tell how many it leaves behind).
+    pub fn queued(&self) -> usize {
+        self.slot.lock().queue.len()
+    }
+
     /// Lowers this subscription's buffer to `events` (at least 1) from the hub's size;
     /// never raises it. A consumer that forwards events over a network (a WebSocket)
     /// keeps its own, smaller bound this way.

@@ -121,9 +121,7 @@ impl JwtConfig {
 
     fn sign(&self, sub: &str, role: Option<&str>, ttl: Duration) -> String {
         let now = chrono::Utc::now();
-        let exp = (now + chrono::Duration::from_std(ttl).unwrap_or_default())
-            .timestamp()
-            .max(0);
+        let exp = exp_after(now, ttl);
         let mut claims = json!({ "sub": sub, "exp": exp, "iat": now.timestamp().max(0) });
         if let Some(r) = role {
             claims["role"] = json!(r);
@@ -202,9 +200,7 @@ impl Claims {
 /// Signs a token for `user` valid for `ttl` with `secret` (no `iss`/`aud`; for tests
 /// and tools — servers use [`JwtConfig::token`]).
 pub fn token(secret: &[u8], user: UserId, ttl: Duration) -> String {
-    let exp = (chrono::Utc::now() + chrono::Duration::from_std(ttl).unwrap_or_default())
-        .timestamp()
-        .max(0) as u64;
+    let exp = exp_after(chrono::Utc::now(), ttl) as u64;
     jsonwebtoken::encode(
         &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
         &Claims {
@@ -227,6 +223,17 @@ pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
 }
 
 /// The claims of `tok`, or 401.
+/// `exp` (seconds since the epoch, at least 0) of a token signed at `now` for `ttl`.
+/// A ttl past what the calendar holds is "never": the latest date, not a panic (nor a
+/// token that expires at once).
+fn exp_after(now: chrono::DateTime<chrono::Utc>, ttl: Duration) -> i64 {
+    let ttl = chrono::Duration::from_std(ttl).unwrap_or(chrono::Duration::MAX);
+    now.checked_add_signed(ttl)
+        .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
+        .timestamp()
+        .max(0)
+}
+
 pub(super) fn claims(state: &AppState, tok: &str) -> std::result::Result<Claims, ApiError> {
     state
         .jwt

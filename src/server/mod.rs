@@ -18,7 +18,10 @@
 
 mod auth;
 mod dashboard;
+mod serve;
 pub mod ws;
+
+pub use serve::{ServeConfig, serve};
 
 pub use ws::{CLOSE_LAGGED, CLOSE_TOKEN_EXPIRED, CLOSE_TOO_BIG, WsConfig, WsSockets, WsStats};
 

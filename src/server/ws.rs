@@ -6,13 +6,14 @@
 //!
 //! | rule | default | what happens |
 //! |---|---|---|
-//! | events queued for one socket | 64 | on overflow the client gets `{"type":"lagged","missed":n}`, then close code **4008**; it must reconnect and re-read |
+//! | events queued for one socket | 64 | on overflow the client gets `{"type":"lagged","missed":n}` (`n`: every event it will not get, dropped or still queued), then close code **4008**; it must reconnect and re-read |
 //! | a send (event, ping, close) | 5 s | a client that does not read is dropped |
 //! | ping every | 15 s | the client's WebSocket library answers with a pong |
 //! | pong deadline after a ping | 10 s | no frame from the client by then: dead, dropped — at most 25 s after its last frame |
 //! | incoming message or frame | 1 KiB | larger: close code **1009** (a frame is refused from its header, before its payload is buffered); clients send nothing but pings and pongs |
 //! | sockets per user | 8 | the 9th handshake gets HTTP 429 `too_many_sockets` |
-//! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token |
+//! | sockets in all | 50,000 | the next handshake gets HTTP 503 `server_full` (keep it below the process' open-file limit, less what the database pool and the API need) |
+//! | token expiry | the token's `exp` | close code **4001** at `exp`; reconnect with a fresh token (a handshake with a token already at or past `exp` gets HTTP 401, without the REST routes' minute of leeway) |
 //!
 //! Each close is counted in [`WsStats`].
 //!
@@ -20,17 +21,20 @@
 //!
 //! Messages are JSON text: `{"type":"change","change":{table, op, id, user_id, seq, at}}`,
 //! `{"type":"resync"}` (the server's feed had a gap: re-read what you show) and
-//! `{"type":"lagged","missed":n}` (you fell behind; the server closes next). A client:
+//! `{"type":"lagged","missed":n}` (you fell behind; the server closes next; `n` counts
+//! every event you will not get: those dropped when the queue was full and those still
+//! queued when it overflowed, which the close discards). A client:
 //!
 //! 1. connects with `?token=` (or `Authorization: Bearer`); the socket *is* the
 //!    subscription to all of its user's changes;
 //! 2. after every (re)connect re-reads what it shows over REST (changes during the gap
 //!    were not sent), and does the same on `resync` and `lagged`;
 //! 3. on close or error reconnects with exponential backoff and full jitter (a random
-//!    delay between 0 and min(30 s, 0.5 s × 2^attempt)), resetting the attempt count
-//!    once connected, so a restarted server is not hit by every client at once; on 4001
-//!    it gets a fresh token first, on HTTP 401 it stops, on 429 it waits for a socket of
-//!    its own to close.
+//!    delay between 0 and min(30 s, 0.5 s × 2^attempt)), so a restarted server is not
+//!    hit by every client at once, resetting the attempt count only once a connection
+//!    proved healthy (stayed up 30 s or delivered an event: a server that accepts and
+//!    drops at once is not hammered); on 4001 it gets a fresh token first, on HTTP 401
+//!    it stops, on 429 or 503 (`server_full`) it backs off as on any failure.
 //!
 //! `examples/realtime_client.rs` does exactly this.
 
@@ -49,6 +53,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::auth::{bearer, claims};
+use super::serve::MAX_DEADLINE;
 use super::{ApiError, AppState, unauthorized};
 use crate::domain::{Actor, UserId};
 use crate::error::{Error, Result};
@@ -76,6 +81,11 @@ pub struct WsConfig {
     pub queue: usize,
     /// Open sockets per user. Default: 8.
     pub max_per_user: usize,
+    /// Open sockets in all (this server); past it a handshake gets HTTP 503
+    /// `server_full`. Keep it below the process' open-file limit, less what the
+    /// database pool and the API need, so that a flood of sockets cannot lock the API
+    /// out. Default: 50,000.
+    pub max_sockets: usize,
     /// Largest incoming message and frame, in bytes (pings carry at most 125).
     /// Default: 1 KiB.
     pub max_incoming: usize,
@@ -95,6 +105,7 @@ impl Default for WsConfig {
             send_timeout: Duration::from_secs(5),
             queue: 64,
             max_per_user: 8,
+            max_sockets: 50_000,
             max_incoming: 1024,
             read_buffer: 256,
             max_write_buffer: 64 * 1024,
@@ -111,6 +122,8 @@ pub struct WsStats {
     pub opened: u64,
     /// Handshakes refused because the user had `max_per_user` sockets open.
     pub refused_per_user: u64,
+    /// Handshakes refused (HTTP 503) because `max_sockets` sockets were open.
+    pub refused_full: u64,
     /// Closed because the client's queue overflowed (after a `lagged` message).
     pub closed_lagged: u64,
     /// Dropped because a send took longer than `send_timeout`.
@@ -132,6 +145,7 @@ pub struct WsSockets {
     open: AtomicU64,
     opened: AtomicU64,
     refused_per_user: AtomicU64,
+    refused_full: AtomicU64,
     closed_lagged: AtomicU64,
     closed_slow: AtomicU64,
     closed_dead: AtomicU64,
@@ -144,6 +158,8 @@ impl WsSockets {
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the field for a zero duration or count, a
+    /// duration over one day (`heartbeat`, `pong_timeout`, `send_timeout`: a longer one
+    /// would not fit the clock, and a day is already "never" for a socket), a
     /// `max_incoming` below 125 bytes (a ping's payload), a `read_buffer` of zero or a
     /// `max_write_buffer` below 4 KiB.
     pub fn new(config: WsConfig) -> Result<Arc<Self>> {
@@ -156,12 +172,18 @@ impl WsSockets {
             if d.is_zero() {
                 return Err(Error::invalid(field, "must be more than zero"));
             }
+            if d > MAX_DEADLINE {
+                return Err(Error::invalid(field, "must be at most one day"));
+            }
         }
         if c.queue == 0 {
             return Err(Error::invalid("queue", "must be at least 1"));
         }
         if c.max_per_user == 0 || c.max_per_user > u32::MAX as usize {
             return Err(Error::invalid("max_per_user", "must be 1 to 2^32-1"));
+        }
+        if c.max_sockets == 0 {
+            return Err(Error::invalid("max_sockets", "must be at least 1"));
         }
         if c.max_incoming < 125 {
             return Err(Error::invalid(
@@ -181,6 +203,7 @@ impl WsSockets {
             open: AtomicU64::new(0),
             opened: AtomicU64::new(0),
             refused_per_user: AtomicU64::new(0),
+            refused_full: AtomicU64::new(0),
             closed_lagged: AtomicU64::new(0),
             closed_slow: AtomicU64::new(0),
             closed_dead: AtomicU64::new(0),
@@ -205,6 +228,7 @@ impl WsSockets {
             open: self.open.load(Relaxed),
             opened: self.opened.load(Relaxed),
             refused_per_user: self.refused_per_user.load(Relaxed),
+            refused_full: self.refused_full.load(Relaxed),
             closed_lagged: self.closed_lagged.load(Relaxed),
             closed_slow: self.closed_slow.load(Relaxed),
             closed_dead: self.closed_dead.load(Relaxed),
@@ -222,20 +246,27 @@ impl WsSockets {
         self.per_user.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Takes one of `user`'s socket slots, or `None` when all are in use.
-    fn admit(self: &Arc<Self>, user: UserId) -> Option<Permit> {
+    /// Takes one of `user`'s socket slots and one of the server's, or says which
+    /// cap refused it. `open` changes only under the lock, so the caps hold under
+    /// concurrent handshakes.
+    fn admit(self: &Arc<Self>, user: UserId) -> std::result::Result<Permit, Refused> {
         let mut m = self.lock();
+        if self.open.load(Relaxed) as usize >= self.config.max_sockets {
+            drop(m);
+            self.refused_full.fetch_add(1, Relaxed);
+            return Err(Refused::Full);
+        }
         let n = m.entry(user).or_insert(0);
         if *n as usize >= self.config.max_per_user {
             drop(m);
             self.refused_per_user.fetch_add(1, Relaxed);
-            return None;
+            return Err(Refused::PerUser);
         }
         *n += 1;
-        drop(m);
         self.open.fetch_add(1, Relaxed);
+        drop(m);
         self.opened.fetch_add(1, Relaxed);
-        Some(Permit {
+        Ok(Permit {
             sockets: self.clone(),
             user,
         })
@@ -270,9 +301,16 @@ impl Drop for Permit {
                 m.remove(&self.user);
             }
         }
-        drop(m);
         self.sockets.open.fetch_sub(1, Relaxed);
+        drop(m);
     }
+}
+
+/// Which cap refused a handshake.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Refused {
+    PerUser,
+    Full,
 }
 
 /// Why a socket ended.
@@ -312,8 +350,13 @@ pub(super) async fn realtime_ws(
         .parse::<UserId>()
         .map_err(|_| unauthorized("the token's subject is not a user id"))?;
     let exp = c.exp;
-    let permit = s.ws.admit(user).ok_or_else(|| {
-        ApiError(
+    // `claims` allows the REST routes a minute of clock skew past `exp`; a socket would
+    // be closed at `exp` anyway, so one is not opened for a token already past it.
+    if i64::try_from(exp).is_ok_and(|e| e <= chrono::Utc::now().timestamp()) {
+        return Err(unauthorized("the token has expired"));
+    }
+    let permit = s.ws.admit(user).map_err(|r| match r {
+        Refused::PerUser => ApiError(
             StatusCode::TOO_MANY_REQUESTS,
             json!({
                 "error": "too_many_sockets",
@@ -323,7 +366,15 @@ pub(super) async fn realtime_ws(
                 ),
             }),
             None,
-        )
+        ),
+        Refused::Full => ApiError(
+            StatusCode::SERVICE_UNAVAILABLE,
+            json!({
+                "error": "server_full",
+                "message": "this server holds as many realtime sockets as it may; retry later",
+            }),
+            None,
+        ),
     })?;
     let mut sub = s
         .realtime
@@ -347,8 +398,18 @@ fn instant_of(exp: u64) -> Instant {
     let exp_ms = i64::try_from(exp).unwrap_or(i64::MAX).saturating_mul(1000);
     let left = u64::try_from(exp_ms.saturating_sub(now_ms)).unwrap_or(0);
     // Past about two years tokio's timer clamps anyway; a year is far enough.
-    let left = Duration::from_millis(left).min(Duration::from_secs(365 * 24 * 3600));
-    Instant::now() + left
+    let left = Duration::from_millis(left).min(YEAR);
+    after(Instant::now(), left)
+}
+
+const YEAR: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// `now + d` without a panic: a deadline the clock cannot hold is a year away (at
+/// worst now, which no validated setting reaches).
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d)
+        .or_else(|| now.checked_add(YEAR))
+        .unwrap_or(now)
 }
 
 async fn serve(mut socket: WebSocket, mut sub: Subscription, permit: Permit, expires: Instant) {
@@ -389,7 +450,7 @@ async fn run(
     c: &WsConfig,
     expires: Instant,
 ) -> End {
-    let mut next_ping = Instant::now() + c.heartbeat;
+    let mut next_ping = after(Instant::now(), c.heartbeat);
     let mut pong_due: Option<Instant> = None;
     // One timer for the heartbeat, the pong deadline and the token's expiry.
     let timer = tokio::time::sleep_until(next_ping.min(expires));
@@ -409,6 +470,8 @@ async fn run(
                     RealtimeEvent::Change(ch) => (json!({ "type": "change", "change": ch }), false),
                     RealtimeEvent::Resync => (json!({ "type": "resync" }), false),
                     RealtimeEvent::Lagged { missed } => {
+                        // The socket closes next: what is still queued is lost too.
+                        let missed = missed.saturating_add(sub.queued() as u64);
                         (json!({ "type": "lagged", "missed": missed }), true)
                     }
                 };
@@ -445,8 +508,8 @@ async fn run(
                     if let Err(end) = send(socket, Message::Ping(Default::default()), c).await {
                         return end;
                     }
-                    pong_due.get_or_insert(now + c.pong_timeout);
-                    next_ping = now + c.heartbeat;
+                    pong_due.get_or_insert(after(now, c.pong_timeout));
+                    next_ping = after(now, c.heartbeat);
                 }
             }
         }
