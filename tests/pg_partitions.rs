@@ -43,22 +43,10 @@ async fn ensure_partitions_moves_default_rows_and_is_idempotent() {
     .unwrap();
     repo.record_interaction(
         S,
-        NewAiInteraction {
-            id: None,
-            user_id: a,
-            agent_type: AgentType::LearningCoach,
-            model: "m".into(),
-            input: json!(null),
-            output: json!(null),
-            input_tokens: 1,
-            output_tokens: 1,
-            cost_nanos: 1,
-            saved_nanos: 0,
-            latency_ms: 1,
-            cache_hit: false,
-            success: true,
-            created_at: Some(Utc.with_ymd_and_hms(2024, 3, 13, 10, 0, 0).unwrap()),
-        },
+        common::one_nano_interaction(
+            a,
+            Some(Utc.with_ymd_and_hms(2024, 3, 13, 10, 0, 0).unwrap()),
+        ),
     )
     .await
     .unwrap();
@@ -218,25 +206,7 @@ async fn partition_bounds_are_utc_in_any_session_time_zone() {
     assert!(!edges.is_empty());
     for t in &edges {
         db.repo
-            .record_interaction(
-                S,
-                NewAiInteraction {
-                    id: None,
-                    user_id: a,
-                    agent_type: AgentType::LearningCoach,
-                    model: "m".into(),
-                    input: json!(null),
-                    output: json!(null),
-                    input_tokens: 1,
-                    output_tokens: 1,
-                    cost_nanos: 1,
-                    saved_nanos: 0,
-                    latency_ms: 1,
-                    cache_hit: false,
-                    success: true,
-                    created_at: Some(*t),
-                },
-            )
+            .record_interaction(S, common::one_nano_interaction(a, Some(*t)))
             .await
             .unwrap();
     }
@@ -376,27 +346,9 @@ async fn retention_drops_old_partitions_only() {
         )
         .await
         .unwrap();
-        repo.record_interaction(
-            ua,
-            NewAiInteraction {
-                id: None,
-                user_id: a,
-                agent_type: AgentType::LearningCoach,
-                model: "m".into(),
-                input: json!(null),
-                output: json!(null),
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_nanos: 1,
-                saved_nanos: 0,
-                latency_ms: 1,
-                cache_hit: false,
-                success: true,
-                created_at: Some(t),
-            },
-        )
-        .await
-        .unwrap();
+        repo.record_interaction(ua, common::one_nano_interaction(a, Some(t)))
+            .await
+            .unwrap();
         ids.push(asmt.id);
     }
     repo.ensure_partitions(1, 1).await.unwrap();

@@ -216,25 +216,7 @@ where
     repo.advance_learning_path(me, l.id, 1).await.unwrap();
     // ai_interactions (its feed switched on): insert. (Interactions are never updated.)
     let i = repo
-        .record_interaction(
-            me,
-            NewAiInteraction {
-                id: None,
-                user_id: u,
-                agent_type: AgentType::LearningCoach,
-                model: "m".into(),
-                input: json!({}),
-                output: json!({}),
-                input_tokens: 1,
-                output_tokens: 1,
-                cost_nanos: 1,
-                saved_nanos: 0,
-                latency_ms: 1,
-                cache_hit: false,
-                success: true,
-                created_at: None,
-            },
-        )
+        .record_interaction(me, common::one_nano_interaction(u, None))
         .await
         .unwrap();
     expect(

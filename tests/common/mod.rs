@@ -99,6 +99,30 @@ pub async fn provision(admin_url: &str, dbname: &str) -> (String, String) {
     (owner, conn_string(&base, Some(APP_LOGIN), dbname))
 }
 
+/// A minimal successful interaction of `user` costing 1 n$, at `at` (`None`: now) —
+/// for tests about where rows go, not what they hold.
+pub fn one_nano_interaction(
+    user: kasama::domain::UserId,
+    at: Option<chrono::DateTime<chrono::Utc>>,
+) -> kasama::domain::NewAiInteraction {
+    kasama::domain::NewAiInteraction {
+        id: None,
+        user_id: user,
+        agent_type: kasama::domain::AgentType::LearningCoach,
+        model: "m".into(),
+        input: serde_json::json!(null),
+        output: serde_json::json!(null),
+        input_tokens: 1,
+        output_tokens: 1,
+        cost_nanos: 1,
+        saved_nanos: 0,
+        latency_ms: 1,
+        cache_hit: false,
+        success: true,
+        created_at: at,
+    }
+}
+
 fn require_postgres() -> bool {
     std::env::var("KASAMA_REQUIRE_POSTGRES").is_ok_and(|v| v == "1")
 }
