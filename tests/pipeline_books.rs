@@ -20,7 +20,7 @@ use kasama::pipeline::{
 };
 use kasama::prelude::*;
 use kasama::semantic::{Embedder, SemanticCache};
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 /// What every answer of a [`Scripted`] backend uses.
@@ -411,87 +411,43 @@ async fn a_model_answer_with_a_nul_and_a_long_model_name_is_recorded_clean() {
     assert_eq!(r.model, "m".repeat(100));
 }
 
-/// Delegates everything; `record_interactions` commits and then reports a retryable
-/// failure `unseen` times (a commit whose answer was lost), then fails retryably
-/// `down` times without committing.
+/// `record_interactions` commits and then reports a retryable failure `unseen` times
+/// (a commit whose answer was lost), then fails retryably `down` times without
+/// committing.
 struct LostAnswers {
-    inner: InMemoryRepository,
     unseen: AtomicUsize,
     down: AtomicUsize,
 }
 
-macro_rules! delegate {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait]
-        impl Repository for LostAnswers {
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.inner.$name($($arg),*).await
-                }
-            )*
-            async fn record_interactions(&self, a: Actor, b: &[NewAiInteraction]) -> kasama::Result<u64> {
-                if self.down.load(SeqCst) > 0 {
-                    self.down.fetch_sub(1, SeqCst);
-                    return Err(flaky());
-                }
-                let n = self.inner.record_interactions(a, b).await?;
-                if self.unseen.load(SeqCst) > 0 {
-                    self.unseen.fetch_sub(1, SeqCst);
-                    return Err(flaky());
-                }
-                Ok(n)
-            }
+#[async_trait]
+impl common::RecordHook for LostAnswers {
+    async fn record_interactions(
+        &self,
+        inner: &InMemoryRepository,
+        a: Actor,
+        b: &[NewAiInteraction],
+    ) -> kasama::Result<u64> {
+        if self.down.load(SeqCst) > 0 {
+            self.down.fetch_sub(1, SeqCst);
+            return Err(flaky());
         }
-    };
-}
-
-delegate! {
-    fn create_profile(&self, a: Actor, n: NewProfile) -> kasama::Result<Profile>;
-    fn get_profile(&self, a: Actor, id: UserId) -> kasama::Result<Profile>;
-    fn update_profile(&self, a: Actor, id: UserId, u: ProfileUpdate) -> kasama::Result<Profile>;
-    fn create_assessment(&self, a: Actor, n: NewAssessment) -> kasama::Result<Assessment>;
-    fn get_assessment(&self, a: Actor, id: AssessmentId) -> kasama::Result<Assessment>;
-    fn answer_assessment(&self, a: Actor, id: AssessmentId, n: Vec<NewAnswer>) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn list_answers(&self, a: Actor, id: AssessmentId) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn complete_assessment(&self, a: Actor, id: AssessmentId, score: i32, insights: Value) -> kasama::Result<Assessment>;
-    fn list_assessments(&self, a: Actor, u: UserId, f: &AssessmentFilter, p: Page) -> kasama::Result<Vec<Assessment>>;
-    fn create_practice(&self, a: Actor, n: NewPractice) -> kasama::Result<Practice>;
-    fn get_practice(&self, a: Actor, id: PracticeId) -> kasama::Result<Practice>;
-    fn search_practices(&self, a: Actor, q: &str, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn list_practices(&self, a: Actor, f: &PracticeFilter, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn create_goal(&self, a: Actor, n: NewGoal) -> kasama::Result<Goal>;
-    fn get_goal(&self, a: Actor, id: GoalId) -> kasama::Result<Goal>;
-    fn update_goal(&self, a: Actor, id: GoalId, u: GoalUpdate) -> kasama::Result<Goal>;
-    fn set_goal_progress(&self, a: Actor, id: GoalId, p: i32) -> kasama::Result<Goal>;
-    fn complete_milestone(&self, a: Actor, id: GoalId, i: usize) -> kasama::Result<Goal>;
-    fn delete_goal(&self, a: Actor, id: GoalId) -> kasama::Result<()>;
-    fn list_goals(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Goal>>;
-    fn log_progress(&self, a: Actor, n: NewProgress) -> kasama::Result<ProgressEntry>;
-    fn list_progress(&self, a: Actor, u: UserId, r: Option<DateRange>, p: Page) -> kasama::Result<Vec<ProgressEntry>>;
-    fn get_progress_entry(&self, a: Actor, id: ProgressId) -> kasama::Result<ProgressEntry>;
-    fn get_notification(&self, a: Actor, id: NotificationId) -> kasama::Result<Notification>;
-    fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> kasama::Result<LearningPath>;
-    fn get_learning_path(&self, a: Actor, id: LearningPathId) -> kasama::Result<LearningPath>;
-    fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<LearningPath>>;
-    fn advance_learning_path(&self, a: Actor, id: LearningPathId, s: i32) -> kasama::Result<LearningPath>;
-    fn create_notification(&self, a: Actor, n: NewNotification) -> kasama::Result<Notification>;
-    fn list_unread_notifications(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Notification>>;
-    fn mark_notifications_read(&self, a: Actor, u: UserId, ids: &[NotificationId]) -> kasama::Result<u64>;
-    fn record_interaction(&self, a: Actor, n: NewAiInteraction) -> kasama::Result<AiInteraction>;
-    fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<AiInteraction>>;
-    fn user_statistics(&self, a: Actor, u: UserId, r: Option<DateRange>) -> kasama::Result<UserStatistics>;
-    fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> kasama::Result<Vec<Recommendation>>;
-    fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> kasama::Result<CostAnalysis>;
-    fn system_health(&self, a: Actor) -> kasama::Result<SystemHealth>;
-    fn erase_user(&self, a: Actor, u: UserId) -> kasama::Result<ErasureReport>;
+        let n = inner.record_interactions(a, b).await?;
+        if self.unseen.load(SeqCst) > 0 {
+            self.unseen.fetch_sub(1, SeqCst);
+            return Err(flaky());
+        }
+        Ok(n)
+    }
 }
 
 #[tokio::test(start_paused = true)]
 async fn a_retry_after_an_unseen_commit_does_not_duplicate_rows() {
-    let repo = Arc::new(LostAnswers {
+    let repo = Arc::new(common::Hooked {
         inner: InMemoryRepository::new(),
-        unseen: AtomicUsize::new(1),
-        down: AtomicUsize::new(0),
+        hook: LostAnswers {
+            unseen: AtomicUsize::new(1),
+            down: AtomicUsize::new(0),
+        },
     });
     let dynrepo: Arc<dyn Repository> = repo.clone();
     let u = users(&dynrepo, 1).await[0];
@@ -519,16 +475,18 @@ async fn a_retry_after_an_unseen_commit_does_not_duplicate_rows() {
     }
     let s = p.shutdown().await.unwrap();
     assert_eq!((s.written, s.failed, s.rejected), (20, 0, 0));
-    assert_eq!(repo.unseen.load(SeqCst), 0, "the lost answer happened");
+    assert_eq!(repo.hook.unseen.load(SeqCst), 0, "the lost answer happened");
     assert_eq!(rows(&dynrepo, u).await.len(), 20, "no row twice");
 }
 
 #[tokio::test(start_paused = true)]
 async fn rows_lost_to_a_down_repository_reach_the_metrics_and_the_health_check() {
-    let repo: Arc<dyn Repository> = Arc::new(LostAnswers {
+    let repo: Arc<dyn Repository> = Arc::new(common::Hooked {
         inner: InMemoryRepository::new(),
-        unseen: AtomicUsize::new(0),
-        down: AtomicUsize::new(usize::MAX),
+        hook: LostAnswers {
+            unseen: AtomicUsize::new(0),
+            down: AtomicUsize::new(usize::MAX),
+        },
     });
     let u = users(&repo, 1).await[0];
     let metrics = Arc::new(InMemoryMetrics::new());

@@ -21,7 +21,7 @@ use kasama::pipeline::{
     RouterConfig,
 };
 use kasama::prelude::*;
-use serde_json::{Value, json};
+use serde_json::json;
 use tokio::time::Instant;
 
 const PRICE: Price = Price {
@@ -501,77 +501,31 @@ async fn answers_of_a_short_batch_are_kept_not_bought_twice() {
 
 // ---- the recorder gives up during a routine database restart ----
 
-/// A repository whose `record_interactions` fails as a restarting PostgreSQL does
-/// (connection refused, retryable) until `up_at`.
+/// `record_interactions` fails as a restarting PostgreSQL does (connection refused,
+/// retryable) until `up_at`.
 struct Restarting {
-    inner: InMemoryRepository,
     up_at: Instant,
     refused: AtomicUsize,
 }
 
-macro_rules! delegate {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait]
-        impl Repository for Restarting {
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.inner.$name($($arg),*).await
-                }
-            )*
-            async fn record_interactions(&self, a: Actor, b: &[NewAiInteraction]) -> kasama::Result<u64> {
-                if Instant::now() < self.up_at {
-                    self.refused.fetch_add(1, SeqCst);
-                    return Err(Error::Backend {
-                        what: "database connection".into(),
-                        retryable: true,
-                        source: "connection refused".into(),
-                    });
-                }
-                self.inner.record_interactions(a, b).await
-            }
+#[async_trait]
+impl common::RecordHook for Restarting {
+    async fn record_interactions(
+        &self,
+        inner: &InMemoryRepository,
+        a: Actor,
+        b: &[NewAiInteraction],
+    ) -> kasama::Result<u64> {
+        if Instant::now() < self.up_at {
+            self.refused.fetch_add(1, SeqCst);
+            return Err(Error::Backend {
+                what: "database connection".into(),
+                retryable: true,
+                source: "connection refused".into(),
+            });
         }
-    };
-}
-
-delegate! {
-    fn create_profile(&self, a: Actor, n: NewProfile) -> kasama::Result<Profile>;
-    fn get_profile(&self, a: Actor, id: UserId) -> kasama::Result<Profile>;
-    fn update_profile(&self, a: Actor, id: UserId, u: ProfileUpdate) -> kasama::Result<Profile>;
-    fn create_assessment(&self, a: Actor, n: NewAssessment) -> kasama::Result<Assessment>;
-    fn get_assessment(&self, a: Actor, id: AssessmentId) -> kasama::Result<Assessment>;
-    fn answer_assessment(&self, a: Actor, id: AssessmentId, n: Vec<NewAnswer>) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn list_answers(&self, a: Actor, id: AssessmentId) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn complete_assessment(&self, a: Actor, id: AssessmentId, score: i32, insights: Value) -> kasama::Result<Assessment>;
-    fn list_assessments(&self, a: Actor, u: UserId, f: &AssessmentFilter, p: Page) -> kasama::Result<Vec<Assessment>>;
-    fn create_practice(&self, a: Actor, n: NewPractice) -> kasama::Result<Practice>;
-    fn get_practice(&self, a: Actor, id: PracticeId) -> kasama::Result<Practice>;
-    fn search_practices(&self, a: Actor, q: &str, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn list_practices(&self, a: Actor, f: &PracticeFilter, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn create_goal(&self, a: Actor, n: NewGoal) -> kasama::Result<Goal>;
-    fn get_goal(&self, a: Actor, id: GoalId) -> kasama::Result<Goal>;
-    fn update_goal(&self, a: Actor, id: GoalId, u: GoalUpdate) -> kasama::Result<Goal>;
-    fn set_goal_progress(&self, a: Actor, id: GoalId, p: i32) -> kasama::Result<Goal>;
-    fn complete_milestone(&self, a: Actor, id: GoalId, i: usize) -> kasama::Result<Goal>;
-    fn delete_goal(&self, a: Actor, id: GoalId) -> kasama::Result<()>;
-    fn list_goals(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Goal>>;
-    fn log_progress(&self, a: Actor, n: NewProgress) -> kasama::Result<ProgressEntry>;
-    fn list_progress(&self, a: Actor, u: UserId, r: Option<DateRange>, p: Page) -> kasama::Result<Vec<ProgressEntry>>;
-    fn get_progress_entry(&self, a: Actor, id: ProgressId) -> kasama::Result<ProgressEntry>;
-    fn get_notification(&self, a: Actor, id: NotificationId) -> kasama::Result<Notification>;
-    fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> kasama::Result<LearningPath>;
-    fn get_learning_path(&self, a: Actor, id: LearningPathId) -> kasama::Result<LearningPath>;
-    fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<LearningPath>>;
-    fn advance_learning_path(&self, a: Actor, id: LearningPathId, s: i32) -> kasama::Result<LearningPath>;
-    fn create_notification(&self, a: Actor, n: NewNotification) -> kasama::Result<Notification>;
-    fn list_unread_notifications(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Notification>>;
-    fn mark_notifications_read(&self, a: Actor, u: UserId, ids: &[NotificationId]) -> kasama::Result<u64>;
-    fn record_interaction(&self, a: Actor, n: NewAiInteraction) -> kasama::Result<AiInteraction>;
-    fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<AiInteraction>>;
-    fn user_statistics(&self, a: Actor, u: UserId, r: Option<DateRange>) -> kasama::Result<UserStatistics>;
-    fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> kasama::Result<Vec<Recommendation>>;
-    fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> kasama::Result<CostAnalysis>;
-    fn system_health(&self, a: Actor) -> kasama::Result<SystemHealth>;
-    fn erase_user(&self, a: Actor, u: UserId) -> kasama::Result<ErasureReport>;
+        inner.record_interactions(a, b).await
+    }
 }
 
 /// PostgreSQL restarting for 3 s (a minor-version upgrade, a failover, a container
@@ -581,10 +535,12 @@ delegate! {
 /// though the buffer (100,000 rows) had all the room to hold them until it came back.
 #[tokio::test(start_paused = true)]
 async fn a_three_second_database_restart_loses_no_interaction() {
-    let repo = Arc::new(Restarting {
+    let repo = Arc::new(common::Hooked {
         inner: InMemoryRepository::new(),
-        up_at: Instant::now() + Duration::from_secs(3),
-        refused: AtomicUsize::new(0),
+        hook: Restarting {
+            up_at: Instant::now() + Duration::from_secs(3),
+            refused: AtomicUsize::new(0),
+        },
     });
     let dynrepo: Arc<dyn Repository> = repo.clone();
     let u = users(&dynrepo, 1).await[0];
@@ -599,7 +555,7 @@ async fn a_three_second_database_restart_loses_no_interaction() {
     }
     let spent = p.ledger().total().cost_nanos;
     let s = p.shutdown().await;
-    assert!(repo.refused.load(SeqCst) > 0, "the restart happened");
+    assert!(repo.hook.refused.load(SeqCst) > 0, "the restart happened");
     let rows = rows(&dynrepo, u).await;
     assert_eq!(
         (
