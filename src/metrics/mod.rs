@@ -28,6 +28,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::agent::CacheTier;
 use crate::domain::{AgentType, UserId};
 
 /// Whether an error kind ([`crate::Error::kind`]) is a refusal of the caller's request
@@ -48,19 +49,6 @@ pub enum CacheOutcome {
     Miss,
     /// An entry was pushed out.
     Eviction,
-}
-
-/// How the semantic cache answered an AI request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum CacheTier {
-    /// Same text.
-    Exact,
-    /// A paraphrase.
-    Semantic,
-    /// Not cached: a backend answered.
-    Miss,
-    /// No semantic cache configured.
-    Off,
 }
 
 /// One measurement. Sinks must not key series by user: `user` fields are for logs.
