@@ -23,7 +23,8 @@ use std::time::Duration;
 
 use indicatif::{ProgressBar, ProgressStyle};
 use kasama::agent::{AiRequest, SimulatedAgent};
-use kasama::metrics::{Alert, HealthMonitor, InMemoryMetrics, MetricsSink};
+use kasama::health::{Alert, HealthMonitor};
+use kasama::metrics::{InMemoryMetrics, MetricsSink};
 use kasama::pipeline::{AiPipeline, Price, PriceTable};
 use kasama::prelude::*;
 use kasama::realtime::{

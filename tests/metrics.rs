@@ -9,9 +9,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use kasama::agent::{AiRequest, SimulatedAgent};
-use kasama::metrics::{
-    AlertKind, Check, HealthMonitor, InMemoryMetrics, MetricEvent, MetricsSink, Status, Thresholds,
-};
+use kasama::health::{AlertKind, Check, HealthMonitor, Status, Thresholds};
+use kasama::metrics::{InMemoryMetrics, MetricEvent, MetricsSink};
 use kasama::pipeline::{AiPipeline, Budgets};
 use kasama::prelude::*;
 use kasama::repository::MeteredRepository;

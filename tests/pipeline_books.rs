@@ -13,7 +13,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kasama::agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent, Usage};
-use kasama::metrics::{Check, HealthMonitor, InMemoryMetrics, MetricsSink, NoopMetrics, Status};
+use kasama::health::{Check, HealthMonitor, Status};
+use kasama::metrics::{InMemoryMetrics, MetricsSink, NoopMetrics};
 use kasama::pipeline::{
     AiPipeline, BatchConfig, BreakerConfig, BreakerState, Budgets, Ledger, Price, PriceTable,
     Quota, RateLimitConfig, RateLimits, Recorder, RecorderConfig, Router, RouterConfig,

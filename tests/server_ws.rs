@@ -10,7 +10,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{HealthMonitor, InMemoryMetrics, MetricsSink};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{InMemoryMetrics, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime};
