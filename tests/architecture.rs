@@ -255,6 +255,86 @@ fn no_module_imports_one_that_imports_it_back() {
     );
 }
 
+/// The README's architecture table: each module, in order from the top, with the
+/// modules it may use.
+fn readme_layers() -> Vec<(String, BTreeSet<String>)> {
+    let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md"))
+        .expect("read README.md");
+    let section = readme
+        .split("\n## Architecture\n")
+        .nth(1)
+        .expect("README.md has an `## Architecture` section");
+    let block = section
+        .split("```text\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .expect("the architecture section draws the layers in a ```text block");
+    block
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let name = l
+                .split_whitespace()
+                .next()
+                .expect("a module name")
+                .to_string();
+            let uses = l
+                .split_once('→')
+                .unwrap_or_else(|| panic!("README layer line without `→`: {l}"))
+                .1
+                .split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect();
+            (name, uses)
+        })
+        .collect()
+}
+
+#[test]
+fn the_readme_draws_the_layers_as_they_are() {
+    let layers = readme_layers();
+    let graph = read_graph();
+    let top: BTreeSet<String> = graph
+        .edges
+        .keys()
+        .chain(graph.edges.values().flatten())
+        .filter_map(|m| m.first().cloned())
+        .collect();
+    let drawn: BTreeSet<String> = layers.iter().map(|(n, _)| n.clone()).collect();
+    assert_eq!(
+        drawn, top,
+        "the README's table names exactly the crate's modules"
+    );
+    // Each layer may use only layers below it…
+    for (i, (name, uses)) in layers.iter().enumerate() {
+        let below: BTreeSet<String> = layers[i + 1..].iter().map(|(n, _)| n.clone()).collect();
+        let above: Vec<&String> = uses.difference(&below).collect();
+        assert!(
+            above.is_empty(),
+            "README: {name} may use {above:?}, not below it"
+        );
+    }
+    // …and uses nothing the table does not give it.
+    let allowed: BTreeMap<String, BTreeSet<String>> = layers.into_iter().collect();
+    let mut undrawn = Vec::new();
+    for (from, tos) in &graph.edges {
+        let Some(f) = from.first() else { continue };
+        for t in tos.iter().filter_map(|t| t.first()) {
+            if t != f && !allowed[f].contains(t) {
+                undrawn.push(format!("{f} → {t}"));
+            }
+        }
+    }
+    undrawn.sort();
+    undrawn.dedup();
+    assert!(
+        undrawn.is_empty(),
+        "imports the README's architecture table does not draw:\n  {}",
+        undrawn.join("\n  ")
+    );
+}
+
 #[test]
 fn the_checker_sees_a_cycle_when_there_is_one() {
     // The checker itself can fail: a made-up pair of modules naming each other.
