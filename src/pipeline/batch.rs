@@ -26,8 +26,9 @@ pub struct BatchConfig {
     pub window: Duration,
     /// Most requests per backend call. Default: 10.
     pub max_batch: usize,
-    /// Most requests waiting (queued or in flight); more are refused with
-    /// [`Error::Overloaded`] at once. Default: 10,000.
+    /// Most distinct requests waiting (queued or in flight); more are refused with
+    /// [`Error::Overloaded`] at once. A request identical to one already waiting
+    /// joins it without counting here. Default: 10,000.
     pub max_queue: usize,
 }
 

@@ -468,7 +468,8 @@ impl AiPipeline {
         self.cache.as_ref()
     }
 
-    /// The recorder's counters.
+    /// The recorder's counters (all zero once [`AiPipeline::shutdown`] took the
+    /// recorder: `shutdown` returns the final ones).
     pub fn recorder_stats(&self) -> RecorderStats {
         self.books
             .recorder

@@ -311,8 +311,8 @@ impl SemanticCache {
     }
 
     /// Whether the cache, as configured, would answer `b` with the answer stored for
-    /// `a` (same scope, fixed threshold, every verifier asked; error-budget
-    /// thresholds are not used here).
+    /// `a` (same scope, the cache-wide threshold — not a per-agent one —, every
+    /// verifier asked; error-budget thresholds are not used here).
     ///
     /// # Errors
     /// The embedder's errors.

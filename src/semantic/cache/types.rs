@@ -36,7 +36,8 @@ pub enum Lookup {
         /// The request's embedding, when one was computed: pass it to
         /// [`SemanticCache::store`] to avoid embedding twice.
         embedding: Option<Vec<f32>>,
-        /// The best similarity found in the scope, if any entry was seen.
+        /// The best similarity found in the scope, if any entry was seen (`None`
+        /// when the cache serves exact repeats only: nothing is searched then).
         nearest: Option<f32>,
         /// Why the best candidate above the threshold was refused, if one was.
         rejected: Option<&'static str>,
