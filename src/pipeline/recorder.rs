@@ -31,10 +31,16 @@ use crate::repository::{MAX_INTERACTIONS_PER_BATCH, Repository};
 
 /// Write-behind settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RecorderConfig {
     /// Rows per write. Default: 500.
     pub batch: usize,
     /// A partial batch is written after this long. Default: 1 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub interval: Duration,
     /// Rows waiting at most, besides the batch being written; beyond it new rows are
     /// dropped and counted ([`RecorderStats::dropped`]) rather than holding up

@@ -29,23 +29,33 @@ use load::Backend;
 
 /// Routing settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RouterConfig {
     /// Most attempts per request (the first included; for a member of a batch, the
     /// batch call is its first). Default: 3.
     pub max_attempts: u32,
     /// Everything, retries included, must finish within this. Default: 30 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub deadline: Duration,
     /// First backoff before a retry; doubles each time up to `backoff_max`. Each wait
     /// is jittered: up to twice as long, at random. Default: 100 ms.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub backoff_min: Duration,
     /// Longest backoff before jitter (a wait is at most twice this, unless a backend's
     /// `Retry-After` asks for longer). Default: 2 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub backoff_max: Duration,
     /// Decay time of the latency and error averages: a sample's weight falls by `e`
     /// each `ewma_decay`, and an idle backend's estimates decay towards zero (so it
     /// is tried again). Default: 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub ewma_decay: Duration,
-    /// The circuit breakers' settings.
+    /// The circuit breakers' settings (in a document, a table whose missing fields
+    /// take their defaults).
     pub breaker: BreakerConfig,
 }
 
