@@ -88,7 +88,7 @@ pub struct WindowStats {
     pub previous: Option<Box<WindowStats>>,
 }
 
-/// Everything [`InMemoryMetrics`] knows, at one moment.
+/// Everything [`InMemoryMetrics`](super::InMemoryMetrics) knows, at one moment.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct MetricsSnapshot {
     /// Seconds since the sink was created.

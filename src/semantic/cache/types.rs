@@ -19,7 +19,7 @@ pub struct CachedAnswer {
     pub question: String,
 }
 
-/// The result of [`SemanticCache::lookup`].
+/// The result of [`SemanticCache::lookup`](super::SemanticCache::lookup).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lookup {
     /// A stored answer may be served.
@@ -34,7 +34,8 @@ pub enum Lookup {
     /// Nothing to serve.
     Miss {
         /// The request's embedding, when one was computed: pass it to
-        /// [`SemanticCache::store`] to avoid embedding twice.
+        /// [`SemanticCache::store`](super::SemanticCache::store) to avoid embedding
+        /// twice.
         embedding: Option<Vec<f32>>,
         /// The best similarity found in the scope, if any entry was seen (`None`
         /// when the cache serves exact repeats only: nothing is searched then).
@@ -42,13 +43,15 @@ pub enum Lookup {
         /// Why the best candidate above the threshold was refused, if one was.
         rejected: Option<&'static str>,
         /// In error-budget mode: a would-be hit held back for audit. Ask the backend,
-        /// then report with [`SemanticCache::resolve_audit`] whether the stored answer
-        /// would have done.
+        /// then report with
+        /// [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit)
+        /// whether the stored answer would have done.
         audit: Option<AuditTicket>,
     },
 }
 
-/// The decision for one pair of questions, as [`SemanticCache::decide`] computes it.
+/// The decision for one pair of questions, as
+/// [`SemanticCache::decide`](super::SemanticCache::decide) computes it.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Decision {
     /// Cosine similarity of the two texts.
@@ -65,7 +68,7 @@ pub struct Decision {
     pub score: f32,
 }
 
-/// Counters of a [`SemanticCache`].
+/// Counters of a [`SemanticCache`](super::SemanticCache).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SemanticStats {
     /// Hits on the exact (normalised) text.
