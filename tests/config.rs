@@ -7,7 +7,7 @@
 use std::num::NonZeroU32;
 use std::time::Duration;
 
-use kasama::metrics::Thresholds;
+use kasama::health::Thresholds;
 use kasama::pipeline::{
     BatchConfig, BreakerConfig, Budgets, Price, PriceTable, Quota, RateLimitConfig, RecorderConfig,
     RouterConfig, TierQuotas,
