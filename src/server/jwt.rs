@@ -1,17 +1,14 @@
 //! Bearer tokens: [`JwtConfig`] (the HS256 key, at least 32 bytes, and the `iss`/`aud`
-//! tokens must carry when configured), [`Claims`], and the [`AuthUser`] extractor.
+//! tokens must carry when configured) signs and checks them; [`Claims`] is what kasama
+//! reads from one. Who may call what is decided in [`auth`](super::auth).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::FromRequestParts;
-use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{ApiError, AppState, unauthorized};
-use crate::domain::{Actor, SubscriptionTier, UserId};
+use crate::domain::{SubscriptionTier, UserId};
 use crate::error::{Error, Result};
 
 /// The `role` claim that makes a token an operator's (see [`Claims::role`]).
@@ -107,24 +104,43 @@ impl JwtConfig {
         self
     }
 
-    /// Signs a token for `user`, valid for `ttl`, with the configured `iss`/`aud`.
+    /// Signs a token for `user`, valid for `ttl`, with the configured `iss`/`aud`. It
+    /// carries no plan: the server looks the user's tier up (and caches it, see
+    /// [`AuthConfig`](super::AuthConfig)).
     pub fn token(&self, user: UserId, ttl: Duration) -> String {
-        self.sign(&user.to_string(), None, ttl)
+        self.sign(&user.to_string(), None, None, ttl)
+    }
+
+    /// Signs a token for `user` that states their plan (claim `tier`: `"free"`,
+    /// `"premium"` or `"enterprise"`), valid for `ttl`: the server rate-limits the user
+    /// by it without reading their profile. Give it a `ttl` no longer than a plan
+    /// change may take to apply.
+    pub fn token_with_tier(&self, user: UserId, tier: SubscriptionTier, ttl: Duration) -> String {
+        self.sign(&user.to_string(), None, Some(tier), ttl)
     }
 
     /// Signs an operator's token (`role: "operator"`, `sub` = `name`), valid for
-    /// `ttl`: it sees `/health`'s details. It is not a user's token (its `sub` is not
-    /// a user id), so the user endpoints refuse it.
+    /// `ttl`: it sees `/health`'s details and `/api/metrics`. It is not a user's token
+    /// (its `sub` is not a user id), so the user endpoints refuse it.
     pub fn operator_token(&self, name: &str, ttl: Duration) -> String {
-        self.sign(name, Some(OPERATOR_ROLE), ttl)
+        self.sign(name, Some(OPERATOR_ROLE), None, ttl)
     }
 
-    fn sign(&self, sub: &str, role: Option<&str>, ttl: Duration) -> String {
+    fn sign(
+        &self,
+        sub: &str,
+        role: Option<&str>,
+        tier: Option<SubscriptionTier>,
+        ttl: Duration,
+    ) -> String {
         let now = chrono::Utc::now();
         let exp = exp_after(now, ttl);
         let mut claims = json!({ "sub": sub, "exp": exp, "iat": now.timestamp().max(0) });
         if let Some(r) = role {
             claims["role"] = json!(r);
+        }
+        if let Some(t) = tier {
+            claims["tier"] = json!(t);
         }
         if let Some(i) = &self.issuer {
             claims["iss"] = json!(i);
@@ -144,8 +160,13 @@ impl JwtConfig {
     ///
     /// # Errors
     /// [`Error::Forbidden`] for a token that is malformed, badly signed, expired, not
-    /// yet valid (`nbf`), or lacks the configured `iss`/`aud`.
+    /// yet valid (`nbf`), lacks the configured `iss`/`aud`, or names an unknown `tier`.
     pub fn verify(&self, token: &str) -> Result<Claims> {
+        self.verify_full(token).map(|v| v.claims)
+    }
+
+    /// [`JwtConfig::verify`], with the `tier` claim.
+    pub(super) fn verify_full(&self, token: &str) -> Result<Verified> {
         let mut v = jsonwebtoken::Validation::new(jsonwebtoken::Algorithm::HS256);
         v.validate_nbf = true;
         let mut required = vec!["exp", "sub"];
@@ -164,7 +185,7 @@ impl JwtConfig {
             None => v.validate_aud = false,
         }
         v.set_required_spec_claims(&required);
-        jsonwebtoken::decode::<Claims>(
+        jsonwebtoken::decode::<Verified>(
             token,
             &jsonwebtoken::DecodingKey::from_secret(&self.secret),
             &v,
@@ -185,9 +206,19 @@ pub struct Claims {
     /// Not valid before, seconds since the epoch (checked when present).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub nbf: Option<u64>,
-    /// `"operator"` for a token that may read operational details (`/health`).
+    /// `"operator"` for a token that may read operational details (`/health`'s
+    /// checks, `/api/metrics`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub role: Option<String>,
+}
+
+/// A checked token's claims, with the plan it states (claim `tier`, if any).
+#[derive(Debug, Deserialize)]
+pub(super) struct Verified {
+    #[serde(flatten)]
+    pub(super) claims: Claims,
+    #[serde(default)]
+    pub(super) tier: Option<SubscriptionTier>,
 }
 
 impl Claims {
@@ -214,15 +245,6 @@ pub fn token(secret: &[u8], user: UserId, ttl: Duration) -> String {
     .expect("HS256 signing does not fail")
 }
 
-/// The bearer token of a request, if it has one.
-pub(super) fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|h| h.strip_prefix("Bearer "))
-}
-
-/// The claims of `tok`, or 401.
 /// `exp` (seconds since the epoch, at least 0) of a token signed at `now` for `ttl`.
 /// A ttl past what the calendar holds is "never": the latest date, not a panic (nor a
 /// token that expires at once).
@@ -232,52 +254,4 @@ fn exp_after(now: chrono::DateTime<chrono::Utc>, ttl: Duration) -> i64 {
         .unwrap_or(chrono::DateTime::<chrono::Utc>::MAX_UTC)
         .timestamp()
         .max(0)
-}
-
-pub(super) fn claims(state: &AppState, tok: &str) -> std::result::Result<Claims, ApiError> {
-    state
-        .jwt
-        .verify(tok)
-        .map_err(|_| unauthorized("invalid or expired token"))
-}
-
-/// The user a token names, or 401.
-pub(super) fn verify(state: &AppState, tok: &str) -> std::result::Result<UserId, ApiError> {
-    claims(state, tok)?
-        .sub
-        .parse::<UserId>()
-        .map_err(|_| unauthorized("the token's subject is not a user id"))
-}
-
-/// The authenticated user, from the bearer token; also applies the API rate limit.
-#[derive(Debug, Clone, Copy)]
-pub struct AuthUser {
-    /// The user.
-    pub id: UserId,
-    /// Their plan.
-    pub tier: SubscriptionTier,
-}
-
-async fn tier_of(state: &AppState, user: UserId) -> SubscriptionTier {
-    state
-        .repo
-        .get_profile(Actor::User(user), user)
-        .await
-        .map(|p| p.subscription_tier)
-        .unwrap_or_default()
-}
-
-impl FromRequestParts<AppState> for AuthUser {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &AppState,
-    ) -> std::result::Result<Self, ApiError> {
-        let tok = bearer(&parts.headers).ok_or_else(|| unauthorized("missing bearer token"))?;
-        let id = verify(state, tok)?;
-        let tier = tier_of(state, id).await;
-        state.pipeline.rate_limits().check_api(id, tier)?;
-        Ok(AuthUser { id, tier })
-    }
 }
