@@ -20,10 +20,11 @@
 //! - `KASAMA_ADDR`: where to listen. Default `127.0.0.1:8080`.
 //!
 //! On start it creates a demo user and prints a token for it, and an operator token
-//! for `/health`'s details, so `curl -H "Authorization: Bearer $TOKEN"
-//! localhost:8080/api/profile` works; the dashboard is at `/dashboard`, Prometheus text
-//! at `/metrics`, the change feed at `ws://…/realtime?token=…`. Ctrl-C shuts down
-//! gracefully and writes every buffered AI interaction.
+//! for `/health`'s details and `/api/metrics`, so `curl -H "Authorization: Bearer
+//! $TOKEN" localhost:8080/api/profile` works; the dashboard is at
+//! `/dashboard#token=<operator token>` (printed), Prometheus text at `/metrics`, the
+//! change feed at `ws://…/realtime?token=…`. Ctrl-C shuts down gracefully and writes
+//! every buffered AI interaction.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -125,10 +126,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         NewProfile::new(demo, format!("demo-{demo}@example.com"), "Demo"),
     )
     .await?;
+    let operator = jwt.operator_token("demo-operator", Duration::from_secs(24 * 3600));
     println!(
-        "demo user {demo}\ntoken: {}\noperator token (/health details): {}",
+        "demo user {demo}\ntoken: {}\noperator token (/health details, /api/metrics): {operator}",
         jwt.token(demo, Duration::from_secs(24 * 3600)),
-        jwt.operator_token("demo-operator", Duration::from_secs(24 * 3600))
     );
     let state = AppState {
         repo: repo.clone(),
@@ -143,7 +144,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let addr = std::env::var("KASAMA_ADDR").unwrap_or_else(|_| "127.0.0.1:8080".into());
     let listener = tokio::net::TcpListener::bind(&addr).await?;
-    println!("listening on http://{addr} (dashboard: /dashboard)");
+    println!("listening on http://{addr} (dashboard: http://{addr}/dashboard#token={operator})");
     // Not plain `axum::serve`: a connection must send its request head within
     // `header_read_timeout` (10 s), or it is closed before it can hold a file for ever.
     kasama::server::serve(

@@ -140,6 +140,39 @@ impl Error {
         }
     }
 
+    /// The HTTP status that answers this error, so that every host maps errors the
+    /// same way (the `server` feature's `IntoResponse for Error` uses it):
+    ///
+    /// | variant | status |
+    /// |---|---|
+    /// | [`InvalidInput`](Error::InvalidInput) | 400 Bad Request |
+    /// | [`BudgetExceeded`](Error::BudgetExceeded) | 402 Payment Required |
+    /// | [`Forbidden`](Error::Forbidden) | 403 Forbidden |
+    /// | [`NotFound`](Error::NotFound) | 404 Not Found |
+    /// | [`Conflict`](Error::Conflict) | 409 Conflict |
+    /// | [`RateLimited`](Error::RateLimited) | 429 Too Many Requests (send [`retry_after`](Error::retry_after) as `Retry-After`) |
+    /// | [`Config`](Error::Config) | 500 Internal Server Error (the operator's problem: show the client no details) |
+    /// | [`Backend`](Error::Backend), [`Migration`](Error::Migration) | 502 Bad Gateway |
+    /// | [`CircuitOpen`](Error::CircuitOpen), [`Overloaded`](Error::Overloaded) | 503 Service Unavailable |
+    /// | [`Timeout`](Error::Timeout) | 504 Gateway Timeout |
+    ///
+    /// A plain `u16`, so that the crate needs no HTTP library without the `server`
+    /// feature.
+    pub fn status_code(&self) -> u16 {
+        match self {
+            Error::InvalidInput { .. } => 400,
+            Error::BudgetExceeded { .. } => 402,
+            Error::Forbidden { .. } => 403,
+            Error::NotFound { .. } => 404,
+            Error::Conflict { .. } => 409,
+            Error::RateLimited { .. } => 429,
+            Error::Config { .. } => 500,
+            Error::Backend { .. } | Error::Migration { .. } => 502,
+            Error::CircuitOpen { .. } | Error::Overloaded { .. } => 503,
+            Error::Timeout { .. } => 504,
+        }
+    }
+
     /// The field named by an [`Error::InvalidInput`].
     pub fn invalid_field(&self) -> Option<&str> {
         match self {
@@ -227,7 +260,7 @@ impl Error {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
     #[test]
@@ -241,5 +274,66 @@ mod tests {
         assert!(!e.is_retryable());
         assert_eq!(e.invalid_field(), Some("email"));
         assert_eq!(e.to_string(), "invalid email: missing @");
+    }
+
+    /// One of each variant with the status it must map to.
+    pub(crate) fn one_of_each() -> Vec<(Error, u16)> {
+        let s = |x: &'static str| Cow::Borrowed(x);
+        vec![
+            (Error::invalid("email", "missing @"), 400),
+            (
+                Error::BudgetExceeded {
+                    scope: s("user daily"),
+                },
+                402,
+            ),
+            (Error::forbidden("another user's row"), 403),
+            (Error::NotFound { entity: "goal" }, 404),
+            (Error::Conflict { what: s("email") }, 409),
+            (
+                Error::RateLimited {
+                    retry_after: Duration::from_millis(1500),
+                },
+                429,
+            ),
+            (
+                Error::Config {
+                    what: s("database role"),
+                    reason: "bypasses RLS".into(),
+                },
+                500,
+            ),
+            (
+                Error::Backend {
+                    what: s("database query"),
+                    retryable: true,
+                    source: "connection refused".into(),
+                },
+                502,
+            ),
+            (
+                Error::Migration {
+                    version: 3,
+                    reason: "checksum".into(),
+                },
+                502,
+            ),
+            (Error::CircuitOpen { backend: s("all") }, 503),
+            (Error::Overloaded { what: s("queue") }, 503),
+            (Error::Timeout { what: s("query") }, 504),
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_http_status() {
+        let all = one_of_each();
+        // One of each: a variant added without a status here fails the count.
+        let kinds: std::collections::BTreeSet<_> = all.iter().map(|(e, _)| e.kind()).collect();
+        assert_eq!(kinds.len(), 12);
+        for (e, status) in all {
+            assert_eq!(e.status_code(), status, "{}", e.kind());
+            // Retry-After only where the error says how long.
+            assert_eq!(e.retry_after().is_some(), status == 429, "{}", e.kind());
+        }
     }
 }

@@ -341,7 +341,7 @@ async fn metrics_health_and_the_dashboard_render() {
         .operator_token("ops", Duration::from_secs(60));
     let h = http()
         .get(format!("{}/health", s.base))
-        .bearer_auth(operator)
+        .bearer_auth(&operator)
         .send()
         .await
         .unwrap();
@@ -355,6 +355,7 @@ async fn metrics_health_and_the_dashboard_render() {
     );
     let snap: Value = http()
         .get(format!("{}/api/metrics", s.base))
+        .bearer_auth(&operator)
         .send()
         .await
         .unwrap()
@@ -382,7 +383,8 @@ async fn metrics_health_and_the_dashboard_render() {
     };
     let profile =
         std::env::temp_dir().join(format!("kasama-chromium-{}", uuid::Uuid::new_v4().simple()));
-    let url = format!("{}/dashboard", s.base);
+    // /api/metrics is an operator's: the page takes the token in its fragment.
+    let url = format!("{}/dashboard#token={operator}", s.base);
     let out = tokio::task::spawn_blocking(move || {
         std::process::Command::new(chromium)
             .args([
@@ -430,21 +432,6 @@ fn signed(claims: Value) -> String {
 
 fn now() -> i64 {
     chrono::Utc::now().timestamp()
-}
-
-#[test]
-fn a_jwt_secret_shorter_than_32_bytes_is_refused_and_never_shown() {
-    let e = JwtConfig::new(b"0123456789abcdef0123456789abcde".to_vec()).unwrap_err();
-    assert_eq!(e.invalid_field(), Some("jwt_secret"));
-    assert!(e.to_string().contains("at least 32 bytes, got 31"), "{e}");
-    assert!(JwtConfig::new(Vec::new()).is_err());
-    let ok = JwtConfig::new(SECRET).unwrap().issuer("kasama-auth");
-    let shown = format!("{ok:?}");
-    assert!(!shown.contains("a-test-secret"), "{shown}");
-    assert!(
-        shown.contains("***") && shown.contains("kasama-auth"),
-        "{shown}"
-    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

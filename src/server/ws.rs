@@ -52,9 +52,10 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::auth::{bearer, claims};
+use super::AppState;
+use super::auth::{bearer, claims, user_of};
+use super::errors::ApiError;
 use super::serve::MAX_DEADLINE;
-use super::{ApiError, AppState, unauthorized};
 use crate::domain::{Actor, UserId};
 use crate::error::{Error, Result};
 use crate::realtime::{Channel, RealtimeEvent, Subscription};
@@ -341,39 +342,30 @@ pub(super) async fn realtime_ws(
     let tok = bearer(&headers)
         .map(str::to_string)
         .or(q.token)
-        .ok_or_else(|| unauthorized("missing token"))?;
+        .ok_or_else(|| ApiError::unauthorized("missing token"))?;
     // The same checks as every other route (signature, exp, nbf, iss/aud); `exp` also
     // closes the socket later.
-    let c = claims(&s, &tok)?;
-    let user = c
-        .sub
-        .parse::<UserId>()
-        .map_err(|_| unauthorized("the token's subject is not a user id"))?;
+    let c = claims(&s.jwt, &tok)?;
+    let user = user_of(&c)?;
     let exp = c.exp;
     // `claims` allows the REST routes a minute of clock skew past `exp`; a socket would
     // be closed at `exp` anyway, so one is not opened for a token already past it.
     if i64::try_from(exp).is_ok_and(|e| e <= chrono::Utc::now().timestamp()) {
-        return Err(unauthorized("the token has expired"));
+        return Err(ApiError::unauthorized("the token has expired"));
     }
     let permit = s.ws.admit(user).map_err(|r| match r {
-        Refused::PerUser => ApiError(
+        Refused::PerUser => ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
-            json!({
-                "error": "too_many_sockets",
-                "message": format!(
-                    "at most {} realtime sockets per user are open at once",
-                    s.ws.config.max_per_user
-                ),
-            }),
-            None,
+            "too_many_sockets",
+            format!(
+                "at most {} realtime sockets per user are open at once",
+                s.ws.config.max_per_user
+            ),
         ),
-        Refused::Full => ApiError(
+        Refused::Full => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            json!({
-                "error": "server_full",
-                "message": "this server holds as many realtime sockets as it may; retry later",
-            }),
-            None,
+            "server_full",
+            "this server holds as many realtime sockets as it may; retry later",
         ),
     })?;
     let mut sub = s
