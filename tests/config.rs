@@ -254,3 +254,24 @@ fn values_are_checked_by_validate_after_loading() {
     assert!(read::<BatchConfig>("{}").validate().is_ok());
     assert!(read::<RecorderConfig>("{}").validate().is_ok());
 }
+
+#[cfg(feature = "server")]
+#[test]
+fn the_servers_settings_load_too() {
+    use kasama::server::{AuthConfig, ServeConfig, WsConfig};
+    assert_eq!(read::<WsConfig>("{}"), WsConfig::default());
+    assert_eq!(read::<ServeConfig>("{}"), ServeConfig::default());
+    assert_eq!(read::<AuthConfig>("{}"), AuthConfig::default());
+    let ws: WsConfig = read(r#"{ "heartbeat": "20s", "max_per_user": 3 }"#);
+    assert_eq!(ws.heartbeat, Duration::from_secs(20));
+    assert_eq!(ws.max_per_user, 3);
+    assert_eq!(ws.pong_timeout, WsConfig::default().pong_timeout);
+    let serve: ServeConfig = read(r#"{ "header_read_timeout": "2s" }"#);
+    assert_eq!(serve.header_read_timeout, Duration::from_secs(2));
+    let auth: AuthConfig = read(r#"{ "tier_ttl": "5m", "tier_cache_capacity": 10 }"#);
+    assert_eq!(auth.tier_ttl, Duration::from_secs(300));
+    assert!(refusal::<WsConfig>(r#"{ "heartbeet": "1s" }"#).contains("heartbeet"));
+    // refusal() fails the test if the document is accepted.
+    let bad = refusal::<AuthConfig>(r#"{ "tier_ttl": "soon" }"#);
+    assert!(!bad.is_empty());
+}

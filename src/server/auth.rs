@@ -38,12 +38,18 @@ use crate::pipeline::AiPipeline;
 use crate::repository::Repository;
 
 /// Settings of the [`Authenticator`]. Defaults on each field.
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AuthConfig {
     /// How long a user's plan, once read from their profile, is trusted before it is
     /// read again: a plan change reaches the rate limits at most this late. Zero: no
     /// caching (each request with a token that states no `tier` reads the profile,
     /// after the free plan's limit admitted it). Default: 60 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub tier_ttl: Duration,
     /// Most users whose plan is cached (the least recently seen go first; at least
     /// 1). Default: 100,000.

@@ -20,6 +20,11 @@ use hyper_util::service::TowerToHyperService;
 use crate::error::{Error, Result};
 
 /// Settings of [`serve`]. Defaults on each field.
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ServeConfig {
     /// Longest a client may take to send a complete request head, counted from the
@@ -27,6 +32,7 @@ pub struct ServeConfig {
     /// previous response on a kept-alive connection). Past it the connection is
     /// closed. This also bounds how long an idle kept-alive connection is held.
     /// Default: 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub header_read_timeout: Duration,
 }
 

@@ -68,14 +68,22 @@ pub const CLOSE_LAGGED: u16 = 4008;
 pub const CLOSE_TOO_BIG: u16 = 1009;
 
 /// Settings of the realtime WebSocket. Defaults on each field.
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WsConfig {
     /// Ping interval. Default: 15 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub heartbeat: Duration,
     /// After a ping, a client that sends no frame (pong or other) within this long is
     /// dropped as dead. Default: 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub pong_timeout: Duration,
     /// Longest a send may take before the client is dropped as too slow. Default: 5 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub send_timeout: Duration,
     /// Events queued for one socket before it lags (and is closed). Never more than
     /// the feed's own per-subscriber buffer. Default: 64.
