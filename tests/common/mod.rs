@@ -5,6 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod pipeline;
 
 use std::str::FromStr;
 
