@@ -6,6 +6,8 @@
 
 pub mod cluster;
 pub mod pipeline;
+#[cfg(feature = "server")]
+pub mod ws;
 
 use std::str::FromStr;
 
