@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 
+use common::fixtures::new_goal;
 use kasama::prelude::*;
 use kasama::realtime::{
     ChangeEvent, ChangeOp, ChangeTable, Channel, FeedState, PgRealtime, PgRealtimeConfig, Realtime,
@@ -54,17 +55,6 @@ fn mine(u: UserId) -> Channel {
     Channel::User {
         user: u,
         table: None,
-    }
-}
-
-fn goal(u: UserId, title: &str) -> NewGoal {
-    NewGoal {
-        user_id: u,
-        title: title.into(),
-        description: String::new(),
-        category: "c".into(),
-        target_date: None,
-        milestones: vec![],
     }
 }
 
@@ -125,12 +115,12 @@ async fn commit_order_rollbacks_and_isolation() {
 
     let g1 = db
         .repo
-        .create_goal(Actor::User(a), goal(a, "g1"))
+        .create_goal(Actor::User(a), new_goal(a, "g1"))
         .await
         .unwrap();
     let g2 = db
         .repo
-        .create_goal(Actor::User(b), goal(b, "g2"))
+        .create_goal(Actor::User(b), new_goal(b, "g2"))
         .await
         .unwrap();
     db.repo
@@ -189,7 +179,7 @@ async fn commit_order_rollbacks_and_isolation() {
     // b saw nothing of a's.
     let g3 = db
         .repo
-        .create_goal(Actor::User(b), goal(b, "g3"))
+        .create_goal(Actor::User(b), new_goal(b, "g3"))
         .await
         .unwrap();
     assert_eq!(change(&mut sb).await.id, g3.id.0);
@@ -221,7 +211,7 @@ async fn a_killed_listener_reconnects_resyncs_and_delivers_again() {
     assert_ne!(st.backend_pid, Some(pid));
     let g = db
         .repo
-        .create_goal(Actor::User(u), goal(u, "after"))
+        .create_goal(Actor::User(u), new_goal(u, "after"))
         .await
         .unwrap();
     assert_eq!(change(&mut s).await.id, g.id.0);
@@ -248,7 +238,7 @@ async fn a_subscriber_that_never_reads_does_not_stall_the_others() {
         .unwrap();
     for i in 0..20 {
         db.repo
-            .create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+            .create_goal(Actor::User(u), new_goal(u, &format!("g{i}")))
             .await
             .unwrap();
         // The reader keeps up (buffers are 4 here); the stuck one never reads.
@@ -304,7 +294,7 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     let u = users(&repo, 1).await[0];
     let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();
     let before = repo
-        .create_goal(Actor::User(u), goal(u, "before"))
+        .create_goal(Actor::User(u), new_goal(u, "before"))
         .await
         .unwrap();
     assert_eq!(change(&mut s).await.id, before.id.0);
@@ -322,7 +312,7 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     // The pool's old connections died with the server; a fresh call may need a retry.
     let mut after = None;
     for _ in 0..20 {
-        match repo.create_goal(Actor::User(u), goal(u, "after")).await {
+        match repo.create_goal(Actor::User(u), new_goal(u, "after")).await {
             Ok(g) => {
                 after = Some(g);
                 break;

@@ -15,6 +15,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
+use common::fixtures::new_goal;
 use common::ws::{
     HOUR, Pipes, Server, app_state, close_code, goal_insert, reader, recv, text, tok, tok_exp,
 };
@@ -405,17 +406,7 @@ async fn review16_on_postgres_a_commit_reaches_the_socket() {
     let mut mine = reader(s.connect(&tok(u, HOUR), 64 * 1024).await.unwrap());
     let mut theirs = reader(s.connect(&tok(other, HOUR), 64 * 1024).await.unwrap());
     let g = repo
-        .create_goal(
-            Actor::User(u),
-            NewGoal {
-                user_id: u,
-                title: "t".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
+        .create_goal(Actor::User(u), new_goal(u, "t"))
         .await
         .unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), mine.recv())

@@ -4,6 +4,9 @@ use kasama::prelude::*;
 use serde_json::json;
 
 use super::{Repo, S, at, entry, interaction, practice, user};
+use crate::common::fixtures::{
+    new_answer, new_assessment, new_goal, new_learning_path, new_reminder,
+};
 
 pub(super) async fn erase(repo: Repo) {
     let a = user(&repo, 1).await;
@@ -13,61 +16,21 @@ pub(super) async fn erase(repo: Repo) {
         let ua = Actor::User(u);
         for month in [1, 6] {
             let asmt = repo
-                .create_assessment(
-                    ua,
-                    NewAssessment {
-                        user_id: u,
-                        assessment_type: "x".into(),
-                        title: "T".into(),
-                        created_at: Some(at(2026, month, 3, 0)),
-                    },
-                )
+                .create_assessment(ua, new_assessment(u, "x", "T", Some(at(2026, month, 3, 0))))
                 .await
                 .unwrap();
             repo.answer_assessment(
                 ua,
                 asmt.id,
-                vec![
-                    NewAnswer {
-                        question_id: "q1".into(),
-                        answer: json!(1),
-                        score: None,
-                    },
-                    NewAnswer {
-                        question_id: "q2".into(),
-                        answer: json!(2),
-                        score: None,
-                    },
-                ],
+                vec![new_answer("q1", json!(1)), new_answer("q2", json!(2))],
             )
             .await
             .unwrap();
         }
-        let goal = repo
-            .create_goal(
-                ua,
-                NewGoal {
-                    user_id: u,
-                    title: "G".into(),
-                    description: String::new(),
-                    category: "c".into(),
-                    target_date: None,
-                    milestones: vec![],
-                },
-            )
+        let goal = repo.create_goal(ua, new_goal(u, "G")).await.unwrap();
+        repo.create_learning_path(ua, new_learning_path(u, vec![p.id]))
             .await
             .unwrap();
-        repo.create_learning_path(
-            ua,
-            NewLearningPath {
-                user_id: u,
-                title: "L".into(),
-                description: String::new(),
-                practice_ids: vec![p.id],
-            },
-        )
-        .await
-        .unwrap();
         for d in 1..=3 {
             let e = NewProgress {
                 goal_id: Some(goal.id),
@@ -75,19 +38,9 @@ pub(super) async fn erase(repo: Repo) {
             };
             repo.log_progress(ua, e).await.unwrap();
         }
-        repo.create_notification(
-            ua,
-            NewNotification {
-                user_id: u,
-                kind: NotificationType::Reminder,
-                priority: PriorityLevel::Low,
-                title: "N".into(),
-                body: String::new(),
-                data: json!({}),
-            },
-        )
-        .await
-        .unwrap();
+        repo.create_notification(ua, new_reminder(u, "N"))
+            .await
+            .unwrap();
         // Interactions in two different weeks (two partitions on PostgreSQL).
         let batch = [
             interaction(u, AgentType::LearningCoach, 5, Some(at(2026, 1, 5, 0))),

@@ -7,6 +7,9 @@ use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, hydrate};
 use serde_json::json;
 
 use super::{Repo, at, entry, field, interaction, practice, user};
+use crate::common::fixtures::{
+    new_answer, new_assessment, new_goal, new_learning_path, new_reminder,
+};
 
 pub(super) async fn isolation(repo: Repo) {
     let a = user(&repo, 1).await;
@@ -14,55 +17,25 @@ pub(super) async fn isolation(repo: Repo) {
     let (ua, ub) = (Actor::User(a), Actor::User(b));
     let p = practice(&repo, "P", "c", DifficultyLevel::Beginner, &[]).await;
     let asmt = repo
-        .create_assessment(
-            ua,
-            NewAssessment {
-                user_id: a,
-                assessment_type: "x".into(),
-                title: "T".into(),
-                created_at: None,
-            },
-        )
+        .create_assessment(ua, new_assessment(a, "x", "T", None))
         .await
         .unwrap();
     let goal = repo
         .create_goal(
             ua,
             NewGoal {
-                user_id: a,
-                title: "G".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
                 milestones: vec!["m".into()],
+                ..new_goal(a, "G")
             },
         )
         .await
         .unwrap();
     let path = repo
-        .create_learning_path(
-            ua,
-            NewLearningPath {
-                user_id: a,
-                title: "L".into(),
-                description: String::new(),
-                practice_ids: vec![p.id],
-            },
-        )
+        .create_learning_path(ua, new_learning_path(a, vec![p.id]))
         .await
         .unwrap();
     let note = repo
-        .create_notification(
-            ua,
-            NewNotification {
-                user_id: a,
-                kind: NotificationType::Reminder,
-                priority: PriorityLevel::Low,
-                title: "N".into(),
-                body: String::new(),
-                data: json!({}),
-            },
-        )
+        .create_notification(ua, new_reminder(a, "N"))
         .await
         .unwrap();
     let logged = repo
@@ -198,15 +171,7 @@ pub(super) async fn isolation(repo: Repo) {
     // b changes nothing of a's.
     let nf = |r: Result<_>| assert!(r.unwrap_err().is_not_found());
     nf(repo
-        .answer_assessment(
-            ub,
-            asmt.id,
-            vec![NewAnswer {
-                question_id: "q".into(),
-                answer: json!(1),
-                score: None,
-            }],
-        )
+        .answer_assessment(ub, asmt.id, vec![new_answer("q", json!(1))])
         .await
         .map(|_| ()));
     nf(repo

@@ -3,6 +3,7 @@
 use kasama::prelude::*;
 
 use super::{Repo, S, at, entry, field, practice, user};
+use crate::common::fixtures::new_goal;
 
 pub(super) async fn progress_and_paths(repo: Repo) {
     let a = user(&repo, 1).await;
@@ -11,20 +12,7 @@ pub(super) async fn progress_and_paths(repo: Repo) {
     let p1 = practice(&repo, "One", "c", DifficultyLevel::Beginner, &[]).await;
     let p2 = practice(&repo, "Two", "c", DifficultyLevel::Beginner, &[]).await;
     let p3 = practice(&repo, "Three", "c", DifficultyLevel::Beginner, &[]).await;
-    let gb = repo
-        .create_goal(
-            S,
-            NewGoal {
-                user_id: b,
-                title: "B's".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    let gb = repo.create_goal(S, new_goal(b, "B's")).await.unwrap();
 
     let mut e = entry(a, p1.id, at(2026, 3, 1, 10), 25, true);
     e.rating = Some(4);

@@ -1,6 +1,7 @@
 //! Coalescing and routing: identical requests in flight make one backend call (never
 //! across users for a personal agent), a failing backend trips its breaker and traffic
-//! moves to the healthy one, and with every backend down the answer is at once.
+//! moves to the healthy one, and with every backend down the answer is `CircuitOpen` at
+//! once.
 
 use std::sync::Arc;
 use std::time::Duration;
