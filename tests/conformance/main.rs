@@ -41,6 +41,7 @@ use practices::practices;
 use profiles::profiles;
 use progress::progress_and_paths;
 
+/// The repository under test, whichever it is.
 type Repo = Arc<dyn Repository>;
 
 macro_rules! conformance {
@@ -127,12 +128,17 @@ async fn isolation_holds_where_rls_does_not_apply() {
     db.finish().await;
 }
 
+// ---- Helpers the parts share ----
+
+/// The service actor (the backend itself, not a user).
 const S: Actor = Actor::Service;
 
+/// `y-m-d h:00:00` UTC.
 fn at(y: i32, m: u32, d: u32, h: u32) -> DateTime<Utc> {
     Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap()
 }
 
+/// A new user with a profile (`n` only tells users apart in their email and name).
 async fn user(repo: &Repo, n: u32) -> UserId {
     let id = UserId::new();
     repo.create_profile(
@@ -144,6 +150,7 @@ async fn user(repo: &Repo, n: u32) -> UserId {
     id
 }
 
+/// The field an `InvalidInput` error names; panics on any other error.
 fn field(e: Error) -> String {
     match e {
         Error::InvalidInput { field, .. } => field.into_owned(),
@@ -151,6 +158,7 @@ fn field(e: Error) -> String {
     }
 }
 
+/// A catalogue practice of 15 minutes, created by the service.
 async fn practice(
     repo: &Repo,
     title: &str,
@@ -173,23 +181,18 @@ async fn practice(
     .unwrap()
 }
 
+/// A practice session of `user` logged at `t`; completed at `t` when `done`.
 fn entry(user: UserId, p: PracticeId, t: DateTime<Utc>, minutes: i32, done: bool) -> NewProgress {
     NewProgress {
-        user_id: user,
-        practice_id: Some(p),
-        goal_id: None,
-        learning_path_id: None,
-        duration_minutes: minutes,
-        rating: None,
-        mood_before: None,
-        mood_after: None,
-        notes: None,
         completed: done,
         completed_at: done.then_some(t),
         created_at: Some(t),
+        ..NewProgress::practice(user, p, minutes)
     }
 }
 
+/// A successful interaction of `user` with `agent` costing `cost` n$, at `t` (`None`:
+/// now).
 fn interaction(
     user: UserId,
     agent: AgentType,
