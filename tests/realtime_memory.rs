@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use common::fixtures::{new_goal, new_reminder};
+use common::fixtures::{new_goal, new_reminder, own_feed};
 use kasama::prelude::*;
 use kasama::realtime::{
     ChangeOp, ChangeTable, ChangedRow, Channel, Hub, MemoryRealtime, Realtime, RealtimeEvent,
@@ -42,24 +42,8 @@ fn change(e: Option<RealtimeEvent>) -> kasama::realtime::ChangeEvent {
 async fn writes_publish_ordered_events_only_to_their_owner() {
     let (repo, rt) = setup(64);
     let (a, b) = (user(&repo).await, user(&repo).await);
-    let mut sa = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: None,
-            },
-        )
-        .unwrap();
-    let mut goals_only = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: Some(ChangeTable::Goals),
-            },
-        )
-        .unwrap();
+    let mut sa = own_feed(&rt, a, None);
+    let mut goals_only = own_feed(&rt, a, Some(ChangeTable::Goals));
     let mut all_goals = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -130,15 +114,7 @@ async fn writes_publish_ordered_events_only_to_their_owner() {
 async fn a_subscriber_that_never_reads_lags_without_stalling_others() {
     let (repo, rt) = setup(4);
     let u = user(&repo).await;
-    let mut stuck = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut stuck = own_feed(&rt, u, None);
     let mut reader = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -235,15 +211,7 @@ async fn a_subscription_ends_when_its_feed_is_dropped() {
     let hub = Hub::new(4);
     let rt = MemoryRealtime::new(hub.clone());
     let u = UserId::new();
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(&rt, u, None);
     let waiting = tokio::spawn(async move { s.next_event().await });
     tokio::task::yield_now().await;
     drop(rt);

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 
-use common::fixtures::new_goal;
+use common::fixtures::{new_goal, own_feed};
 use kasama::prelude::*;
 use kasama::realtime::{
     ChangeEvent, ChangeOp, ChangeTable, Channel, FeedState, PgRealtime, PgRealtimeConfig, Realtime,
@@ -80,24 +80,8 @@ async fn commit_order_rollbacks_and_isolation() {
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let us = users(&db.repo, 2).await;
     let (a, b) = (us[0], us[1]);
-    let mut sa = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: None,
-            },
-        )
-        .unwrap();
-    let mut sb = rt
-        .subscribe(
-            Actor::User(b),
-            Channel::User {
-                user: b,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut sa = own_feed(&rt, a, None);
+    let mut sb = own_feed(&rt, b, None);
     let mut all = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -254,15 +238,7 @@ async fn a_row_with_megabytes_of_json_still_notifies() {
     let Some((db, rt, u)) = feed().await else {
         return;
     };
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: Some(ChangeTable::Notifications),
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(&rt, u, Some(ChangeTable::Notifications));
     // 2 MB of JSON, written past the repository's own 64 KiB limit.
     let admin = db.admin().await;
     let big = serde_json::json!({ "blob": "x".repeat(2_000_000) });

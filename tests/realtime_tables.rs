@@ -8,11 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
-use common::fixtures::{new_answer, new_assessment, new_goal, new_learning_path, new_reminder};
+use common::fixtures::{
+    new_answer, new_assessment, new_goal, new_learning_path, new_reminder, own_feed,
+};
 use kasama::prelude::*;
 use kasama::realtime::{
-    ChangeOp as Op, ChangeTable as T, Channel, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig,
-    Realtime, RealtimeEvent, Subscription,
+    ChangeOp as Op, ChangeTable as T, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime,
+    RealtimeEvent, Subscription,
 };
 use serde_json::json;
 
@@ -83,15 +85,7 @@ where
         )
         .await
         .unwrap();
-    let mut s = rt
-        .subscribe(
-            me,
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(rt, u, None);
 
     // assessments: insert, update (in this month's partition on PostgreSQL).
     let a1 = repo

@@ -1,9 +1,11 @@
 //! The rows most tests create only to have one: a goal, a learning path, a reminder,
 //! an assessment and its answers, with the plain values the tests used to spell out
-//! (change a field with struct update syntax: `NewGoal { milestones, ..new_goal(u, "G") }`).
+//! (change a field with struct update syntax: `NewGoal { milestones, ..new_goal(u, "G") }`);
+//! and a user's subscription to their own change feed.
 
 use chrono::{DateTime, Utc};
 use kasama::prelude::*;
+use kasama::realtime::{ChangeTable, Channel, Realtime, Subscription};
 use serde_json::{Value, json};
 
 /// A goal of `user` titled `title`: category "c", no description, target date or
@@ -64,4 +66,10 @@ pub fn new_answer(question: &str, answer: Value) -> NewAnswer {
         answer,
         score: None,
     }
+}
+
+/// `user`'s subscription to their own changes (of `table`, or all), as that user.
+pub fn own_feed(rt: &dyn Realtime, user: UserId, table: Option<ChangeTable>) -> Subscription {
+    rt.subscribe(Actor::User(user), Channel::User { user, table })
+        .unwrap()
 }
