@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use axum::routing::get;
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{HealthMonitor, InMemoryMetrics, NoopMetrics};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{InMemoryMetrics, NoopMetrics};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};

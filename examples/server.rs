@@ -29,7 +29,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{FanOut, HealthMonitor, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{FanOut, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime};

@@ -10,9 +10,8 @@ use std::time::Duration;
 
 use common::fixtures::new_assessment;
 use kasama::agent::{AiRequest, SimulatedAgent};
-use kasama::metrics::{
-    AlertKind, Check, HealthMonitor, InMemoryMetrics, MetricEvent, MetricsSink, Status, Thresholds,
-};
+use kasama::health::{AlertKind, Check, HealthMonitor, Status, Thresholds};
+use kasama::metrics::{InMemoryMetrics, MetricEvent, MetricsSink};
 use kasama::pipeline::{AiPipeline, Budgets};
 use kasama::prelude::*;
 use kasama::repository::MeteredRepository;

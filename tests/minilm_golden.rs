@@ -102,7 +102,7 @@ async fn bad_input_is_refused_without_panicking() {
 async fn the_semantic_cache_on_minilm_hits_paraphrases_and_refuses_look_alikes() {
     use kasama::agent::{AiRequest, AiResponse, Usage};
     use kasama::prelude::*;
-    use kasama::semantic::{HitTier, Lookup, SemanticCache};
+    use kasama::semantic::{CacheTier, Lookup, SemanticCache};
     use std::sync::Arc;
 
     let Some(dir) = model_dir() else { return };
@@ -140,7 +140,7 @@ async fn the_semantic_cache_on_minilm_hits_paraphrases_and_refuses_look_alikes()
         Lookup::Hit {
             tier, similarity, ..
         } => {
-            assert_eq!(tier, HitTier::Semantic);
+            assert_eq!(tier, CacheTier::Semantic);
             assert!(similarity >= 0.80);
         }
         miss => panic!("paraphrase missed: {miss:?}"),

@@ -99,7 +99,8 @@ fn the_server_state_hides_the_jwt_secret() {
     use std::sync::Arc;
 
     use kasama::agent::SimulatedAgent;
-    use kasama::metrics::{HealthMonitor, InMemoryMetrics};
+    use kasama::health::HealthMonitor;
+    use kasama::metrics::InMemoryMetrics;
     use kasama::pipeline::AiPipeline;
     use kasama::prelude::*;
     use kasama::realtime::{Hub, MemoryRealtime};

@@ -9,7 +9,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use kasama::agent::{AiRequest, AiResponse, Usage};
 use kasama::prelude::*;
-use kasama::semantic::{Embedder, HashingEmbedder, HitTier, Lookup, SemanticCache};
+use kasama::semantic::{CacheTier, Embedder, HashingEmbedder, Lookup, SemanticCache};
 use serde_json::json;
 
 /// Counts calls; optionally corrupts the vectors.
@@ -66,7 +66,7 @@ fn ask(user: UserId, agent: AgentType, q: &str) -> AiRequest {
     AiRequest::new(user, agent, q)
 }
 
-fn hit_text(l: &Lookup) -> Option<(HitTier, String)> {
+fn hit_text(l: &Lookup) -> Option<(CacheTier, String)> {
     match l {
         Lookup::Hit { answer, tier, .. } => {
             Some((*tier, answer.output["advice"].as_str().unwrap().to_string()))
@@ -110,7 +110,7 @@ async fn exact_and_paraphrased_questions_hit_within_the_users_scope() {
     );
     assert_eq!(
         hit_text(&cache.lookup(&again).await.unwrap()),
-        Some((HitTier::Exact, "reflect back".into()))
+        Some((CacheTier::Exact, "reflect back".into()))
     );
     assert_eq!(p.calls.load(Ordering::SeqCst), 1);
     // A paraphrase with shared words.
@@ -121,7 +121,7 @@ async fn exact_and_paraphrased_questions_hit_within_the_users_scope() {
     );
     assert_eq!(
         hit_text(&cache.lookup(&para).await.unwrap()),
-        Some((HitTier::Semantic, "reflect back".into()))
+        Some((CacheTier::Semantic, "reflect back".into()))
     );
     // The same question from another user of a personal agent: a miss.
     let other = ask(
@@ -422,7 +422,7 @@ async fn is_hit(cache: &SemanticCache, u: UserId, q: &str) -> bool {
         .lookup(&ask(u, AgentType::LearningCoach, q))
         .await
         .unwrap();
-    hit_text(&l) == Some((HitTier::Exact, q.to_string()))
+    hit_text(&l) == Some((CacheTier::Exact, q.to_string()))
 }
 
 #[tokio::test(start_paused = true)]

@@ -13,7 +13,7 @@ use kasama::agent::{AiAgent, AiRequest, AiResponse, Usage};
 use kasama::pipeline::Price;
 use kasama::prelude::*;
 use kasama::semantic::{
-    Candidate, Embedder, ErrorBudget, HashingEmbedder, HitTier, LlmJudgeVerifier, Lookup,
+    CacheTier, Candidate, Embedder, ErrorBudget, HashingEmbedder, LlmJudgeVerifier, Lookup,
     RuleVerifier, SemanticCache, Verdict, Verifier,
 };
 use serde_json::json;
@@ -36,7 +36,7 @@ fn ask(user: UserId, q: &str) -> AiRequest {
     AiRequest::new(user, AgentType::CommunicationAdvisor, q)
 }
 
-fn served(l: &Lookup) -> Option<(HitTier, String)> {
+fn served(l: &Lookup) -> Option<(CacheTier, String)> {
     match l {
         Lookup::Hit { answer, tier, .. } => {
             Some((*tier, answer.output["advice"].as_str().unwrap().to_string()))
@@ -69,7 +69,7 @@ async fn the_lexical_embedder_serves_exact_repeats_only_unless_the_host_opts_in(
                 .await
                 .unwrap()
         ),
-        Some((HitTier::Exact, "reflect back".into()))
+        Some((CacheTier::Exact, "reflect back".into()))
     );
     assert_eq!(
         served(&cache.lookup(&ask(u, PARAPHRASE)).await.unwrap()),
@@ -87,7 +87,7 @@ async fn the_lexical_embedder_serves_exact_repeats_only_unless_the_host_opts_in(
     .await;
     assert_eq!(
         served(&cache.lookup(&ask(u, PARAPHRASE)).await.unwrap()),
-        Some((HitTier::Semantic, "reflect back".into()))
+        Some((CacheTier::Semantic, "reflect back".into()))
     );
     assert_eq!(cache.decide(STORED, PARAPHRASE).await.unwrap().score, 1.0);
 }
@@ -412,7 +412,7 @@ async fn stream(cache: &SemanticCache, n: usize) -> Outcome {
         out.lookups += 1;
         match cache.lookup(&req).await.unwrap() {
             Lookup::Hit { answer, tier, .. } => {
-                if tier == HitTier::Semantic {
+                if tier == CacheTier::Semantic {
                     out.served
                         .push((step, answer.output["advice"] == truth.as_str()));
                 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{FanOut, HealthMonitor, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{FanOut, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};

@@ -3,7 +3,8 @@
 
 use std::collections::BTreeMap;
 
-use kasama::metrics::{Alert, InMemoryMetrics};
+use kasama::health::Alert;
+use kasama::metrics::InMemoryMetrics;
 use serde::Serialize;
 
 use crate::day::Outcomes;

@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{Alert, HealthMonitor, InMemoryMetrics, MetricsSink};
+use kasama::health::{Alert, HealthMonitor};
+use kasama::metrics::{InMemoryMetrics, MetricsSink};
 use kasama::pipeline::{AiPipeline, Price, PriceTable};
 use kasama::prelude::*;
 use kasama::realtime::{

@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{HealthMonitor, InMemoryMetrics, MetricsSink};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{InMemoryMetrics, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime};

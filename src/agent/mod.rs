@@ -5,10 +5,14 @@
 
 #[cfg(feature = "openai")]
 pub(crate) mod openai;
+mod price;
+mod scope;
 mod simulated;
 
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiCompatibleAgent, OpenAiCompatibleAgentBuilder};
+pub use price::Price;
+pub use scope::{CacheTier, Scope};
 pub use simulated::{SimulatedAgent, SimulatedAgentBuilder};
 
 use std::sync::Arc;

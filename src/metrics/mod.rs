@@ -2,22 +2,19 @@
 //! plain, synchronous, non-blocking call on the hot path.
 //!
 //! - [`InMemoryMetrics`]: HDR histograms, rolling windows, a serialisable snapshot.
-//! - [`HealthMonitor`]: checks the product's targets and raises alerts once.
 //! - `MetricsFacadeSink` (feature `metrics-facade`): forwards to the `metrics` crate,
 //!   so any exporter (Prometheus, …) the host installs sees kasama's figures.
-//! - [`MeteredRepository`](crate::repository::MeteredRepository): times every
-//!   repository call.
+//!
+//! What reads these figures sits above this module: `kasama::health::HealthMonitor`
+//! (the product's targets, alerts) and `kasama::repository::MeteredRepository` (times
+//! every repository call).
 
 #[cfg(feature = "metrics-facade")]
 mod facade;
-mod health;
 mod memory;
 
 #[cfg(feature = "metrics-facade")]
 pub use facade::MetricsFacadeSink;
-pub use health::{
-    Alert, AlertKind, Check, CheckStatus, HealthMonitor, HealthReport, Status, Thresholds,
-};
 pub use memory::{
     AgentSummary, CacheSummary, InMemoryMetrics, InteractionsLost, LatencySummary, MAX_KEYS,
     MetricsSnapshot, NamedSummary, RecentLatency, WindowStats,
@@ -28,6 +25,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+pub use crate::agent::CacheTier;
 use crate::domain::{AgentType, UserId};
 
 /// Whether an error kind ([`crate::Error::kind`]) is a refusal of the caller's request
@@ -48,19 +46,6 @@ pub enum CacheOutcome {
     Miss,
     /// An entry was pushed out.
     Eviction,
-}
-
-/// How the semantic cache answered an AI request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
-pub enum CacheTier {
-    /// Same text.
-    Exact,
-    /// A paraphrase.
-    Semantic,
-    /// Not cached: a backend answered.
-    Miss,
-    /// No semantic cache configured.
-    Off,
 }
 
 /// One measurement. Sinks must not key series by user: `user` fields are for logs.

@@ -14,9 +14,9 @@ use super::AiOutcome;
 use super::router::{CatchUnwind, Router};
 use super::settle::{Books, Claim};
 use crate::agent::AiRequest;
+use crate::agent::Scope;
 use crate::domain::{AgentType, PriorityLevel};
 use crate::error::{Error, Result};
-use crate::semantic::Scope;
 
 /// Batching settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -13,9 +13,10 @@ mod recorder;
 mod router;
 mod settle;
 
+pub use crate::agent::Price;
 pub use batch::{BatchConfig, BatchStats};
 pub use breaker::{BreakerConfig, BreakerState};
-pub use cost::{Budgets, Ledger, Price, PriceTable, Reservation, Spend};
+pub use cost::{Budgets, Ledger, PriceTable, Reservation, Spend};
 pub use limits::{RateLimitConfig, RateLimits, TierQuotas, TokioClock};
 pub use recorder::{Recorder, RecorderConfig, RecorderStats};
 pub use router::{BackendStatus, Router, RouterConfig};
@@ -35,7 +36,7 @@ use crate::domain::SubscriptionTier;
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink, NoopMetrics};
 use crate::repository::Repository;
-use crate::semantic::{HitTier, Lookup, SemanticCache};
+use crate::semantic::{Lookup, SemanticCache};
 
 use batch::Batcher;
 
@@ -76,7 +77,7 @@ pub struct AiOutcome {
 #[must_use]
 pub struct AiPipelineBuilder {
     repo: Arc<dyn Repository>,
-    backends: Vec<(Arc<dyn AiAgent>, Option<crate::pipeline::Price>)>,
+    backends: Vec<(Arc<dyn AiAgent>, Option<crate::agent::Price>)>,
     cache: Option<Arc<SemanticCache>>,
     prices: PriceTable,
     budgets: Budgets,
@@ -285,9 +286,7 @@ impl AiPipeline {
         let mut embedding = None;
         if let Some(cache) = &self.cache {
             match tokio::time::timeout(self.books.cache_timeout, cache.lookup(&req)).await {
-                Ok(Ok(Lookup::Hit {
-                    answer, tier: hit, ..
-                })) => {
+                Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
                     let saved = self
                         .books
                         .prices
@@ -300,10 +299,6 @@ impl AiPipeline {
                         model: answer.model,
                         backend: "semantic-cache".into(),
                         latency: start.elapsed(),
-                    };
-                    let tier = match hit {
-                        HitTier::Exact => CacheTier::Exact,
-                        HitTier::Semantic => CacheTier::Semantic,
                     };
                     self.books.ledger.record_hit(req.user_id, req.agent, saved);
                     return Ok(self.books.answered(&req, response, tier, 0, saved, false));

@@ -11,7 +11,7 @@ use backon::BackoffBuilder;
 use tokio::time::Instant;
 
 use super::breaker::{Breaker, BreakerConfig, BreakerState};
-use super::cost::Price;
+use crate::agent::Price;
 use crate::agent::{AiAgent, AiRequest, AiResponse};
 use crate::domain::AgentType;
 use crate::error::{Error, Result};

@@ -382,7 +382,7 @@ pub trait Repository: Send + Sync + 'static {
     /// rows of the tables it covers. Caches in front of the repository
     /// ([`CachedRepository`](crate::CachedRepository)) forget the user too; the
     /// semantic cache is the host's to clear
-    /// ([`SemanticCache::forget_user`](crate::semantic::SemanticCache::forget_user)).
+    /// (`SemanticCache::forget_user`).
     ///
     /// # Errors
     /// `Forbidden` unless the service asks.

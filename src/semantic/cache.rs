@@ -1,7 +1,6 @@
 //! [`SemanticCache`]: scoped, thresholded, salience-checked answer reuse.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::hash::Hash;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -14,43 +13,9 @@ use super::budget::{AuditTicket, ErrorBudget, ErrorEstimate, Evidence};
 use super::hnsw::{Hnsw, dot};
 use super::verify::{Candidate, RuleVerifier, Verdict, Verifier};
 use super::{Embedder, normalise};
-use crate::agent::{AiRequest, AiResponse, Usage};
+use crate::agent::{AiRequest, AiResponse, CacheTier, Scope, Usage};
 use crate::domain::{AgentType, UserId};
 use crate::error::{Error, Result};
-use crate::text::fnv1a;
-
-/// Where a cached answer may be reused: the agent, the model, the parameters that
-/// change an answer, and — for personal agents — the user. A lookup only ever sees
-/// entries of its own scope.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub struct Scope {
-    /// The agent kind.
-    pub agent: AgentType,
-    /// The model asked for (`""`: the backend's default).
-    pub model: String,
-    /// A fingerprint of the answer-changing parameters (max tokens, temperature,
-    /// system prompt).
-    pub params: String,
-    /// The user, for personal agents; `None` for shared ones.
-    pub user: Option<UserId>,
-}
-
-impl Scope {
-    /// The scope of `req`; `personal` puts the user in it.
-    pub fn of(req: &AiRequest, personal: bool) -> Self {
-        let p = &req.params;
-        let system = p
-            .system_prompt
-            .as_deref()
-            .map_or(0, |s| fnv1a(s.as_bytes()));
-        Self {
-            agent: req.agent,
-            model: p.model.clone(),
-            params: format!("{}|{:.3}|{system:016x}", p.max_tokens, p.temperature),
-            user: personal.then_some(req.user_id),
-        }
-    }
-}
 
 /// A stored answer.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -65,15 +30,6 @@ pub struct CachedAnswer {
     pub question: String,
 }
 
-/// How a hit was found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum HitTier {
-    /// The same text, after normalising case, spaces and trailing punctuation.
-    Exact,
-    /// A different text above the similarity threshold that every verifier accepted.
-    Semantic,
-}
-
 /// The result of [`SemanticCache::lookup`].
 #[derive(Clone, Debug, PartialEq)]
 pub enum Lookup {
@@ -82,7 +38,7 @@ pub enum Lookup {
         /// The answer.
         answer: CachedAnswer,
         /// How it was found.
-        tier: HitTier,
+        tier: CacheTier,
         /// Cosine similarity of the questions (1 for exact hits).
         similarity: f32,
     },
@@ -568,7 +524,7 @@ impl SemanticCache {
                 self.counters.exact.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
                     answer: e.answer.clone(),
-                    tier: HitTier::Exact,
+                    tier: CacheTier::Exact,
                     similarity: 1.0,
                 });
             }
@@ -628,7 +584,7 @@ impl SemanticCache {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
                     answer,
-                    tier: HitTier::Semantic,
+                    tier: CacheTier::Semantic,
                     similarity: sim,
                 });
             };
@@ -636,7 +592,7 @@ impl SemanticCache {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
                     answer,
-                    tier: HitTier::Semantic,
+                    tier: CacheTier::Semantic,
                     similarity: sim,
                 });
             }

@@ -30,10 +30,10 @@ mod openai;
 pub mod salience;
 mod verify;
 
+pub use crate::agent::{CacheTier, Scope};
 pub use budget::{AuditTicket, ErrorBudget, ErrorEstimate};
 pub use cache::{
-    CachedAnswer, Decision, HitTier, Lookup, Scope, SemanticCache, SemanticCacheBuilder,
-    SemanticStats,
+    CachedAnswer, Decision, Lookup, SemanticCache, SemanticCacheBuilder, SemanticStats,
 };
 pub use hashing::HashingEmbedder;
 #[cfg(feature = "local-embeddings")]

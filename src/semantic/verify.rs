@@ -18,10 +18,10 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Embedder, cosine, normalise, salience};
+use crate::agent::Price;
 use crate::agent::{AiAgent, AiRequest, ModelParams};
 use crate::domain::{AgentType, UserId};
 use crate::error::{Error, Result};
-use crate::pipeline::Price;
 
 /// A would-be hit, as a [`Verifier`] sees it.
 #[derive(Clone, Copy, Debug)]

@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use kasama::agent::SimulatedAgent;
-use kasama::metrics::{HealthMonitor, InMemoryMetrics, MetricsSink};
+use kasama::health::HealthMonitor;
+use kasama::metrics::{InMemoryMetrics, MetricsSink};
 use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
 use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, Realtime};

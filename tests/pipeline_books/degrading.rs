@@ -8,7 +8,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use kasama::agent::{AiAgent, AiRequest};
-use kasama::metrics::{Check, HealthMonitor, InMemoryMetrics, MetricsSink, NoopMetrics, Status};
+use kasama::health::{Check, HealthMonitor, Status};
+use kasama::metrics::{InMemoryMetrics, MetricsSink, NoopMetrics};
 use kasama::pipeline::{
     AiPipeline, BatchConfig, BreakerConfig, BreakerState, Budgets, Router, RouterConfig,
 };

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
 
 use async_trait::async_trait;
 use kasama::agent::AiRequest;
-use kasama::metrics::{Check, HealthMonitor, InMemoryMetrics, Status};
+use kasama::health::{Check, HealthMonitor, Status};
+use kasama::metrics::InMemoryMetrics;
 use kasama::pipeline::{Recorder, RecorderConfig};
 use kasama::prelude::*;
 use serde_json::json;

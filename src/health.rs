@@ -1,4 +1,4 @@
-//! [`HealthMonitor`]: checks the product's targets on recent metrics (and the
+//! Operations: [`HealthMonitor`] checks the product's targets on recent metrics (and the
 //! database's own figures), and raises an alert once when a check leaves "healthy" and
 //! once when it comes back — no flood while it stays bad.
 
@@ -9,8 +9,8 @@ use std::time::Duration;
 use serde::Serialize;
 use tokio::sync::broadcast;
 
-use super::memory::{InMemoryMetrics, InteractionsLost, LatencySummary};
 use crate::domain::{Actor, DatabaseHealth};
+use crate::metrics::{InMemoryMetrics, InteractionsLost, LatencySummary};
 use crate::repository::Repository;
 
 /// How a check stands.
