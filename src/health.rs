@@ -50,14 +50,35 @@ pub enum Check {
 
 /// Thresholds: `(warning, critical)` per check. Defaults are the product's targets.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct Thresholds {
     /// Default: 200 ms and 500 ms (target: API p95 < 200 ms).
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::duration_pair")
+    )]
     pub api_p95: (Duration, Duration),
     /// Default: 2 s and 5 s (target: AI answers < 2 s on average).
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::duration_pair")
+    )]
     pub ai_mean: (Duration, Duration),
     /// Default: 50 ms and 200 ms (target: complex queries < 50 ms).
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::duration_pair")
+    )]
     pub db_p95: (Duration, Duration),
     /// Default: 100 ms and 500 ms (target: realtime < 100 ms).
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::duration_pair")
+    )]
     pub realtime_p95: (Duration, Duration),
     /// Default: 5 % and 15 %.
     pub error_rate: (f64, f64),

@@ -15,6 +15,9 @@ pub mod semantic;
 pub mod server;
 mod text;
 
+#[cfg(feature = "config")]
+mod config_serde;
+
 pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
 pub use cache::{Cache, CachedRepository, MemoryCache};
 pub use error::{Error, Result};

@@ -1,5 +1,7 @@
 //! Where measurements go: the [`MetricsSink`] trait and its events. Recording is a
-//! plain, synchronous, non-blocking call on the hot path.
+//! plain synchronous call on the hot path: it never awaits and does no I/O, but it
+//! may take a short lock ([`InMemoryMetrics`] holds one mutex for a few counter and
+//! histogram updates, so recorders on other threads can wait that long).
 //!
 //! - [`InMemoryMetrics`]: HDR histograms, rolling windows, a serialisable snapshot.
 //! - `MetricsFacadeSink` (feature `metrics-facade`): forwards to the `metrics` crate,
@@ -76,7 +78,10 @@ pub enum MetricEvent {
     },
     /// A cache lookup or eviction.
     Cache {
-        /// Which cache: `"query"`, `"semantic_exact"`, `"semantic"`, …
+        /// Which cache: `"query"` (the
+        /// [`CachedRepository`](crate::cache::CachedRepository)), or a host's own.
+        /// The semantic cache does not send these: its hits and misses are the
+        /// `cache` field of [`MetricEvent::Ai`].
         tier: &'static str,
         /// What happened.
         outcome: CacheOutcome,
@@ -100,7 +105,8 @@ pub enum MetricEvent {
         output_tokens: u32,
         /// Cost in nano-dollars.
         cost_nanos: u64,
-        /// Saved by a cache hit, in nano-dollars.
+        /// Saved by a cache hit or by joining an identical request's backend call
+        /// (coalescing), in nano-dollars.
         saved_nanos: u64,
         /// End-to-end latency.
         latency: Duration,
@@ -116,8 +122,9 @@ pub enum MetricEvent {
     InteractionsLost {
         /// How many.
         rows: u64,
-        /// `"dropped"` (the buffer was full), `"failed"` (the repository kept failing)
-        /// or `"rejected"` (the repository refused the row as invalid).
+        /// `"dropped"` (the buffer was full, or the recorder was already shut down),
+        /// `"failed"` (the repository kept failing) or `"rejected"` (the repository
+        /// refused the row as invalid).
         reason: &'static str,
     },
     /// A circuit breaker changed state.
@@ -129,7 +136,8 @@ pub enum MetricEvent {
     },
 }
 
-/// Receives [`MetricEvent`]s. `record` must be cheap and never block on I/O.
+/// Receives [`MetricEvent`]s. `record` is called on the hot path: it must be cheap,
+/// never await and never block on I/O (a short lock is fine).
 pub trait MetricsSink: Send + Sync + 'static {
     /// Records one event.
     fn record(&self, event: &MetricEvent);

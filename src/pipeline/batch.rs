@@ -20,14 +20,21 @@ use crate::error::{Error, Result};
 
 /// Batching settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BatchConfig {
     /// How long the first request of a batch waits for company. Default: 150 ms.
     /// Zero sends every request at once (coalescing still applies).
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub window: Duration,
     /// Most requests per backend call. Default: 10.
     pub max_batch: usize,
-    /// Most requests waiting (queued or in flight); more are refused with
-    /// [`Error::Overloaded`] at once. Default: 10,000.
+    /// Most distinct requests waiting (queued or in flight); more are refused with
+    /// [`Error::Overloaded`] at once. A request identical to one already waiting
+    /// joins it without counting here. Default: 10,000.
     pub max_queue: usize,
 }
 
@@ -38,6 +45,23 @@ impl Default for BatchConfig {
             max_batch: 10,
             max_queue: 10_000,
         }
+    }
+}
+
+impl BatchConfig {
+    /// Checks the settings.
+    ///
+    /// # Errors
+    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`, or a
+    /// `window` past [`MAX_DURATION`](super::MAX_DURATION).
+    pub fn validate(&self) -> Result<()> {
+        if self.max_batch == 0 {
+            return Err(Error::invalid("batch.max_batch", "must be at least 1"));
+        }
+        if self.max_queue == 0 {
+            return Err(Error::invalid("batch.max_queue", "must be at least 1"));
+        }
+        super::check_duration("batch.window", self.window)
     }
 }
 
@@ -117,21 +141,14 @@ impl Batcher {
     /// says whether an agent's identical requests from different users must stay apart.
     ///
     /// # Errors
-    /// `InvalidInput` naming the field for a zero `max_batch` or `max_queue`, or a
-    /// `window` past [`MAX_DURATION`](super::MAX_DURATION).
+    /// `InvalidInput` naming the field ([`BatchConfig::validate`]).
     pub(crate) fn new(
         router: Arc<Router>,
         books: Arc<Books>,
         cfg: BatchConfig,
         personal: Arc<dyn Fn(AgentType) -> bool + Send + Sync>,
     ) -> Result<Arc<Self>> {
-        if cfg.max_batch == 0 {
-            return Err(Error::invalid("batch.max_batch", "must be at least 1"));
-        }
-        if cfg.max_queue == 0 {
-            return Err(Error::invalid("batch.max_queue", "must be at least 1"));
-        }
-        super::check_duration("batch.window", cfg.window)?;
+        cfg.validate()?;
         Ok(Arc::new(Self {
             router,
             books,

@@ -6,16 +6,23 @@ use tokio::time::Instant;
 
 /// When a breaker opens and how it recovers. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct BreakerConfig {
     /// Opens after this many failures in a row. Default: 5.
     pub consecutive_failures: u32,
     /// Or when the error rate within `window` reaches this (0–1). Default: 0.5.
     pub error_rate: f64,
     /// The error-rate window. Default: 30 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub window: Duration,
     /// The error rate counts only after this many calls in the window. Default: 10.
     pub min_calls: u32,
     /// How long it stays open before one probe is let through. Default: 10 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub cool_down: Duration,
 }
 

@@ -13,6 +13,7 @@ use crate::error::{Error, Result};
 
 /// Prices per model, with a default for models not listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 pub struct PriceTable {
     /// Per model name. A dated or versioned name a provider reports
     /// (`gpt-4o-mini-2024-07-18`, `claude-3-5-sonnet-20241022`, `gpt-4-0613`) takes the
@@ -85,7 +86,12 @@ impl PriceTable {
 }
 
 /// Spending caps per UTC day, in nano-dollars; `None` is no cap.
+///
+/// In a settings document (feature `config`) `null` is no cap and a missing field
+/// takes its default. (Without the feature, the plain serde derive reads a missing
+/// field as `None`, no cap.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
 pub struct Budgets {
     /// Per free-tier user. Default: 10,000,000 n$ ($0.01) a day.
     pub free_user_daily: Option<u64>,

@@ -88,14 +88,74 @@ impl Global {
 }
 
 /// A quota for each subscription tier.
+///
+/// In a settings document (feature `config`) each quota reads
+/// `{ "rate": 10, "per": "1m", "burst": 5 }` (10 a minute, bursts of 5; `burst`
+/// defaults to `rate`). Inside a [`RateLimitConfig`] a tier left out keeps its
+/// default; a `TierQuotas` read on its own needs all three.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(deny_unknown_fields)
+)]
 pub struct TierQuotas {
     /// Free users.
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::quota")
+    )]
     pub free: Quota,
     /// Premium users.
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::quota")
+    )]
     pub premium: Quota,
     /// Enterprise users.
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::quota")
+    )]
     pub enterprise: Quota,
+}
+
+/// [`TierQuotas`] as a document may give them: any tier may be left out.
+#[cfg(feature = "config")]
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SomeTiers {
+    free: Option<crate::config_serde::QuotaSetting>,
+    premium: Option<crate::config_serde::QuotaSetting>,
+    enterprise: Option<crate::config_serde::QuotaSetting>,
+}
+
+#[cfg(feature = "config")]
+impl SomeTiers {
+    /// `defaults` with the tiers given here.
+    fn over(self, defaults: TierQuotas) -> TierQuotas {
+        TierQuotas {
+            free: self.free.map_or(defaults.free, |q| q.0),
+            premium: self.premium.map_or(defaults.premium, |q| q.0),
+            enterprise: self.enterprise.map_or(defaults.enterprise, |q| q.0),
+        }
+    }
+}
+
+/// [`RateLimitConfig::ai_per_user`] from a document: the tiers given, the others
+/// their defaults.
+#[cfg(feature = "config")]
+fn ai_tiers<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TierQuotas, D::Error> {
+    use serde::Deserialize;
+    Ok(SomeTiers::deserialize(d)?.over(RateLimitConfig::default().ai_per_user))
+}
+
+/// [`RateLimitConfig::api_per_user`] from a document: the tiers given, the others
+/// their defaults.
+#[cfg(feature = "config")]
+fn api_tiers<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<TierQuotas, D::Error> {
+    use serde::Deserialize;
+    Ok(SomeTiers::deserialize(d)?.over(RateLimitConfig::default().api_per_user))
 }
 
 fn per_minute(n: u32, burst: u32) -> Quota {
@@ -104,15 +164,29 @@ fn per_minute(n: u32, burst: u32) -> Quota {
 }
 
 /// The limits' settings. Every default is documented on its field.
+///
+/// In a settings document (feature `config`) a quota reads
+/// `{ "rate": 500, "per": "1s", "burst": 1000 }`; see [`TierQuotas`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RateLimitConfig {
     /// All AI calls together. Default: 500 a second, bursts of 1,000.
+    #[cfg_attr(
+        feature = "config",
+        serde(deserialize_with = "crate::config_serde::quota")
+    )]
     pub global_ai: Quota,
     /// AI calls per user. Default: free 10 a minute (bursts of 5), premium 60 (20),
     /// enterprise 600 (100).
+    #[cfg_attr(feature = "config", serde(deserialize_with = "ai_tiers"))]
     pub ai_per_user: TierQuotas,
     /// API requests per user. Default: free 60 a minute (bursts of 30), premium 300
     /// (60), enterprise 1,200 (200).
+    #[cfg_attr(feature = "config", serde(deserialize_with = "api_tiers"))]
     pub api_per_user: TierQuotas,
     /// Idle users' state is pruned every this many checks. Default: 10,000.
     pub prune_every: u64,

@@ -4,6 +4,33 @@
 //! A cache hit costs nothing, so the budget is checked after the cache: a user over
 //! budget still gets answers the cache already holds, and no backend call is made
 //! without a budget reservation.
+//!
+//! # Settings from a file (feature `config`)
+//!
+//! [`BatchConfig`], [`BreakerConfig`], [`RouterConfig`], [`RecorderConfig`],
+//! [`RateLimitConfig`] (with [`TierQuotas`]), [`Budgets`] and [`PriceTable`] derive
+//! `serde::Deserialize`: a missing field takes its documented default, an unknown one
+//! is refused (naming it), durations are human strings (`"150ms"`, `"30s"`, `"2h"`),
+//! and a rate limit quota reads `{ "rate": 10, "per": "1m", "burst": 5 }`.
+//! Deserialising checks only the shape: call the struct's `validate()` (where it has
+//! one) to check the values, as [`AiPipelineBuilder::build`] does for all of them.
+//!
+//! ```
+//! # #[cfg(feature = "config")]
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use kasama::pipeline::RouterConfig;
+//!
+//! let cfg: RouterConfig = serde_json::from_str(
+//!     r#"{ "deadline": "10s", "breaker": { "cool_down": "1m" } }"#,
+//! )?;
+//! cfg.validate()?;
+//! assert_eq!(cfg.deadline, std::time::Duration::from_secs(10));
+//! assert_eq!(cfg.max_attempts, RouterConfig::default().max_attempts);
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "config"))]
+//! # fn main() {}
+//! ```
 
 mod batch;
 mod breaker;
@@ -468,7 +495,8 @@ impl AiPipeline {
         self.cache.as_ref()
     }
 
-    /// The recorder's counters.
+    /// The recorder's counters (all zero once [`AiPipeline::shutdown`] took the
+    /// recorder: `shutdown` returns the final ones).
     pub fn recorder_stats(&self) -> RecorderStats {
         self.books
             .recorder

@@ -7,11 +7,14 @@
 //! and a timestamp fixed when they were made, so a retry after a commit the recorder
 //! did not see conflicts instead of duplicating; such rows are counted as written.
 //!
-//! A database that is briefly away (a restart, a failover) loses nothing: a batch
-//! whose write fails transiently is retried with backoff (capped at 5 s) for as long
-//! as the buffer behind it still has room. It is given up (counted as failed) only
-//! once the buffer is full — holding on would then drop new rows instead — or, during
-//! shutdown, after `attempts` more tries.
+//! A database that is away for a while (a restart, a failover) loses nothing as long
+//! as the buffer does not fill meanwhile: a batch whose write fails transiently is
+//! retried with backoff (100 ms, doubling, capped at 5 s) for as long as the buffer
+//! behind it still has room. Once the buffer is full, new rows are dropped (counted
+//! as dropped) and the batch is given up (counted as failed) at its next failed try, so
+//! the buffer drains; during shutdown a batch is given up after `attempts` more
+//! tries. Errors that are not retryable are never retried: they set rows aside as
+//! above.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -28,13 +31,20 @@ use crate::repository::{MAX_INTERACTIONS_PER_BATCH, Repository};
 
 /// Write-behind settings. Defaults on each field.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "config",
+    derive(serde::Deserialize),
+    serde(default, deny_unknown_fields)
+)]
 pub struct RecorderConfig {
     /// Rows per write. Default: 500.
     pub batch: usize,
     /// A partial batch is written after this long. Default: 1 s.
+    #[cfg_attr(feature = "config", serde(with = "humantime_serde"))]
     pub interval: Duration,
-    /// Rows buffered at most; beyond it new rows are dropped and counted
-    /// ([`RecorderStats::dropped`]) rather than holding up answers. Default: 100,000.
+    /// Rows waiting at most, besides the batch being written; beyond it new rows are
+    /// dropped and counted ([`RecorderStats::dropped`]) rather than holding up
+    /// answers. Default: 100,000.
     pub capacity: usize,
     /// Attempts per batch before it may be given up (logged and counted). Past them
     /// a transient failure is still retried while the buffer has room (and, once
@@ -84,9 +94,9 @@ impl RecorderConfig {
 /// The recorder's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct RecorderStats {
-    /// Rows written.
+    /// Rows written (a row whose retry found it already written counts here).
     pub written: u64,
-    /// Batch writes (round trips).
+    /// Successful batch writes (one round trip each; failed attempts not counted).
     pub writes: u64,
     /// Rows dropped because the buffer was full.
     pub dropped: u64,

@@ -9,7 +9,9 @@
 //! result, and charges the first claim (the request that caused the call) the call's
 //! cost, the others nothing (counted as coalesced, with what they saved), records one
 //! interaction per claim (`success = false` on failure), emits the metrics and stores
-//! the answer in the semantic cache once. Whatever drives a backend call (the batcher
+//! the answer in the semantic cache once (when the first claim's lookup computed an
+//! embedding: a failed lookup means the embedder is down, so the store is skipped).
+//! Whatever drives a backend call (the batcher
 //! today, a stream's driver later) holds the claims and calls `settle` when the call
 //! ends, whether or not anyone is still listening.
 

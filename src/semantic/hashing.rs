@@ -6,9 +6,10 @@ use super::{Embedder, check_texts, normalise};
 use crate::error::Result;
 use crate::text::{fnv1a, terms};
 
-/// A **lexical** embedder: no model, nothing to load. It hashes stemmed words,
-/// word pairs and character trigrams into signed buckets (the "hashing trick"),
-/// weights them by `1 + ln(tf)`, and normalises. Texts that share words score high;
+/// A **lexical** embedder: no model, nothing to load. It hashes stemmed words
+/// (weight 1), word pairs (0.5) and character trigrams (0.25) into signed buckets
+/// (the "hashing trick"), squashes each bucket's sum `x` to `sign(x) · ln(1 + |x|)`
+/// (sublinear term frequency), and normalises. Texts that share words score high;
 /// paraphrases that share few words score low — it does not know that "argue" and
 /// "fight" mean the same. Its cosines therefore sit much lower than a language
 /// model's, and its calibrated threshold is lower (see [`Embedder::default_threshold`]).

@@ -8,7 +8,8 @@
 //! Written here rather than taken from a crate: the pure-Rust HNSW crates either build
 //! once and cannot insert (instant-distance), or pull in a heavy tree (hnsw_rs: rayon,
 //! mmap, loggers), or need integer distances (rust-cv's hnsw); the cache needs
-//! incremental inserts, f32 cosine and a filter, in ~250 lines with no dependency.
+//! incremental inserts, f32 cosine and a filter, in a few hundred lines with no
+//! dependency.
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;

@@ -1,264 +1,31 @@
 //! [`InMemoryMetrics`]: HDR histograms, rolling windows and a snapshot.
+//!
+//! `summary.rs` holds the snapshot's public types, `series.rs` the histograms and
+//! counters they are computed from; this file routes events into them.
+
+mod series;
+mod summary;
+
+pub use summary::{
+    AgentSummary, CacheSummary, InteractionsLost, LatencySummary, MetricsSnapshot, NamedSummary,
+    RecentLatency, WindowStats,
+};
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::time::Duration;
 
-use hdrhistogram::Histogram;
-use serde::Serialize;
 use tokio::time::Instant;
 
 use super::{CacheOutcome, CacheTier, MetricEvent, MetricsSink};
 use crate::domain::AgentType;
+use series::{AI, API, Bucket, DB, Recent, Series, cache_summary, window};
 
 /// Most distinct keys per family (routes, backends, operations, caches); further ones
-/// are counted under `"other"`, so memory stays bounded whatever hosts send.
+/// are counted under one more key, `"other"`, so memory stays bounded whatever hosts
+/// send.
 pub const MAX_KEYS: usize = 64;
 /// Seconds of per-second counters kept: the 1 h window and the hour before it.
 const RING: u64 = 7200;
-/// Minutes of latency histograms kept for the recent view used by health checks.
-const RECENT_MINUTES: u64 = 5;
-
-/// Latency percentiles of one series, in milliseconds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct LatencySummary {
-    /// Events.
-    pub count: u64,
-    /// Of which failed.
-    pub errors: u64,
-    /// `errors ÷ count`; 0 without events.
-    pub error_rate: f64,
-    /// Mean.
-    pub mean_ms: f64,
-    /// Median.
-    pub p50_ms: f64,
-    /// 95th percentile.
-    pub p95_ms: f64,
-    /// 99th percentile.
-    pub p99_ms: f64,
-    /// Largest.
-    pub max_ms: f64,
-}
-
-/// A named series.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct NamedSummary {
-    /// Its name (`"GET /goals"`, a backend, an operation).
-    pub name: String,
-    /// Its latencies.
-    pub latency: LatencySummary,
-}
-
-/// One agent's figures.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct AgentSummary {
-    /// The agent.
-    pub agent: AgentType,
-    /// Latencies (cache hits included).
-    pub latency: LatencySummary,
-    /// Cost in nano-dollars.
-    pub cost_nanos: u64,
-    /// Saved by cache hits, in nano-dollars.
-    pub saved_nanos: u64,
-    /// Input tokens.
-    pub input_tokens: u64,
-    /// Output tokens.
-    pub output_tokens: u64,
-}
-
-/// A cache's counters.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct CacheSummary {
-    /// Which cache (tier).
-    pub tier: String,
-    /// Hits.
-    pub hits: u64,
-    /// Misses.
-    pub misses: u64,
-    /// Evictions.
-    pub evictions: u64,
-    /// `hits ÷ (hits + misses)`; 0 without lookups.
-    pub hit_rate: f64,
-}
-
-/// Throughput and errors over a rolling window, with the previous window beside it.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct WindowStats {
-    /// `"1m"`, `"5m"` or `"1h"`.
-    pub window: &'static str,
-    /// API requests per second.
-    pub api_rps: f64,
-    /// API error rate (status ≥ 500).
-    pub api_error_rate: f64,
-    /// AI requests per second.
-    pub ai_rps: f64,
-    /// AI error rate.
-    pub ai_error_rate: f64,
-    /// Database calls per second.
-    pub db_rps: f64,
-    /// Database error rate.
-    pub db_error_rate: f64,
-    /// The same figures for the window before this one.
-    pub previous: Option<Box<WindowStats>>,
-}
-
-/// Everything [`InMemoryMetrics`] knows, at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct MetricsSnapshot {
-    /// Seconds since the sink was created.
-    pub uptime_secs: u64,
-    /// All API requests.
-    pub api: LatencySummary,
-    /// Per method and route.
-    pub api_routes: Vec<NamedSummary>,
-    /// All AI requests.
-    pub ai: LatencySummary,
-    /// Per agent, with cost.
-    pub ai_agents: Vec<AgentSummary>,
-    /// Per backend (cache hits excluded).
-    pub ai_backends: Vec<NamedSummary>,
-    /// AI requests by how the semantic cache answered, and the hit rate.
-    pub ai_cache: CacheSummary,
-    /// All database calls.
-    pub db: LatencySummary,
-    /// Per repository operation.
-    pub db_operations: Vec<NamedSummary>,
-    /// Realtime deliveries (commit to subscriber).
-    pub realtime: LatencySummary,
-    /// Realtime reconnects.
-    pub realtime_reconnects: u64,
-    /// Other caches, per tier.
-    pub caches: Vec<CacheSummary>,
-    /// Rolling windows (1 min, 5 min, 1 h) with their previous windows (the trend).
-    pub windows: Vec<WindowStats>,
-    /// Latencies of the last five minutes only: API, AI, database, realtime.
-    pub recent: RecentLatency,
-    /// Circuit-breaker state changes.
-    pub breaker_transitions: u64,
-    /// Total AI cost in nano-dollars.
-    pub ai_cost_nanos: u64,
-    /// AI requests refused for the caller's own reasons (rate limit, budget, invalid
-    /// input): not failures, not in latencies or error rates.
-    pub ai_refused: u64,
-    /// Interaction rows the recorder could not write: dropped (buffer full), failed
-    /// (repository kept failing), rejected (invalid row).
-    pub interactions_lost: InteractionsLost,
-}
-
-/// Interaction rows lost by the write-behind recorder, by reason.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct InteractionsLost {
-    /// The buffer was full.
-    pub dropped: u64,
-    /// The repository kept failing.
-    pub failed: u64,
-    /// The repository refused the row as invalid (the rest of its batch was written).
-    pub rejected: u64,
-}
-
-/// Latencies over the last five minutes (what health checks judge).
-#[derive(Clone, Debug, Default, PartialEq, Serialize)]
-pub struct RecentLatency {
-    /// API.
-    pub api: LatencySummary,
-    /// AI.
-    pub ai: LatencySummary,
-    /// Database.
-    pub db: LatencySummary,
-    /// Realtime delivery.
-    pub realtime: LatencySummary,
-}
-
-#[derive(Debug)]
-struct Series {
-    hist: Histogram<u32>,
-    errors: u64,
-}
-
-impl Series {
-    fn new() -> Self {
-        Self {
-            hist: Histogram::new(3).expect("3 significant figures is valid"),
-            errors: 0,
-        }
-    }
-
-    fn record(&mut self, d: Duration, ok: bool) {
-        // One hour at most; `record` grows the (auto-resizing) histogram as needed.
-        let us = (d.as_micros().min(3_600_000_000) as u64).max(1);
-        if self.hist.record(us).is_err() {
-            self.hist.saturating_record(us);
-        }
-        if !ok {
-            self.errors += 1;
-        }
-    }
-
-    fn summary(&self) -> LatencySummary {
-        summarise(&self.hist, self.errors)
-    }
-}
-
-fn summarise(h: &Histogram<u32>, errors: u64) -> LatencySummary {
-    let n = h.len();
-    if n == 0 {
-        return LatencySummary::default();
-    }
-    let ms = |us: u64| us as f64 / 1000.0;
-    LatencySummary {
-        count: n,
-        errors,
-        error_rate: errors as f64 / n as f64,
-        mean_ms: h.mean() / 1000.0,
-        p50_ms: ms(h.value_at_quantile(0.50)),
-        p95_ms: ms(h.value_at_quantile(0.95)),
-        p99_ms: ms(h.value_at_quantile(0.99)),
-        max_ms: ms(h.max()),
-    }
-}
-
-/// Per-minute histograms of the last few minutes.
-#[derive(Debug, Default)]
-struct Recent {
-    slots: Vec<(u64, Series)>,
-}
-
-impl Recent {
-    fn record(&mut self, minute: u64, d: Duration, ok: bool) {
-        let i = (minute % RECENT_MINUTES) as usize;
-        if self.slots.len() < RECENT_MINUTES as usize {
-            self.slots
-                .resize_with(RECENT_MINUTES as usize, || (u64::MAX, Series::new()));
-        }
-        let slot = &mut self.slots[i];
-        if slot.0 != minute {
-            *slot = (minute, Series::new());
-        }
-        slot.1.record(d, ok);
-    }
-
-    fn summary(&self, minute: u64) -> LatencySummary {
-        let mut h = Histogram::<u32>::new(3).expect("valid");
-        let mut errors = 0;
-        for (m, s) in &self.slots {
-            if *m != u64::MAX && *m + RECENT_MINUTES > minute && *m <= minute {
-                h.add(&s.hist).ok();
-                errors += s.errors;
-            }
-        }
-        summarise(&h, errors)
-    }
-}
-
-#[derive(Clone, Copy, Debug, Default)]
-struct Bucket {
-    sec: u64,
-    counts: [[u32; 2]; 3],
-}
-
-const API: usize = 0;
-const AI: usize = 1;
-const DB: usize = 2;
 
 #[derive(Debug)]
 struct State {
@@ -284,10 +51,12 @@ struct State {
 /// microseconds) per series with p50/p95/p99/max; per-second counters for rolling 1 min,
 /// 5 min and 1 h windows with the window before each (the trend); cache hit rates per
 /// tier; AI cost per agent. No series per user, and at most [`MAX_KEYS`] routes,
-/// backends, operations or caches each: memory stays bounded.
+/// backends, operations or caches each (plus their `"other"`): memory stays bounded.
 ///
-/// Recording takes one uncontended mutex; see `benches/metrics.rs` for its cost.
-/// Time is tokio's clock, so windows roll over under `tokio::time::pause`.
+/// Recording takes one mutex, held for a few counter and histogram updates (no I/O,
+/// no await): recorders on other threads wait that long. See `benches/metrics.rs`
+/// for its cost. Time is tokio's clock, so windows roll over under
+/// `tokio::time::pause`.
 #[derive(Debug)]
 pub struct InMemoryMetrics {
     start: Instant,
@@ -436,56 +205,6 @@ impl InMemoryMetrics {
             interactions_lost: s.lost,
         }
     }
-}
-
-fn cache_summary(tier: &str, hits: u64, misses: u64, evictions: u64) -> CacheSummary {
-    let n = hits + misses;
-    CacheSummary {
-        tier: tier.to_string(),
-        hits,
-        misses,
-        evictions,
-        hit_rate: if n == 0 { 0.0 } else { hits as f64 / n as f64 },
-    }
-}
-
-/// Sums the last `w` full seconds (`[now - w, now)`, the current second left out as
-/// it is still filling) and the `w` before them.
-fn window(ring: &[Bucket], name: &'static str, now: u64, w: u64) -> WindowStats {
-    let sum = |from: u64, to: u64| {
-        let mut c = [[0u64; 2]; 3];
-        for b in ring {
-            if b.sec != u64::MAX && b.sec >= from && b.sec < to {
-                for (acc, n) in c.iter_mut().zip(&b.counts) {
-                    acc[0] += u64::from(n[0]);
-                    acc[1] += u64::from(n[1]);
-                }
-            }
-        }
-        c
-    };
-    let stats = |c: [[u64; 2]; 3], previous| {
-        let rate = |k: usize| {
-            if c[k][0] == 0 {
-                0.0
-            } else {
-                c[k][1] as f64 / c[k][0] as f64
-            }
-        };
-        WindowStats {
-            window: name,
-            api_rps: c[API][0] as f64 / w as f64,
-            api_error_rate: rate(API),
-            ai_rps: c[AI][0] as f64 / w as f64,
-            ai_error_rate: rate(AI),
-            db_rps: c[DB][0] as f64 / w as f64,
-            db_error_rate: rate(DB),
-            previous,
-        }
-    };
-    let end = now;
-    let prev = (end >= 2 * w).then(|| Box::new(stats(sum(end - 2 * w, end - w), None)));
-    stats(sum(end.saturating_sub(w), end), prev)
 }
 
 impl State {

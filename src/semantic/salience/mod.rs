@@ -2,7 +2,7 @@
 //! different things. Before a stored answer is served, the salient content of the
 //! two questions must agree:
 //!
-//! - **numbers** (digits, and the number words two to twelve),
+//! - **numbers** (digits, the number words two to twelve, and twice, double, half),
 //! - **identifiers**: `backticked` text, `snake_case`, `CamelCase`, `dotted.names`,
 //!   letter-digit mixes — each must also appear in the other text (ignoring case,
 //!   spaces and symbols),
@@ -12,93 +12,20 @@
 //!   or in neither,
 //! - **the people involved** (partner, parents, ex, boss, kids, …): the same set.
 //!
-//! The check only ever rejects; it never turns a miss into a hit.
+//! The check only ever rejects; it never turns a miss into a hit. [`contrast`] adds
+//! the coaching contrast rules (polarity, time, feeling, general vs mine, added or
+//! swapped content); the word lists both use are in `lists.rs`.
 
 use std::collections::BTreeSet;
 
 use crate::text::words;
 
-/// Number words ("one" and "once" are left out: mostly a pronoun, an article or "when").
-const NUMBER_WORDS: &[(&str, &str)] = &[
-    ("two", "2"),
-    ("three", "3"),
-    ("four", "4"),
-    ("five", "5"),
-    ("six", "6"),
-    ("seven", "7"),
-    ("eight", "8"),
-    ("nine", "9"),
-    ("ten", "10"),
-    ("eleven", "11"),
-    ("twelve", "12"),
-    ("twice", "2"),
-    ("double", "2"),
-    ("half", "0.5"),
-];
+mod lists;
 
-const NEGATIONS: &[&str] = &[
-    "not", "no", "non", "never", "without", "nobody", "nothing", "neither", "nor", "none",
-    "cannot", "absence", "absent", "lack", "lacks", "lacking",
-];
-
-/// People a coaching question can be about; plurals fold to the singular.
-const PEOPLE: &[(&str, &str)] = &[
-    ("partner", "partner"),
-    ("partners", "partner"),
-    ("spouse", "partner"),
-    ("wife", "wife"),
-    ("wives", "wife"),
-    ("husband", "husband"),
-    ("husbands", "husband"),
-    ("boyfriend", "boyfriend"),
-    ("girlfriend", "girlfriend"),
-    ("fiance", "fiance"),
-    ("fiancee", "fiance"),
-    ("ex", "ex"),
-    ("parent", "parent"),
-    ("parents", "parent"),
-    ("mother", "mother"),
-    ("mom", "mother"),
-    ("mum", "mother"),
-    ("father", "father"),
-    ("dad", "father"),
-    ("in-laws", "in-law"),
-    ("inlaws", "in-law"),
-    ("in-law", "in-law"),
-    ("child", "child"),
-    ("children", "child"),
-    ("kid", "child"),
-    ("kids", "child"),
-    ("son", "son"),
-    ("sons", "son"),
-    ("daughter", "daughter"),
-    ("daughters", "daughter"),
-    ("baby", "child"),
-    ("sibling", "sibling"),
-    ("siblings", "sibling"),
-    ("brother", "brother"),
-    ("brothers", "brother"),
-    ("sister", "sister"),
-    ("sisters", "sister"),
-    ("friend", "friend"),
-    ("friends", "friend"),
-    ("boss", "boss"),
-    ("manager", "boss"),
-    ("colleague", "colleague"),
-    ("colleagues", "colleague"),
-    ("coworker", "colleague"),
-    ("coworkers", "colleague"),
-    ("roommate", "roommate"),
-    ("roommates", "roommate"),
-    ("family", "family"),
-    ("therapist", "therapist"),
-    ("grandparents", "grandparent"),
-    ("grandparent", "grandparent"),
-    ("stepchild", "stepchild"),
-    ("stepkids", "stepchild"),
-    ("stepson", "stepchild"),
-    ("stepdaughter", "stepchild"),
-];
+use lists::{
+    FEELINGS, FUNCTION_WORDS, NEGATIONS, NUMBER_WORDS, ORDINALS, PEOPLE, POLARITY, SELF_WORDS,
+    SYNONYMS, TIME,
+};
 
 /// What the check compares, extracted from one text.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -245,171 +172,6 @@ pub fn conflict(a_text: &str, a: &Salient, b_text: &str, b: &Salient) -> Option<
     }
     None
 }
-
-/// Words that flip what is asked: polarity and quantity (`less`/`more`, `only`/`both`),
-/// and the start or end of an action. Each maps to its class; texts must agree.
-const POLARITY: &[(&str, &str)] = &[
-    ("less", "less"),
-    ("fewer", "less"),
-    ("more", "more"),
-    ("only", "only"),
-    ("both", "both"),
-    ("anymore", "anymore"),
-    ("longer", "anymore"),
-    ("again", "again"),
-    ("stop", "stop"),
-    ("quit", "stop"),
-    ("start", "start"),
-    ("begin", "start"),
-];
-
-/// When something happens: relative time, parts of the day and week, spans, occasions.
-const TIME: &[(&str, &str)] = &[
-    ("before", "before"),
-    ("after", "after"),
-    ("during", "during"),
-    ("while", "during"),
-    ("since", "since"),
-    ("until", "until"),
-    ("till", "until"),
-    ("later", "later"),
-    ("next", "next"),
-    ("last", "last"),
-    ("ago", "ago"),
-    ("early", "early"),
-    ("soon", "soon"),
-    ("tonight", "tonight"),
-    ("tomorrow", "tomorrow"),
-    ("yesterday", "yesterday"),
-    ("today", "today"),
-    ("morning", "morning"),
-    ("mornings", "morning"),
-    ("evening", "evening"),
-    ("evenings", "evening"),
-    ("night", "night"),
-    ("nights", "night"),
-    ("weekend", "weekend"),
-    ("weekends", "weekend"),
-    ("weekday", "weekday"),
-    ("weekdays", "weekday"),
-    ("day", "day"),
-    ("days", "day"),
-    ("week", "week"),
-    ("weeks", "week"),
-    ("month", "month"),
-    ("months", "month"),
-    ("year", "year"),
-    ("years", "year"),
-    ("decade", "decade"),
-    ("decades", "decade"),
-    ("new", "new"),
-    ("long", "long"),
-    ("old", "old"),
-    ("recent", "recent"),
-    ("birthday", "birthday"),
-    ("valentine", "valentine"),
-    ("valentines", "valentine"),
-    ("anniversary", "anniversary"),
-    ("christmas", "christmas"),
-    ("holiday", "holiday"),
-    ("holidays", "holiday"),
-    ("retirement", "retirement"),
-];
-
-const ORDINALS: &[&str] = &[
-    "first", "second", "third", "fourth", "fifth", "sixth", "seventh", "eighth", "ninth", "tenth",
-];
-
-/// Feelings, grouped: a question about anger is not one about sadness.
-const FEELINGS: &[(&str, &str)] = &[
-    ("angry", "anger"),
-    ("mad", "anger"),
-    ("furious", "anger"),
-    ("annoyed", "anger"),
-    ("irritated", "anger"),
-    ("resentful", "anger"),
-    ("sad", "sad"),
-    ("unhappy", "sad"),
-    ("happy", "happy"),
-    ("glad", "happy"),
-    ("anxious", "fear"),
-    ("nervous", "fear"),
-    ("scared", "fear"),
-    ("afraid", "fear"),
-    ("worried", "fear"),
-    ("fearful", "fear"),
-    ("lonely", "lonely"),
-    ("alone", "lonely"),
-    ("isolated", "lonely"),
-    ("hurt", "hurt"),
-    ("guilty", "guilt"),
-    ("ashamed", "guilt"),
-    ("jealous", "jealous"),
-    ("envious", "jealous"),
-    ("bored", "bored"),
-    ("dull", "bored"),
-    ("trapped", "trapped"),
-    ("stuck", "trapped"),
-    ("excited", "excited"),
-    ("curious", "curious"),
-    ("depressed", "depressed"),
-    ("stressed", "stressed"),
-    ("overwhelmed", "stressed"),
-    ("calm", "calm"),
-    ("insecure", "insecure"),
-];
-
-/// First person singular: "what does emotional intelligence mean" is not "what does
-/// *my* result mean".
-const SELF_WORDS: &[&str] = &[
-    "i", "me", "my", "mine", "myself", "i'm", "i've", "i'd", "i'll",
-];
-
-/// Words that carry no content of their own for the word-level comparison.
-const FUNCTION_WORDS: &[&str] = &[
-    "a", "an", "the", "to", "of", "in", "on", "for", "with", "about", "and", "or", "but", "is",
-    "are", "was", "were", "be", "been", "being", "am", "do", "does", "did", "doing", "i", "me",
-    "my", "we", "us", "our", "you", "your", "it", "its", "this", "that", "these", "those", "what",
-    "how", "why", "when", "where", "which", "who", "whom", "can", "could", "should", "would",
-    "will", "shall", "may", "might", "must", "have", "has", "had", "having", "there", "here", "so",
-    "if", "as", "at", "by", "from", "up", "out", "into", "over", "than", "then", "just", "very",
-    "really", "also", "any", "some", "all", "each", "every", "much", "many", "too", "get", "got",
-    "make",
-];
-
-/// Words that stand in for each other in coaching questions.
-const SYNONYMS: &[&[&str]] = &[
-    &[
-        "argue",
-        "argument",
-        "fight",
-        "fighting",
-        "quarrel",
-        "argu",
-        "fights",
-        "arguments",
-    ],
-    &[
-        "talk",
-        "speak",
-        "discuss",
-        "conversation",
-        "chat",
-        "talk",
-        "discussion",
-    ],
-    &[
-        "partner",
-        "spouse",
-        "wife",
-        "husband",
-        "boyfriend",
-        "girlfriend",
-    ],
-    &["tell", "say", "let", "know"],
-    &["help", "support"],
-    &["kid", "kids", "child", "children"],
-];
 
 /// Lowercased words with `n't` spelled out as `not`, apostrophes kept inside words.
 fn contrast_words(text: &str) -> Vec<String> {

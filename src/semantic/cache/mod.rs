@@ -1,0 +1,373 @@
+//! [`SemanticCache`]: scoped, thresholded, salience-checked answer reuse.
+//!
+//! This file holds the cache and its lookup (exact text, then the nearest stored
+//! questions, each checked by the verifiers); `index.rs` how entries are kept,
+//! `store.rs` how they are added and dropped, `builder.rs` the settings, `types.rs`
+//! what the cache hands out.
+
+mod builder;
+mod index;
+mod store;
+mod types;
+
+pub use builder::{MAX_TTL, SemanticCacheBuilder};
+pub use types::{CachedAnswer, Decision, Lookup, SemanticStats};
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+
+use serde_json::Value;
+use tokio::time::Instant;
+
+use super::budget::{AuditTicket, ErrorBudget, ErrorEstimate, Evidence};
+use super::hnsw::dot;
+use super::verify::{Candidate, Verdict, Verifier};
+use super::{Embedder, normalise};
+use crate::agent::{AiRequest, CacheTier, Scope};
+use crate::domain::AgentType;
+use crate::error::{Error, Result};
+use index::{State, normalise_text};
+
+#[derive(Debug, Default)]
+struct Counters {
+    exact: AtomicU64,
+    semantic: AtomicU64,
+    misses: AtomicU64,
+    near: AtomicU64,
+    rejected: AtomicU64,
+    audits: AtomicU64,
+    evictions: AtomicU64,
+    expirations: AtomicU64,
+}
+
+/// Reuses AI answers for paraphrased requests within a [`Scope`] — see the module docs.
+pub struct SemanticCache {
+    embedder: Arc<dyn Embedder>,
+    dim: usize,
+    threshold: f32,
+    per_agent: HashMap<AgentType, f32>,
+    shared: HashSet<AgentType>,
+    ttl: Duration,
+    capacity: usize,
+    ef_search: usize,
+    semantic: bool,
+    verifiers: Vec<Arc<dyn Verifier>>,
+    budget: Option<ErrorBudget>,
+    evidence: Mutex<HashMap<(AgentType, String), Evidence>>,
+    rng: AtomicU64,
+    state: RwLock<State>,
+    counters: Counters,
+}
+
+impl std::fmt::Debug for SemanticCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SemanticCache")
+            .field("embedder", &self.embedder.name())
+            .field("threshold", &self.threshold)
+            .field("semantic", &self.semantic)
+            .field("budget", &self.budget)
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+impl SemanticCache {
+    /// Whether questions that are not exact repeats may be served (see
+    /// [`SemanticCacheBuilder::semantic_hits`]).
+    pub fn serves_semantic_hits(&self) -> bool {
+        self.semantic || self.budget.is_some()
+    }
+
+    /// The verifiers a would-be hit must pass, in order.
+    pub fn verifiers(&self) -> &[Arc<dyn Verifier>] {
+        &self.verifiers
+    }
+
+    /// The embedder.
+    pub fn embedder(&self) -> &Arc<dyn Embedder> {
+        &self.embedder
+    }
+
+    /// The threshold that applies to `agent`.
+    pub fn threshold_for(&self, agent: AgentType) -> f32 {
+        self.per_agent
+            .get(&agent)
+            .copied()
+            .unwrap_or(self.threshold)
+    }
+
+    /// Whether `agent`'s answers are personal (scoped to the user).
+    pub fn is_personal(&self, agent: AgentType) -> bool {
+        !self.shared.contains(&agent)
+    }
+
+    /// The scope `req` is looked up in.
+    pub fn scope_of(&self, req: &AiRequest) -> Scope {
+        Scope::of(req, self.is_personal(req.agent))
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, State> {
+        self.state.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, State> {
+        self.state.write().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Looks `req` up: exact text first, then by similarity.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an invalid request; the embedder's errors.
+    pub async fn lookup(&self, req: &AiRequest) -> Result<Lookup> {
+        req.validate()?;
+        let scope = self.scope_of(req);
+        let question = req.prompt_text();
+        let norm = normalise_text(&question);
+        let now = Instant::now();
+        {
+            let s = self.read();
+            if let Some(idx) = s.scopes.get(&scope)
+                && let Some(&id) = idx.exact.get(&norm)
+                && let Some(e) = idx.entries[id as usize].as_ref()
+                && e.expires > now
+            {
+                self.counters.exact.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer: e.answer.clone(),
+                    tier: CacheTier::Exact,
+                    similarity: 1.0,
+                });
+            }
+        }
+        let embedding = self.embed_one(&question).await?;
+        if !self.serves_semantic_hits() {
+            self.counters.misses.fetch_add(1, Relaxed);
+            return Ok(Lookup::Miss {
+                embedding: Some(embedding),
+                nearest: None,
+                rejected: None,
+                audit: None,
+            });
+        }
+        let threshold = self.threshold_for(req.agent);
+        let key = (req.agent, req.params.model.clone());
+        let (floor, learned) = match &self.budget {
+            Some(b) => (b.floor, self.learned(&key)),
+            None => (threshold, None),
+        };
+        // The candidates are copied out so that no lock is held while verifiers run.
+        let candidates: Vec<(u32, f32, String, CachedAnswer)> = {
+            let s = self.read();
+            s.scopes.get(&scope).map_or_else(Vec::new, |idx| {
+                idx.nearest(&embedding, 4, self.ef_search, now)
+                    .into_iter()
+                    .filter_map(|(id, sim)| {
+                        let e = idx.entries[id as usize].as_ref()?;
+                        Some((id, sim, e.question.clone(), e.answer.clone()))
+                    })
+                    .collect()
+            })
+        };
+        let nearest = candidates.first().map(|c| c.1);
+        let mut rejected = None;
+        for (id, sim, stored, answer) in candidates {
+            if sim < floor {
+                break;
+            }
+            let cand = Candidate {
+                question: &question,
+                stored_question: &stored,
+                stored_answer: &answer.output,
+                similarity: sim,
+            };
+            if let Some(why) = self.refusal(&cand).await {
+                rejected.get_or_insert(why);
+                self.counters.rejected.fetch_add(1, Relaxed);
+                continue;
+            }
+            // Verifiers ran without the lock: serve nothing that was removed meanwhile
+            // (`forget_user`, expiry, replacement).
+            if !self.still_stored(&scope, id, &stored) {
+                continue;
+            }
+            let Some(b) = &self.budget else {
+                self.counters.semantic.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer,
+                    tier: CacheTier::Semantic,
+                    similarity: sim,
+                });
+            };
+            if learned.is_some_and(|t| sim >= t) && !self.draw(b.audit_share) {
+                self.counters.semantic.fetch_add(1, Relaxed);
+                return Ok(Lookup::Hit {
+                    answer,
+                    tier: CacheTier::Semantic,
+                    similarity: sim,
+                });
+            }
+            self.counters.audits.fetch_add(1, Relaxed);
+            self.counters.misses.fetch_add(1, Relaxed);
+            return Ok(Lookup::Miss {
+                embedding: Some(embedding),
+                nearest,
+                rejected,
+                audit: Some(AuditTicket {
+                    key,
+                    similarity: sim,
+                    stored_question: stored,
+                    stored_answer: answer.output,
+                }),
+            });
+        }
+        self.counters.misses.fetch_add(1, Relaxed);
+        if rejected.is_some() || nearest.is_some_and(|n| n >= threshold - 0.05) {
+            self.counters.near.fetch_add(1, Relaxed);
+        }
+        Ok(Lookup::Miss {
+            embedding: Some(embedding),
+            nearest,
+            rejected,
+            audit: None,
+        })
+    }
+
+    fn still_stored(&self, scope: &Scope, id: u32, question: &str) -> bool {
+        let now = Instant::now();
+        let s = self.read();
+        s.scopes
+            .get(scope)
+            .and_then(|idx| idx.entries.get(id as usize))
+            .and_then(Option::as_ref)
+            .is_some_and(|e| e.question == question && e.expires > now)
+    }
+
+    /// Why the verifiers refuse `cand`, or `None` when all accept. An error is a
+    /// refusal.
+    async fn refusal(&self, cand: &Candidate<'_>) -> Option<&'static str> {
+        for v in &self.verifiers {
+            match v.verify(cand).await {
+                Ok(Verdict::Accept) => {}
+                Ok(Verdict::Reject(why)) => return Some(why),
+                Err(e) => {
+                    tracing::warn!(verifier = v.name(), error = %e, "semantic cache: verifier failed; a miss");
+                    return Some("verifier failed");
+                }
+            }
+        }
+        None
+    }
+
+    /// A uniform draw below `share` (splitmix64 over a counter; seeded).
+    fn draw(&self, share: f64) -> bool {
+        let mut z = self.rng.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < share
+    }
+
+    fn learned(&self, key: &(AgentType, String)) -> Option<f32> {
+        let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        ev.get(key).and_then(Evidence::threshold)
+    }
+
+    /// Reports how an audited would-be hit turned out: `correct` when the stored
+    /// answer would have served the new question as well as the fresh one. The ticket
+    /// is consumed, so one outcome counts once. Ignored outside error-budget mode.
+    pub fn resolve_audit(&self, ticket: AuditTicket, correct: bool) {
+        let Some(b) = &self.budget else { return };
+        let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        ev.entry(ticket.key.clone())
+            .or_default()
+            .record(ticket.similarity, !correct, b);
+    }
+
+    /// The estimated wrong-answer share of semantic hits for `agent` and `model`
+    /// (error-budget mode; `None` otherwise).
+    pub fn error_estimate(&self, agent: AgentType, model: &str) -> Option<ErrorEstimate> {
+        let b = self.budget.as_ref()?;
+        let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        Some(
+            ev.get(&(agent, model.to_string()))
+                .map_or_else(|| Evidence::default().estimate(b), |e| e.estimate(b)),
+        )
+    }
+
+    async fn embed_one(&self, text: &str) -> Result<Vec<f32>> {
+        let mut v = self.embedder.embed(&[text.to_string()]).await?;
+        let v = v.pop().ok_or_else(|| Error::Backend {
+            what: "embedder".into(),
+            retryable: false,
+            source: "returned no vector".into(),
+        })?;
+        normalise(v, self.dim).map_err(|e| Error::Backend {
+            what: "embedder".into(),
+            retryable: false,
+            source: Box::new(e),
+        })
+    }
+
+    /// Whether the cache, as configured, would answer `b` with the answer stored for
+    /// `a` (same scope, the cache-wide threshold — not a per-agent one —, every
+    /// verifier asked; error-budget thresholds are not used here).
+    ///
+    /// # Errors
+    /// The embedder's errors.
+    pub async fn decide(&self, a: &str, b: &str) -> Result<Decision> {
+        let v = self.embedder.embed(&[a.to_string(), b.to_string()]).await?;
+        let (va, vb) = (
+            normalise(v[0].clone(), self.dim)?,
+            normalise(v[1].clone(), self.dim)?,
+        );
+        let exact = normalise_text(a) == normalise_text(b);
+        let similarity = if exact { 1.0 } else { dot(&va, &vb) };
+        let rejected = if exact || similarity < self.threshold {
+            None
+        } else if !self.semantic {
+            Some("exact repeats only")
+        } else {
+            let answer = Value::Null;
+            self.refusal(&Candidate {
+                question: b,
+                stored_question: a,
+                stored_answer: &answer,
+                similarity,
+            })
+            .await
+        };
+        let hit = exact || (similarity >= self.threshold && rejected.is_none());
+        let mut score = if hit {
+            1.0
+        } else {
+            (similarity.max(0.0) / self.threshold).min(0.999_999)
+        };
+        if rejected.is_some() {
+            score *= 0.5;
+        }
+        Ok(Decision {
+            similarity,
+            threshold: self.threshold,
+            rejected,
+            hit,
+            score,
+        })
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> SemanticStats {
+        SemanticStats {
+            exact_hits: self.counters.exact.load(Relaxed),
+            semantic_hits: self.counters.semantic.load(Relaxed),
+            misses: self.counters.misses.load(Relaxed),
+            near_misses: self.counters.near.load(Relaxed),
+            salience_rejections: self.counters.rejected.load(Relaxed),
+            audits: self.counters.audits.load(Relaxed),
+            entries: self.read().entries as u64,
+            evictions: self.counters.evictions.load(Relaxed),
+            expirations: self.counters.expirations.load(Relaxed),
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! Storing answers, and dropping them: on expiry, for capacity (oldest first), and
+//! when a user is forgotten.
+
+use std::sync::atomic::Ordering::Relaxed;
+
+use tokio::time::Instant;
+
+use super::SemanticCache;
+use super::index::{Entry, State, normalise_text};
+use super::types::CachedAnswer;
+use crate::agent::{AiRequest, AiResponse, Scope};
+use crate::domain::UserId;
+use crate::error::Result;
+use crate::semantic::normalise;
+
+impl SemanticCache {
+    /// Stores `resp` as the answer to `req`, reusing `embedding` from a miss when given.
+    ///
+    /// # Errors
+    /// `InvalidInput` for an invalid request or embedding; the embedder's errors.
+    pub async fn store(
+        &self,
+        req: &AiRequest,
+        resp: &AiResponse,
+        embedding: Option<Vec<f32>>,
+    ) -> Result<()> {
+        req.validate()?;
+        let question = req.prompt_text();
+        let embedding = match embedding {
+            Some(v) => normalise(v, self.dim)?,
+            None => self.embed_one(&question).await?,
+        };
+        let scope = self.scope_of(req);
+        let now = Instant::now();
+        let mut s = self.write();
+        let seq = s.next_seq;
+        s.next_seq += 1;
+        let entry = Entry {
+            seq,
+            norm: normalise_text(&question),
+            embedding,
+            answer: CachedAnswer {
+                output: resp.output.clone(),
+                model: resp.model.clone(),
+                usage: resp.usage,
+                question: question.clone(),
+            },
+            question,
+            expires: now + self.ttl,
+        };
+        self.expire(&mut s, now);
+        let idx = s.scopes.entry(scope.clone()).or_default();
+        if let Some(&old) = idx.exact.get(&entry.norm) {
+            idx.remove(old);
+            s.entries -= 1;
+        }
+        let idx = s.scopes.get_mut(&scope).expect("just inserted");
+        idx.insert(entry, self.dim);
+        s.entries += 1;
+        s.order.push_back((scope, seq, now + self.ttl));
+        while s.entries > self.capacity {
+            let Some((sc, seq, _)) = s.order.pop_front() else {
+                break;
+            };
+            if Self::drop_entry(&mut s, &sc, seq) {
+                self.counters.evictions.fetch_add(1, Relaxed);
+            }
+        }
+        Self::tidy_order(&mut s);
+        Ok(())
+    }
+
+    /// Drops queue items of entries that are gone once they outnumber the live ones,
+    /// so the queue stays as small as the cache.
+    fn tidy_order(s: &mut State) {
+        if s.order.len() > 2 * s.entries + 64 {
+            let State { scopes, order, .. } = s;
+            order.retain(|(sc, seq, _)| scopes.get(sc).is_some_and(|i| i.slots.contains_key(seq)));
+        }
+    }
+
+    fn drop_entry(s: &mut State, scope: &Scope, seq: u64) -> bool {
+        let Some(idx) = s.scopes.get_mut(scope) else {
+            return false;
+        };
+        let Some(&id) = idx.slots.get(&seq) else {
+            return false;
+        };
+        let removed = idx.remove(id);
+        if removed {
+            s.entries -= 1;
+        }
+        if idx.live == 0 {
+            s.scopes.remove(scope);
+        }
+        removed
+    }
+
+    fn expire(&self, s: &mut State, now: Instant) {
+        while s.order.front().is_some_and(|(_, _, exp)| *exp <= now) {
+            let (sc, seq, _) = s.order.pop_front().expect("checked");
+            if Self::drop_entry(s, &sc, seq) {
+                self.counters.expirations.fetch_add(1, Relaxed);
+            }
+        }
+    }
+
+    /// Removes every entry of `user` (e.g. when they delete their account).
+    pub fn forget_user(&self, user: UserId) -> usize {
+        let mut s = self.write();
+        let doomed: Vec<Scope> = s
+            .scopes
+            .keys()
+            .filter(|k| k.user == Some(user))
+            .cloned()
+            .collect();
+        let mut n = 0;
+        for k in doomed {
+            if let Some(idx) = s.scopes.remove(&k) {
+                n += idx.live;
+            }
+        }
+        s.entries -= n;
+        s.order.retain(|(sc, _, _)| sc.user != Some(user));
+        n
+    }
+}
