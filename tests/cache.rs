@@ -1,10 +1,13 @@
 //! `MemoryCache` bounds, expiry and counters (tokio's paused clock), and
 //! `CachedRepository`'s promise: a read after a write never returns the old value.
 
+mod common;
+
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
+use common::fixtures::new_goal;
 use kasama::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
 use kasama::prelude::*;
 
@@ -144,17 +147,7 @@ async fn setup(repo: &impl Repository) -> (UserId, Goal) {
     .await
     .unwrap();
     let g = repo
-        .create_goal(
-            Actor::User(u),
-            NewGoal {
-                user_id: u,
-                title: "v0".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
+        .create_goal(Actor::User(u), new_goal(u, "v0"))
         .await
         .unwrap();
     (u, g)
@@ -197,19 +190,9 @@ async fn reads_are_served_from_the_cache_until_a_write() {
         .unwrap();
     assert_eq!(repo.get_goal(me, g.id).await.unwrap().progress, 40);
     // A new row shows in the cached list.
-    repo.create_goal(
-        Actor::Service,
-        NewGoal {
-            user_id: u,
-            title: "second".into(),
-            description: String::new(),
-            category: "c".into(),
-            target_date: None,
-            milestones: vec![],
-        },
-    )
-    .await
-    .unwrap();
+    repo.create_goal(Actor::Service, new_goal(u, "second"))
+        .await
+        .unwrap();
     assert_eq!(
         repo.list_goals(me, u, Page::default()).await.unwrap().len(),
         2

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
+use common::fixtures::new_assessment;
 use kasama::agent::{AiRequest, SimulatedAgent};
 use kasama::health::{AlertKind, Check, HealthMonitor, Status, Thresholds};
 use kasama::metrics::{InMemoryMetrics, MetricEvent, MetricsSink};
@@ -292,15 +293,7 @@ async fn health_includes_the_databases_own_figures() {
         .await
         .unwrap();
     db.repo
-        .create_assessment(
-            Actor::Service,
-            NewAssessment {
-                user_id: u,
-                assessment_type: "x".into(),
-                title: "T".into(),
-                created_at: None,
-            },
-        )
+        .create_assessment(Actor::Service, new_assessment(u, "x", "T", None))
         .await
         .unwrap();
     let r = monitor.evaluate().await;

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{TimeZone, Utc};
+use common::fixtures::{new_answer, new_assessment};
 use kasama::prelude::*;
 use kasama::repository::postgres::{
     MaintenanceConfig, MaintenanceReport, PartitionMaintainer, spawn_partition_maintenance,
@@ -132,28 +133,12 @@ async fn erase_user_does_not_deadlock_with_a_partition_move() {
     // An assessment far ahead lands in DEFAULT: the next ensure_partitions moves it.
     let far = Utc.with_ymd_and_hms(2031, 5, 10, 12, 0, 0).unwrap();
     let a = repo
-        .create_assessment(
-            S,
-            NewAssessment {
-                user_id: u,
-                assessment_type: "x".into(),
-                title: "T".into(),
-                created_at: Some(far),
-            },
-        )
+        .create_assessment(S, new_assessment(u, "x", "T", Some(far)))
         .await
         .unwrap();
-    repo.answer_assessment(
-        S,
-        a.id,
-        vec![NewAnswer {
-            question_id: "q".into(),
-            answer: serde_json::json!(1),
-            score: None,
-        }],
-    )
-    .await
-    .unwrap();
+    repo.answer_assessment(S, a.id, vec![new_answer("q", serde_json::json!(1))])
+        .await
+        .unwrap();
 
     // A third session holds the answer's row lock: erase_user's first DELETE takes
     // its table lock on assessment_answers, then waits for the row.

@@ -4,6 +4,7 @@
 mod common;
 
 use chrono::{Datelike, NaiveDate, TimeZone, Utc, Weekday};
+use common::fixtures::{new_answer, new_assessment};
 use kasama::prelude::*;
 use serde_json::json;
 
@@ -19,15 +20,7 @@ async fn ensure_partitions_moves_default_rows_and_is_idempotent() {
         .unwrap();
     let old = Utc.with_ymd_and_hms(2024, 3, 15, 10, 0, 0).unwrap();
     let asmt = repo
-        .create_assessment(
-            Actor::User(a),
-            NewAssessment {
-                user_id: a,
-                assessment_type: "x".into(),
-                title: "Old".into(),
-                created_at: Some(old),
-            },
-        )
+        .create_assessment(Actor::User(a), new_assessment(a, "x", "Old", Some(old)))
         .await
         .unwrap();
     repo.answer_assessment(
@@ -233,12 +226,12 @@ async fn an_answer_written_during_a_partition_move_is_kept() {
         .repo
         .create_assessment(
             Actor::User(a),
-            NewAssessment {
-                user_id: a,
-                assessment_type: "x".into(),
-                title: "Far ahead".into(),
-                created_at: Some(Utc.with_ymd_and_hms(2032, 7, 10, 12, 0, 0).unwrap()),
-            },
+            new_assessment(
+                a,
+                "x",
+                "Far ahead",
+                Some(Utc.with_ymd_and_hms(2032, 7, 10, 12, 0, 0).unwrap()),
+            ),
         )
         .await
         .unwrap();
@@ -324,28 +317,12 @@ async fn retention_drops_old_partitions_only() {
         Utc::now(),
     ] {
         let asmt = repo
-            .create_assessment(
-                ua,
-                NewAssessment {
-                    user_id: a,
-                    assessment_type: "x".into(),
-                    title: "T".into(),
-                    created_at: Some(t),
-                },
-            )
+            .create_assessment(ua, new_assessment(a, "x", "T", Some(t)))
             .await
             .unwrap();
-        repo.answer_assessment(
-            ua,
-            asmt.id,
-            vec![NewAnswer {
-                question_id: "q".into(),
-                answer: json!(1),
-                score: None,
-            }],
-        )
-        .await
-        .unwrap();
+        repo.answer_assessment(ua, asmt.id, vec![new_answer("q", json!(1))])
+            .await
+            .unwrap();
         repo.record_interaction(ua, common::one_nano_interaction(a, Some(t)))
             .await
             .unwrap();

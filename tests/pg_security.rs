@@ -5,6 +5,7 @@ mod common;
 
 use std::time::Duration;
 
+use common::fixtures::{new_assessment, new_goal};
 use kasama::prelude::*;
 use kasama::repository::postgres::PgRepository;
 use tokio_postgres::error::SqlState;
@@ -20,27 +21,12 @@ async fn seed(repo: &PgRepository) -> (UserId, UserId, GoalId, GoalId) {
     repo.create_profile(S, NewProfile::new(b, format!("{b}@example.com"), "B"))
         .await
         .unwrap();
-    let goal = |u: UserId| NewGoal {
-        user_id: u,
-        title: format!("goal of {u}"),
-        description: String::new(),
-        category: "c".into(),
-        target_date: None,
-        milestones: vec![],
-    };
+    let goal = |u: UserId| new_goal(u, &format!("goal of {u}"));
     let ga = repo.create_goal(S, goal(a)).await.unwrap().id;
     let gb = repo.create_goal(S, goal(b)).await.unwrap().id;
-    repo.create_assessment(
-        S,
-        NewAssessment {
-            user_id: b,
-            assessment_type: "x".into(),
-            title: "T".into(),
-            created_at: None,
-        },
-    )
-    .await
-    .unwrap();
+    repo.create_assessment(S, new_assessment(b, "x", "T", None))
+        .await
+        .unwrap();
     (a, b, ga, gb)
 }
 
@@ -432,15 +418,7 @@ async fn an_answer_cannot_point_at_another_users_assessment_even_in_raw_sql() {
     let (a, b, _, _) = seed(&db.repo).await;
     let asmt = db
         .repo
-        .create_assessment(
-            Actor::User(a),
-            NewAssessment {
-                user_id: a,
-                assessment_type: "x".into(),
-                title: "A's".into(),
-                created_at: None,
-            },
-        )
+        .create_assessment(Actor::User(a), new_assessment(a, "x", "A's", None))
         .await
         .unwrap();
     let c = db.app().await;

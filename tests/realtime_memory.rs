@@ -1,8 +1,11 @@
 //! The in-memory change feed: the same events as PostgreSQL's, isolation, bounded
 //! buffers, unsubscribe on drop, hydration.
 
+mod common;
+
 use std::sync::Arc;
 
+use common::fixtures::{new_goal, new_reminder, own_feed};
 use kasama::prelude::*;
 use kasama::realtime::{
     ChangeOp, ChangeTable, ChangedRow, Channel, Hub, MemoryRealtime, Realtime, RealtimeEvent,
@@ -28,17 +31,6 @@ async fn user(repo: &InMemoryRepository) -> UserId {
     u
 }
 
-fn goal(u: UserId, title: &str) -> NewGoal {
-    NewGoal {
-        user_id: u,
-        title: title.into(),
-        description: String::new(),
-        category: "c".into(),
-        target_date: None,
-        milestones: vec![],
-    }
-}
-
 fn change(e: Option<RealtimeEvent>) -> kasama::realtime::ChangeEvent {
     match e {
         Some(RealtimeEvent::Change(c)) => c,
@@ -50,24 +42,8 @@ fn change(e: Option<RealtimeEvent>) -> kasama::realtime::ChangeEvent {
 async fn writes_publish_ordered_events_only_to_their_owner() {
     let (repo, rt) = setup(64);
     let (a, b) = (user(&repo).await, user(&repo).await);
-    let mut sa = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: None,
-            },
-        )
-        .unwrap();
-    let mut goals_only = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: Some(ChangeTable::Goals),
-            },
-        )
-        .unwrap();
+    let mut sa = own_feed(&rt, a, None);
+    let mut goals_only = own_feed(&rt, a, Some(ChangeTable::Goals));
     let mut all_goals = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -88,28 +64,18 @@ async fn writes_publish_ordered_events_only_to_their_owner() {
             .is_forbidden()
     );
 
-    repo.create_goal(Actor::User(b), goal(b, "b's"))
+    repo.create_goal(Actor::User(b), new_goal(b, "b's"))
         .await
         .unwrap();
     let g = repo
-        .create_goal(Actor::User(a), goal(a, "a's"))
+        .create_goal(Actor::User(a), new_goal(a, "a's"))
         .await
         .unwrap();
     repo.set_goal_progress(Actor::User(a), g.id, 50)
         .await
         .unwrap();
     let n = repo
-        .create_notification(
-            Actor::Service,
-            NewNotification {
-                user_id: a,
-                kind: NotificationType::Reminder,
-                priority: PriorityLevel::Low,
-                title: "t".into(),
-                body: String::new(),
-                data: serde_json::json!({}),
-            },
-        )
+        .create_notification(Actor::Service, new_reminder(a, "t"))
         .await
         .unwrap();
     repo.delete_goal(Actor::User(a), g.id).await.unwrap();
@@ -148,21 +114,13 @@ async fn writes_publish_ordered_events_only_to_their_owner() {
 async fn a_subscriber_that_never_reads_lags_without_stalling_others() {
     let (repo, rt) = setup(4);
     let u = user(&repo).await;
-    let mut stuck = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut stuck = own_feed(&rt, u, None);
     let mut reader = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
     let mut seen = 0;
     for i in 0..20 {
-        repo.create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+        repo.create_goal(Actor::User(u), new_goal(u, &format!("g{i}")))
             .await
             .unwrap();
         // The reader keeps up; the stuck one does not read at all.
@@ -194,7 +152,7 @@ async fn hydration_reads_as_the_subscriber() {
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
     let g = repo
-        .create_goal(Actor::User(a), goal(a, "mine"))
+        .create_goal(Actor::User(a), new_goal(a, "mine"))
         .await
         .unwrap();
     let e = change(s.next_event().await);
@@ -224,7 +182,7 @@ async fn limit_buffer_lowers_one_subscriptions_bound_and_never_raises_it() {
     let mut ids = Vec::new();
     for i in 0..10 {
         let g = repo
-            .create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+            .create_goal(Actor::User(u), new_goal(u, &format!("g{i}")))
             .await
             .unwrap();
         ids.push(g.id.0);
@@ -242,7 +200,7 @@ async fn limit_buffer_lowers_one_subscriptions_bound_and_never_raises_it() {
     );
     // Drained, the queue takes new events again, in order.
     let g = repo
-        .create_goal(Actor::User(u), goal(u, "after"))
+        .create_goal(Actor::User(u), new_goal(u, "after"))
         .await
         .unwrap();
     assert_eq!(change(small.next_event().await).id, g.id.0);
@@ -253,15 +211,7 @@ async fn a_subscription_ends_when_its_feed_is_dropped() {
     let hub = Hub::new(4);
     let rt = MemoryRealtime::new(hub.clone());
     let u = UserId::new();
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(&rt, u, None);
     let waiting = tokio::spawn(async move { s.next_event().await });
     tokio::task::yield_now().await;
     drop(rt);

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use common::cluster::Cluster;
 
+use common::fixtures::{new_goal, own_feed};
 use kasama::prelude::*;
 use kasama::realtime::{
     ChangeEvent, ChangeOp, ChangeTable, Channel, FeedState, PgRealtime, PgRealtimeConfig, Realtime,
@@ -57,17 +58,6 @@ fn mine(u: UserId) -> Channel {
     }
 }
 
-fn goal(u: UserId, title: &str) -> NewGoal {
-    NewGoal {
-        user_id: u,
-        title: title.into(),
-        description: String::new(),
-        category: "c".into(),
-        target_date: None,
-        milestones: vec![],
-    }
-}
-
 async fn users(repo: &PgRepository, n: usize) -> Vec<UserId> {
     let mut v = Vec::new();
     for i in 0..n {
@@ -90,24 +80,8 @@ async fn commit_order_rollbacks_and_isolation() {
     assert!(rt.wait_connected(Duration::from_secs(10)).await);
     let us = users(&db.repo, 2).await;
     let (a, b) = (us[0], us[1]);
-    let mut sa = rt
-        .subscribe(
-            Actor::User(a),
-            Channel::User {
-                user: a,
-                table: None,
-            },
-        )
-        .unwrap();
-    let mut sb = rt
-        .subscribe(
-            Actor::User(b),
-            Channel::User {
-                user: b,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut sa = own_feed(&rt, a, None);
+    let mut sb = own_feed(&rt, b, None);
     let mut all = rt
         .subscribe(Actor::Service, Channel::Table(ChangeTable::Goals))
         .unwrap();
@@ -125,12 +99,12 @@ async fn commit_order_rollbacks_and_isolation() {
 
     let g1 = db
         .repo
-        .create_goal(Actor::User(a), goal(a, "g1"))
+        .create_goal(Actor::User(a), new_goal(a, "g1"))
         .await
         .unwrap();
     let g2 = db
         .repo
-        .create_goal(Actor::User(b), goal(b, "g2"))
+        .create_goal(Actor::User(b), new_goal(b, "g2"))
         .await
         .unwrap();
     db.repo
@@ -189,7 +163,7 @@ async fn commit_order_rollbacks_and_isolation() {
     // b saw nothing of a's.
     let g3 = db
         .repo
-        .create_goal(Actor::User(b), goal(b, "g3"))
+        .create_goal(Actor::User(b), new_goal(b, "g3"))
         .await
         .unwrap();
     assert_eq!(change(&mut sb).await.id, g3.id.0);
@@ -221,7 +195,7 @@ async fn a_killed_listener_reconnects_resyncs_and_delivers_again() {
     assert_ne!(st.backend_pid, Some(pid));
     let g = db
         .repo
-        .create_goal(Actor::User(u), goal(u, "after"))
+        .create_goal(Actor::User(u), new_goal(u, "after"))
         .await
         .unwrap();
     assert_eq!(change(&mut s).await.id, g.id.0);
@@ -248,7 +222,7 @@ async fn a_subscriber_that_never_reads_does_not_stall_the_others() {
         .unwrap();
     for i in 0..20 {
         db.repo
-            .create_goal(Actor::User(u), goal(u, &format!("g{i}")))
+            .create_goal(Actor::User(u), new_goal(u, &format!("g{i}")))
             .await
             .unwrap();
         // The reader keeps up (buffers are 4 here); the stuck one never reads.
@@ -264,15 +238,7 @@ async fn a_row_with_megabytes_of_json_still_notifies() {
     let Some((db, rt, u)) = feed().await else {
         return;
     };
-    let mut s = rt
-        .subscribe(
-            Actor::User(u),
-            Channel::User {
-                user: u,
-                table: Some(ChangeTable::Notifications),
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(&rt, u, Some(ChangeTable::Notifications));
     // 2 MB of JSON, written past the repository's own 64 KiB limit.
     let admin = db.admin().await;
     let big = serde_json::json!({ "blob": "x".repeat(2_000_000) });
@@ -304,7 +270,7 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     let u = users(&repo, 1).await[0];
     let mut s = rt.subscribe(Actor::User(u), mine(u)).unwrap();
     let before = repo
-        .create_goal(Actor::User(u), goal(u, "before"))
+        .create_goal(Actor::User(u), new_goal(u, "before"))
         .await
         .unwrap();
     assert_eq!(change(&mut s).await.id, before.id.0);
@@ -322,7 +288,7 @@ async fn a_server_restart_while_subscribed_reconnects_and_resyncs() {
     // The pool's old connections died with the server; a fresh call may need a retry.
     let mut after = None;
     for _ in 0..20 {
-        match repo.create_goal(Actor::User(u), goal(u, "after")).await {
+        match repo.create_goal(Actor::User(u), new_goal(u, "after")).await {
             Ok(g) => {
                 after = Some(g);
                 break;

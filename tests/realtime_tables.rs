@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{TimeZone, Utc};
+use common::fixtures::{
+    new_answer, new_assessment, new_goal, new_learning_path, new_reminder, own_feed,
+};
 use kasama::prelude::*;
 use kasama::realtime::{
-    ChangeOp as Op, ChangeTable as T, Channel, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig,
-    Realtime, RealtimeEvent, Subscription,
+    ChangeOp as Op, ChangeTable as T, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime,
+    RealtimeEvent, Subscription,
 };
 use serde_json::json;
 
@@ -82,27 +85,11 @@ where
         )
         .await
         .unwrap();
-    let mut s = rt
-        .subscribe(
-            me,
-            Channel::User {
-                user: u,
-                table: None,
-            },
-        )
-        .unwrap();
+    let mut s = own_feed(rt, u, None);
 
     // assessments: insert, update (in this month's partition on PostgreSQL).
     let a1 = repo
-        .create_assessment(
-            me,
-            NewAssessment {
-                user_id: u,
-                assessment_type: "communication".into(),
-                title: "Now".into(),
-                created_at: None,
-            },
-        )
+        .create_assessment(me, new_assessment(u, "communication", "Now", None))
         .await
         .unwrap();
     repo.complete_assessment(me, a1.id, 70, json!({}))
@@ -119,20 +106,7 @@ where
 
     // goals and progress: insert, update, delete (delete_goal deletes goal-only
     // progress and unlinks the rest).
-    let g = repo
-        .create_goal(
-            me,
-            NewGoal {
-                user_id: u,
-                title: "G".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
-        .await
-        .unwrap();
+    let g = repo.create_goal(me, new_goal(u, "G")).await.unwrap();
     repo.update_goal(
         me,
         g.id,
@@ -187,30 +161,12 @@ where
 
     // notifications and learning paths: insert, update.
     let n = repo
-        .create_notification(
-            me,
-            NewNotification {
-                user_id: u,
-                kind: NotificationType::Reminder,
-                priority: PriorityLevel::Low,
-                title: "N".into(),
-                body: String::new(),
-                data: json!({}),
-            },
-        )
+        .create_notification(me, new_reminder(u, "N"))
         .await
         .unwrap();
     repo.mark_notifications_read(me, u, &[n.id]).await.unwrap();
     let l = repo
-        .create_learning_path(
-            me,
-            NewLearningPath {
-                user_id: u,
-                title: "L".into(),
-                description: String::new(),
-                practice_ids: vec![practice.id],
-            },
-        )
+        .create_learning_path(me, new_learning_path(u, vec![practice.id]))
         .await
         .unwrap();
     repo.advance_learning_path(me, l.id, 1).await.unwrap();
@@ -236,26 +192,18 @@ where
     let later = repo
         .create_assessment(
             me,
-            NewAssessment {
-                user_id: u,
-                assessment_type: "communication".into(),
-                title: "Later".into(),
-                created_at: Some(Utc.with_ymd_and_hms(2031, 5, 4, 3, 2, 1).unwrap()),
-            },
+            new_assessment(
+                u,
+                "communication",
+                "Later",
+                Some(Utc.with_ymd_and_hms(2031, 5, 4, 3, 2, 1).unwrap()),
+            ),
         )
         .await
         .unwrap();
-    repo.answer_assessment(
-        me,
-        later.id,
-        vec![NewAnswer {
-            question_id: "q".into(),
-            answer: json!(1),
-            score: None,
-        }],
-    )
-    .await
-    .unwrap();
+    repo.answer_assessment(me, later.id, vec![new_answer("q", json!(1))])
+        .await
+        .unwrap();
     expect(&mut s, &[(T::Assessments, Op::Insert, later.id.0)]).await;
     maintain().await;
     assert_eq!(repo.list_answers(me, later.id).await.unwrap().len(), 1);
@@ -281,17 +229,7 @@ where
         .await
         .unwrap();
     let g2 = repo
-        .create_goal(
-            me,
-            NewGoal {
-                user_id: marker.id,
-                title: "after".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
+        .create_goal(me, new_goal(marker.id, "after"))
         .await
         .unwrap();
     assert_eq!(next_change(&mut s).await, (T::Goals, Op::Insert, g2.id.0));

@@ -2,168 +2,25 @@
 //! in-memory listener (duplex pipes instead of TCP), so time only moves when every
 //! task waits, and a client that does not read fills its pipe like a stalled peer.
 //! Dead peers, slow clients, queue overflow, the incoming size cap, the per-user cap
-//! and token expiry.
+//! and token expiry. The harness (pipes, server, client helpers) is tests/common/ws.rs;
+//! these tests serve it with `axum::serve`.
 #![cfg(all(feature = "server", feature = "metrics-facade"))]
 
-use std::sync::Arc;
+mod common;
+
 use std::time::Duration;
 
+use common::ws::{HOUR, Server, close_code, reader, recv, text, tok, tok_exp};
 use futures_util::{SinkExt, StreamExt};
-use kasama::agent::SimulatedAgent;
-use kasama::health::HealthMonitor;
-use kasama::metrics::{InMemoryMetrics, MetricsSink};
-use kasama::pipeline::AiPipeline;
 use kasama::prelude::*;
-use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime};
-use kasama::server::{AppState, WsConfig, WsSockets, WsStats, router, token};
+use kasama::server::{WsConfig, WsSockets};
 use serde_json::Value;
-use tokio::io::DuplexStream;
-use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
-
-const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
-
-/// An axum listener whose connections are in-memory pipes.
-struct Pipes(mpsc::UnboundedReceiver<DuplexStream>);
-
-impl axum::serve::Listener for Pipes {
-    type Io = DuplexStream;
-    type Addr = ();
-
-    async fn accept(&mut self) -> (DuplexStream, ()) {
-        match self.0.recv().await {
-            Some(io) => (io, ()),
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Server {
-    connect: mpsc::UnboundedSender<DuplexStream>,
-    hub: Arc<Hub>,
-    ws: Arc<WsSockets>,
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<DuplexStream>;
-
-impl Server {
-    fn start(config: WsConfig) -> Server {
-        let metrics = Arc::new(InMemoryMetrics::new());
-        let sink: Arc<dyn MetricsSink> = metrics.clone();
-        let hub = Hub::new(256);
-        let repo: Arc<dyn Repository> =
-            Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
-        let pipeline = Arc::new(
-            AiPipeline::builder(repo.clone())
-                .backend(Arc::new(SimulatedAgent::instant("sim")))
-                .metrics(sink.clone())
-                .build()
-                .unwrap(),
-        );
-        let ws = WsSockets::new(config).unwrap();
-        let state = AppState {
-            repo,
-            pipeline,
-            realtime: Arc::new(MemoryRealtime::new(hub.clone())),
-            metrics: metrics.clone(),
-            sink,
-            health: Arc::new(HealthMonitor::new(metrics)),
-            jwt: kasama::server::JwtConfig::new(SECRET).unwrap(),
-            render_metrics: None,
-            ws: ws.clone(),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(async move { axum::serve(Pipes(rx), router(state)).await.unwrap() });
-        Server {
-            connect: tx,
-            hub,
-            ws,
-        }
-    }
-
-    /// A client over a pipe holding at most `pipe` bytes each way.
-    async fn connect(
-        &self,
-        token: &str,
-        pipe: usize,
-    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let (client, server) = tokio::io::duplex(pipe);
-        self.connect.send(server).unwrap();
-        tokio_tungstenite::client_async(format!("ws://kasama.test/realtime?token={token}"), client)
-            .await
-            .map(|(ws, _)| ws)
-    }
-
-    fn publish(&self, user: UserId, n: usize) {
-        for _ in 0..n {
-            self.hub.publish(&ChangeEvent {
-                table: ChangeTable::Goals,
-                op: ChangeOp::Insert,
-                id: uuid::Uuid::new_v4(),
-                user_id: user,
-                seq: 1,
-                at: chrono::Utc::now(),
-            });
-        }
-    }
-
-    /// Lets the server's tasks run (paused clock: no real time passes).
-    async fn settle(&self) -> WsStats {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.ws.stats()
-    }
-}
-
-fn tok(user: UserId, ttl: Duration) -> String {
-    token(SECRET, user, ttl)
-}
-
-const HOUR: Duration = Duration::from_secs(3600);
-
-/// Reads `w` in a task (which also answers the server's pings) and forwards every
-/// message but pings; the channel ends when the socket does.
-fn reader(mut w: Ws) -> mpsc::UnboundedReceiver<Message> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = w.next().await {
-            if !matches!(m, Message::Ping(_)) && tx.send(m).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-/// The next message, within two minutes (of paused time: a missing message fails
-/// instead of hanging while the clock runs on).
-async fn recv(r: &mut mpsc::UnboundedReceiver<Message>) -> Option<Message> {
-    tokio::time::timeout(Duration::from_secs(120), r.recv())
-        .await
-        .expect("a message within 120 s")
-}
-
-fn close_code(m: Option<Message>) -> u16 {
-    match m {
-        Some(Message::Close(Some(f))) => u16::from(f.code),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-}
-
-fn text(m: Option<Message>) -> Value {
-    match m {
-        Some(Message::Text(t)) => serde_json::from_str(&t).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
 
 #[tokio::test(start_paused = true)]
 async fn a_silent_peer_is_dropped_at_the_pong_deadline_and_a_live_one_stays() {
     // Ping at 15 s; no frame by 25 s → dead.
-    let s = Server::start(WsConfig::default());
+    let s = Server::start_axum(WsConfig::default());
     let (a, b) = (UserId::new(), UserId::new());
     let mut live = reader(s.connect(&tok(a, HOUR), 64 * 1024).await.unwrap());
     let _silent = s.connect(&tok(b, HOUR), 64 * 1024).await.unwrap();
@@ -187,7 +44,7 @@ async fn a_silent_peer_is_dropped_at_the_pong_deadline_and_a_live_one_stays() {
 
 #[tokio::test(start_paused = true)]
 async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
-    let s = Server::start(WsConfig::default()); // send timeout 5 s, queue 64
+    let s = Server::start_axum(WsConfig::default()); // send timeout 5 s, queue 64
     let u = UserId::new();
     // A 512-byte pipe: a couple of events fill it, then sends wait.
     let _stalled = s.connect(&tok(u, HOUR), 512).await.unwrap();
@@ -198,12 +55,12 @@ async fn a_client_that_stops_reading_is_dropped_after_the_send_timeout() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     let st = s.settle().await;
     assert_eq!((st.closed_slow, st.open), (1, 0));
-    assert_eq!(s.hub.len(), 0, "its subscription is gone too");
+    assert_eq!(s.hub().len(), 0, "its subscription is gone too");
 }
 
 #[tokio::test(start_paused = true)]
 async fn an_overflowing_queue_sends_lagged_then_closes_with_4008() {
-    let s = Server::start(WsConfig {
+    let s = Server::start_axum(WsConfig {
         queue: 8,
         ..WsConfig::default()
     });
@@ -229,7 +86,7 @@ async fn an_overflowing_queue_sends_lagged_then_closes_with_4008() {
 
 #[tokio::test(start_paused = true)]
 async fn an_oversize_message_closes_with_1009() {
-    let s = Server::start(WsConfig::default()); // 1 KiB
+    let s = Server::start_axum(WsConfig::default()); // 1 KiB
     let u = UserId::new();
     let mut w = s.connect(&tok(u, HOUR), 64 * 1024).await.unwrap();
     // Small messages and pings are fine.
@@ -255,7 +112,7 @@ async fn an_oversize_message_closes_with_1009() {
 
 #[tokio::test(start_paused = true)]
 async fn a_user_may_hold_only_max_per_user_sockets() {
-    let s = Server::start(WsConfig {
+    let s = Server::start_axum(WsConfig {
         max_per_user: 2,
         ..WsConfig::default()
     });
@@ -293,7 +150,7 @@ async fn a_user_may_hold_only_max_per_user_sockets() {
 
 #[tokio::test(start_paused = true)]
 async fn a_socket_closes_with_4001_when_its_token_expires() {
-    let s = Server::start(WsConfig::default());
+    let s = Server::start_axum(WsConfig::default());
     let u = UserId::new();
     // `exp` has whole seconds: the token lives 59 to 60 s from now.
     let mut r = reader(
@@ -317,17 +174,7 @@ async fn a_socket_closes_with_4001_when_its_token_expires() {
     assert_eq!((st.closed_expired, st.open), (1, 0));
 
     // An expired token never gets a socket.
-    let old = jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &kasama::server::Claims {
-            sub: u.to_string(),
-            exp: 1_000_000,
-            nbf: None,
-            role: None,
-        },
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap();
+    let old = tok_exp(u, 1_000_000);
     match s.connect(&old, 4096).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
         other => panic!("expected HTTP 401, got {:?}", other.map(|_| ())),

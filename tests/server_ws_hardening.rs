@@ -6,8 +6,8 @@
 //! dropped; an expired token gets 401 and an absurd `exp` or ttl neither panics nor
 //! expires early; settings that do not fit the clock are refused by name; `lagged`
 //! counts every event the client did not get; a commit on PostgreSQL reaches only its
-//! user's socket. Same in-memory pipe harness as tests/server_ws.rs, served by
-//! `kasama::server::serve`.
+//! user's socket. Same in-memory pipe harness as tests/server_ws.rs (tests/common/ws.rs),
+//! served by `kasama::server::serve`.
 #![cfg(all(feature = "server", feature = "metrics-facade"))]
 
 mod common;
@@ -15,189 +15,19 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use kasama::agent::SimulatedAgent;
-use kasama::health::HealthMonitor;
-use kasama::metrics::{InMemoryMetrics, MetricsSink};
-use kasama::pipeline::AiPipeline;
-use kasama::prelude::*;
-use kasama::realtime::{
-    ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime,
+use common::fixtures::new_goal;
+use common::ws::{
+    HOUR, Pipes, Server, app_state, close_code, goal_insert, reader, recv, text, tok, tok_exp,
 };
-use kasama::server::{AppState, WsConfig, WsSockets, WsStats, router, token};
-use serde_json::Value;
-use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+use futures_util::SinkExt;
+use kasama::prelude::*;
+use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig};
+use kasama::server::{WsConfig, WsSockets, router};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-
-const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
-const HOUR: Duration = Duration::from_secs(3600);
-
-struct Pipes(mpsc::UnboundedReceiver<DuplexStream>);
-
-impl axum::serve::Listener for Pipes {
-    type Io = DuplexStream;
-    type Addr = ();
-
-    async fn accept(&mut self) -> (DuplexStream, ()) {
-        match self.0.recv().await {
-            Some(io) => (io, ()),
-            None => std::future::pending().await,
-        }
-    }
-
-    fn local_addr(&self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-struct Server {
-    connect: mpsc::UnboundedSender<DuplexStream>,
-    hub: Option<Arc<Hub>>,
-    ws: Arc<WsSockets>,
-}
-
-type Ws = tokio_tungstenite::WebSocketStream<DuplexStream>;
-
-impl Server {
-    fn start(config: WsConfig) -> Server {
-        let hub = Hub::new(256);
-        let repo: Arc<dyn Repository> =
-            Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
-        let mut s = Self::with(config, repo, Arc::new(MemoryRealtime::new(hub.clone())));
-        s.hub = Some(hub);
-        s
-    }
-
-    fn with(config: WsConfig, repo: Arc<dyn Repository>, realtime: Arc<dyn Realtime>) -> Server {
-        let metrics = Arc::new(InMemoryMetrics::new());
-        let sink: Arc<dyn MetricsSink> = metrics.clone();
-        let pipeline = Arc::new(
-            AiPipeline::builder(repo.clone())
-                .backend(Arc::new(SimulatedAgent::instant("sim")))
-                .metrics(sink.clone())
-                .build()
-                .unwrap(),
-        );
-        let ws = WsSockets::new(config).unwrap();
-        let state = AppState {
-            repo,
-            pipeline,
-            realtime,
-            metrics: metrics.clone(),
-            sink,
-            health: Arc::new(HealthMonitor::new(metrics)),
-            jwt: kasama::server::JwtConfig::new(SECRET).unwrap(),
-            render_metrics: None,
-            ws: ws.clone(),
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        // The library's own loop (as examples/server.rs uses it): deadlines on the
-        // connection before it becomes a socket.
-        tokio::spawn(async move {
-            kasama::server::serve(
-                Pipes(rx),
-                router(state),
-                kasama::server::ServeConfig::default(),
-                std::future::pending(),
-            )
-            .await
-            .unwrap()
-        });
-        Server {
-            connect: tx,
-            hub: None,
-            ws,
-        }
-    }
-
-    fn raw(&self, pipe: usize) -> DuplexStream {
-        let (client, server) = tokio::io::duplex(pipe);
-        self.connect.send(server).unwrap();
-        client
-    }
-
-    async fn connect(
-        &self,
-        token: &str,
-        pipe: usize,
-    ) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
-        let client = self.raw(pipe);
-        tokio_tungstenite::client_async(format!("ws://kasama.test/realtime?token={token}"), client)
-            .await
-            .map(|(ws, _)| ws)
-    }
-
-    fn publish(&self, user: UserId, n: usize) {
-        for _ in 0..n {
-            self.hub.as_ref().unwrap().publish(&ChangeEvent {
-                table: ChangeTable::Goals,
-                op: ChangeOp::Insert,
-                id: uuid::Uuid::new_v4(),
-                user_id: user,
-                seq: 1,
-                at: chrono::Utc::now(),
-            });
-        }
-    }
-
-    async fn settle(&self) -> WsStats {
-        tokio::time::sleep(Duration::from_millis(1)).await;
-        self.ws.stats()
-    }
-}
-
-fn tok(user: UserId, ttl: Duration) -> String {
-    token(SECRET, user, ttl)
-}
-
-fn tok_exp(user: UserId, exp: u64) -> String {
-    jsonwebtoken::encode(
-        &jsonwebtoken::Header::default(),
-        &kasama::server::Claims {
-            sub: user.to_string(),
-            exp,
-            nbf: None,
-            role: None,
-        },
-        &jsonwebtoken::EncodingKey::from_secret(SECRET),
-    )
-    .unwrap()
-}
-
-fn reader(mut w: Ws) -> mpsc::UnboundedReceiver<Message> {
-    let (tx, rx) = mpsc::unbounded_channel();
-    tokio::spawn(async move {
-        while let Some(Ok(m)) = w.next().await {
-            if !matches!(m, Message::Ping(_)) && tx.send(m).is_err() {
-                break;
-            }
-        }
-    });
-    rx
-}
-
-async fn recv(r: &mut mpsc::UnboundedReceiver<Message>) -> Option<Message> {
-    tokio::time::timeout(Duration::from_secs(120), r.recv())
-        .await
-        .expect("a message within 120 s")
-}
-
-fn close_code(m: Option<Message>) -> u16 {
-    match m {
-        Some(Message::Close(Some(f))) => u16::from(f.code),
-        other => panic!("expected a close frame, got {other:?}"),
-    }
-}
-
-fn text(m: Option<Message>) -> Value {
-    match m {
-        Some(Message::Text(t)) => serde_json::from_str(&t).unwrap(),
-        other => panic!("expected text, got {other:?}"),
-    }
-}
 
 // ---------------------------------------------------------------------------------
 // Incoming size cap.
@@ -417,24 +247,8 @@ async fn review16_serve_stops_on_shutdown_without_waiting_for_sockets() {
     let hub = Hub::new(256);
     let repo: Arc<dyn Repository> =
         Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
-    let metrics = Arc::new(InMemoryMetrics::new());
-    let sink: Arc<dyn MetricsSink> = metrics.clone();
-    let state = AppState {
-        repo: repo.clone(),
-        pipeline: Arc::new(
-            AiPipeline::builder(repo)
-                .backend(Arc::new(SimulatedAgent::instant("sim")))
-                .build()
-                .unwrap(),
-        ),
-        realtime: Arc::new(MemoryRealtime::new(hub.clone())),
-        metrics: metrics.clone(),
-        sink,
-        health: Arc::new(HealthMonitor::new(metrics)),
-        jwt: kasama::server::JwtConfig::new(SECRET).unwrap(),
-        render_metrics: None,
-        ws: WsSockets::with_defaults(),
-    };
+    let realtime = Arc::new(MemoryRealtime::new(hub.clone()));
+    let state = app_state(repo, realtime, WsSockets::with_defaults());
     let (tx, rx) = mpsc::unbounded_channel();
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(kasama::server::serve(
@@ -461,14 +275,7 @@ async fn review16_serve_stops_on_shutdown_without_waiting_for_sockets() {
         .expect("serve returned")
         .unwrap()
         .unwrap();
-    hub.publish(&ChangeEvent {
-        table: ChangeTable::Goals,
-        op: ChangeOp::Insert,
-        id: uuid::Uuid::new_v4(),
-        user_id: u,
-        seq: 1,
-        at: chrono::Utc::now(),
-    });
+    hub.publish(&goal_insert(u));
     assert_eq!(text(recv(&mut r).await)["type"], "change");
 }
 
@@ -599,17 +406,7 @@ async fn review16_on_postgres_a_commit_reaches_the_socket() {
     let mut mine = reader(s.connect(&tok(u, HOUR), 64 * 1024).await.unwrap());
     let mut theirs = reader(s.connect(&tok(other, HOUR), 64 * 1024).await.unwrap());
     let g = repo
-        .create_goal(
-            Actor::User(u),
-            NewGoal {
-                user_id: u,
-                title: "t".into(),
-                description: String::new(),
-                category: "c".into(),
-                target_date: None,
-                milestones: vec![],
-            },
-        )
+        .create_goal(Actor::User(u), new_goal(u, "t"))
         .await
         .unwrap();
     let m = tokio::time::timeout(Duration::from_secs(10), mine.recv())

@@ -5,6 +5,10 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod fixtures;
+pub mod pipeline;
+#[cfg(feature = "server")]
+pub mod ws;
 
 use std::str::FromStr;
 
