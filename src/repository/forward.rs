@@ -10,11 +10,22 @@
 //! differently). Adding a method to the trait means adding it to the list below; the
 //! compiler then points at every impl that must handle it.
 //!
-//! ```ignore
-//! macro_rules! to_inner {
-//!     ($s:ident, $name:ident($($a:ident),*)) => { $s.inner.$name($($a),*).await };
+//! ```
+//! use kasama::Repository;
+//!
+//! /// Logs every call's name, then passes it on.
+//! struct Logged<R>(R);
+//!
+//! macro_rules! log_then_pass_on {
+//!     ($s:ident, $name:ident($($a:ident),*)) => {{
+//!         eprintln!("repository call: {}", stringify!($name));
+//!         $s.0.$name($($a),*).await
+//!     }};
 //! }
-//! kasama::__forward_repository!(impl[R: Repository] Wrapper<R> => to_inner);
+//! kasama::__forward_repository!(impl[R: Repository] Logged<R> => log_then_pass_on);
+//!
+//! let repo: Box<dyn Repository> = Box::new(Logged(kasama::InMemoryRepository::new()));
+//! # drop(repo);
 //! ```
 
 /// What the expansion of [`__forward_repository!`](crate::__forward_repository) names,
