@@ -5,6 +5,7 @@ pub mod agent;
 pub mod cache;
 pub mod domain;
 pub mod error;
+mod feed;
 pub mod health;
 pub mod metrics;
 pub mod pipeline;

@@ -1,6 +1,7 @@
 //! Hardening found by trying to break issue 10: roles that defeat RLS in less obvious
 //! ways, erasure racing a partition move, partitions left misaligned by an older
-//! function, and a maintenance task that must outlive a panicking or odd run.
+//! function, and a maintenance task that must outlive a panicking or odd run; and JSON
+//! that only looks like it holds a NUL, which jsonb must keep.
 
 mod common;
 
@@ -310,5 +311,70 @@ async fn partitions_from_the_old_function_do_not_block_maintenance() {
         r.is_ok(),
         "0006's ensure_partitions fails on a partition made by 0003's: {r:?}"
     );
+    db.finish().await;
+}
+
+/// `validate::json` refuses a real NUL in a string or a key (jsonb cannot hold one) but
+/// not the text `\u0000` (a backslash, then `u0000`), which both stores keep as it is.
+async fn json_nul_rules(repo: Arc<dyn Repository>) {
+    use serde_json::json;
+
+    let a = UserId::new();
+    let looks_like_nul = json!({"s": "\\u0000", "\\u0000": ["x\\u0000y"]});
+    let mut np = NewProfile::new(a, format!("{a}@example.com"), "N");
+    np.preferences = looks_like_nul.clone();
+    let p = repo.create_profile(S, np).await.unwrap();
+    assert_eq!(p.preferences, looks_like_nul);
+    assert_eq!(
+        repo.get_profile(S, a).await.unwrap().preferences,
+        looks_like_nul
+    );
+    let note = |data| NewNotification {
+        user_id: a,
+        kind: NotificationType::System,
+        priority: PriorityLevel::Low,
+        title: "T".into(),
+        body: String::new(),
+        data,
+    };
+    let kept = repo
+        .create_notification(S, note(json!({"path": "C:\\u0000\\x"})))
+        .await
+        .unwrap();
+    assert_eq!(
+        repo.get_notification(S, kept.id).await.unwrap().data,
+        json!({"path": "C:\\u0000\\x"})
+    );
+    for bad in [
+        json!({"s": "a\u{0}b"}),
+        json!({"a\u{0}b": 1}),
+        json!([["\u{0}"]]),
+    ] {
+        let e = repo
+            .create_notification(S, note(bad.clone()))
+            .await
+            .unwrap_err();
+        assert_eq!(e.invalid_field(), Some("data"), "{bad:?}: {e}");
+    }
+}
+
+#[tokio::test]
+async fn json_text_that_looks_like_nul_is_kept_in_memory() {
+    json_nul_rules(Arc::new(kasama::InMemoryRepository::new())).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_text_that_looks_like_nul_is_kept_in_jsonb() {
+    let Some(db) = common::pg().await else { return };
+    json_nul_rules(Arc::new(db.repo.clone())).await;
+    // What PostgreSQL stored is the six characters, not a NUL.
+    let stored: String = db
+        .admin()
+        .await
+        .query_one("SELECT preferences->>'s' FROM profiles", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, "\\u0000");
     db.finish().await;
 }

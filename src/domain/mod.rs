@@ -6,7 +6,10 @@ mod ids;
 mod records;
 pub mod validate;
 
-pub use analytics::*;
+pub use analytics::{
+    AgentCost, CategoryCount, CostAnalysis, DailyCost, DatabaseHealth, Recommendation,
+    SystemHealth, UserStatistics, WeekPoint,
+};
 pub use enums::*;
 pub use ids::*;
 pub use records::*;

@@ -1,5 +1,5 @@
-//! Input validation shared by every [`Repository`](crate::repository::Repository)
-//! implementation, so the in-memory and PostgreSQL stores refuse exactly the same input.
+//! Input validation shared by every store (the repository implementations), so the
+//! in-memory and PostgreSQL stores refuse exactly the same input.
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
@@ -42,23 +42,69 @@ pub fn text(field: &'static str, s: &str, max: usize) -> Result<()> {
     Ok(())
 }
 
-/// A JSON document of at most [`MAX_JSON_BYTES`] serialised, without NUL in strings.
+/// A JSON document of at most [`MAX_JSON_BYTES`] serialised (compact, as
+/// `serde_json::to_string` writes it), without NUL characters in its strings or keys
+/// (PostgreSQL's `jsonb` cannot hold them). The text `\u0000` — a backslash and
+/// `u0000` — is an ordinary string and accepted.
 pub fn json(field: &'static str, v: &Value) -> Result<()> {
-    let s = serde_json::to_string(v).map_err(|e| Error::invalid(field, e.to_string()))?;
-    if s.len() > MAX_JSON_BYTES {
+    if serialised_len_exceeds(v, MAX_JSON_BYTES) {
         return Err(Error::invalid(
             field,
-            format!(
-                "{} bytes of JSON, at most {MAX_JSON_BYTES} allowed",
-                s.len()
-            ),
+            format!("more than {MAX_JSON_BYTES} bytes of JSON, at most {MAX_JSON_BYTES} allowed"),
         ));
     }
-    // jsonb cannot hold \u0000.
-    if s.contains("\\u0000") {
+    if has_nul(v) {
         return Err(Error::invalid(field, "must not contain NUL characters"));
     }
     Ok(())
+}
+
+/// Whether `v`, serialised, is longer than `max` bytes. Counts what the serialiser
+/// writes, without keeping it, and stops once past `max`.
+fn serialised_len_exceeds(v: &Value, max: usize) -> bool {
+    /// Accepts up to `left` bytes, then fails every write.
+    struct Budget {
+        left: usize,
+    }
+    impl std::io::Write for Budget {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            match self.left.checked_sub(buf.len()) {
+                Some(left) => {
+                    self.left = left;
+                    Ok(buf.len())
+                }
+                None => Err(std::io::ErrorKind::WriteZero.into()),
+            }
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Serialising a `Value` fails only when the budget runs out.
+    serde_json::to_writer(&mut Budget { left: max }, v).is_err()
+}
+
+/// Whether a string or a key anywhere in `v` holds a NUL character.
+fn has_nul(v: &Value) -> bool {
+    let mut todo: Vec<&Value> = Vec::new();
+    let mut next = Some(v);
+    while let Some(v) = next {
+        match v {
+            Value::String(s) if s.contains('\0') => return true,
+            Value::Array(a) => todo.extend(a),
+            Value::Object(o) => {
+                for (k, x) in o {
+                    if k.contains('\0') {
+                        return true;
+                    }
+                    todo.push(x);
+                }
+            }
+            _ => {}
+        }
+        next = todo.pop();
+    }
+    false
 }
 
 /// An integer within `lo..=hi`.
@@ -163,7 +209,66 @@ mod tests {
         assert!(text("notes", &"x".repeat(MAX_TEXT_CHARS + 1), MAX_TEXT_CHARS).is_err());
         let big = Value::String("y".repeat(MAX_JSON_BYTES));
         assert!(json("data", &big).is_err());
+        // Exactly the limit, serialised (two quotes), is accepted; one byte more is not.
+        let fits = Value::String("y".repeat(MAX_JSON_BYTES - 2));
+        assert!(json("data", &fits).is_ok());
+        let fits = serde_json::json!([{"k": "y".repeat(MAX_JSON_BYTES - 10)}]);
+        assert_eq!(serde_json::to_string(&fits).unwrap().len(), MAX_JSON_BYTES);
+        assert!(json("data", &fits).is_ok());
+        let over = serde_json::json!([{"kk": "y".repeat(MAX_JSON_BYTES - 10)}]);
+        assert_eq!(
+            serde_json::to_string(&over).unwrap().len(),
+            MAX_JSON_BYTES + 1
+        );
+        assert_eq!(
+            json("data", &over).unwrap_err().invalid_field(),
+            Some("data")
+        );
         assert!(range("score", 101, 0, 100).is_err());
         assert!(range("score", 0, 0, 100).is_ok());
+    }
+
+    #[test]
+    fn json_sizes_count_escapes_as_serialised() {
+        // A control character is written as six bytes (`\u0001`), a quote as two.
+        let n = MAX_JSON_BYTES / 6 + 1;
+        let controls = Value::String("\u{1}".repeat(n));
+        assert_eq!(serde_json::to_string(&controls).unwrap().len(), 6 * n + 2);
+        assert!(json("data", &controls).is_err());
+        let quotes = Value::String("\"".repeat(MAX_JSON_BYTES / 2));
+        assert!(json("data", &quotes).is_err());
+        let plain = Value::String("a".repeat(MAX_JSON_BYTES / 2));
+        assert!(json("data", &plain).is_ok());
+    }
+
+    #[test]
+    fn json_refuses_real_nul_in_strings_and_keys_only() {
+        use serde_json::json as j;
+        for bad in [
+            j!("a\u{0}b"),
+            j!({"s": "a\u{0}b"}),
+            j!({"a\u{0}b": 1}),
+            j!([1, [2, {"deep": ["\u{0}"]}]]),
+        ] {
+            assert_eq!(
+                json("data", &bad).unwrap_err().invalid_field(),
+                Some("data"),
+                "{bad:?}"
+            );
+        }
+        // The text `\u0000` (a backslash, then u0000) is no NUL, as a value or a key.
+        for ok in [
+            j!("\\u0000"),
+            j!({"s": "\\u0000", "\\u0000": ["x\\u0000y"]}),
+            j!(null),
+            j!(0),
+            j!({}),
+        ] {
+            assert!(json("data", &ok).is_ok(), "{ok:?}");
+        }
+        assert_eq!(
+            serde_json::to_string(&j!("\\u0000")).unwrap(),
+            r#""\\u0000""#
+        );
     }
 }

@@ -13,147 +13,22 @@
 //! bounded buffer, and when it overflows the subscriber gets
 //! [`RealtimeEvent::Lagged`] and should re-read what it shows.
 
-mod hub;
 mod postgres;
 
-pub use hub::{Hub, Subscription};
+pub use crate::feed::{
+    ChangeEvent, ChangeOp, ChangeTable, Channel, Hub, RealtimeEvent, Subscription,
+};
 pub use postgres::{PgRealtime, PgRealtimeConfig};
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use uuid::Uuid;
+use serde::Serialize;
 
 use crate::domain::*;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::repository::Repository;
-
-/// A table whose changes are published.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeTable {
-    /// `assessments`.
-    Assessments,
-    /// `progress`.
-    Progress,
-    /// `goals`.
-    Goals,
-    /// `notifications`.
-    Notifications,
-    /// `learning_paths`.
-    LearningPaths,
-    /// `ai_interactions` (only when its feed is switched on).
-    AiInteractions,
-}
-
-impl ChangeTable {
-    /// The table's SQL name.
-    pub fn as_str(&self) -> &'static str {
-        match self {
-            ChangeTable::Assessments => "assessments",
-            ChangeTable::Progress => "progress",
-            ChangeTable::Goals => "goals",
-            ChangeTable::Notifications => "notifications",
-            ChangeTable::LearningPaths => "learning_paths",
-            ChangeTable::AiInteractions => "ai_interactions",
-        }
-    }
-
-    fn parse(s: &str) -> Option<Self> {
-        Some(match s {
-            "assessments" => ChangeTable::Assessments,
-            "progress" => ChangeTable::Progress,
-            "goals" => ChangeTable::Goals,
-            "notifications" => ChangeTable::Notifications,
-            "learning_paths" => ChangeTable::LearningPaths,
-            "ai_interactions" => ChangeTable::AiInteractions,
-            _ => return None,
-        })
-    }
-}
-
-/// What happened to the row.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ChangeOp {
-    /// Inserted.
-    Insert,
-    /// Updated.
-    Update,
-    /// Deleted.
-    Delete,
-}
-
-/// One committed change.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChangeEvent {
-    /// The table.
-    pub table: ChangeTable,
-    /// The operation.
-    pub op: ChangeOp,
-    /// The row's id.
-    pub id: Uuid,
-    /// The row's owner.
-    pub user_id: UserId,
-    /// A database-wide increasing number (assigned at write time; delivery is in
-    /// commit order).
-    pub seq: i64,
-    /// When the row was written (database clock).
-    pub at: DateTime<Utc>,
-}
-
-/// What a subscription yields.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub enum RealtimeEvent {
-    /// A change.
-    Change(ChangeEvent),
-    /// The feed reconnected: changes during the gap were not seen; re-read.
-    Resync,
-    /// This subscriber's buffer overflowed and `missed` events were dropped; re-read.
-    Lagged {
-        /// Events dropped.
-        missed: u64,
-    },
-}
-
-/// What to subscribe to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum Channel {
-    /// One user's changes, of one table or (`None`) all of them.
-    User {
-        /// Whose.
-        user: UserId,
-        /// Which table; `None` for everything of that user.
-        table: Option<ChangeTable>,
-    },
-    /// Every change of a table (service only).
-    Table(ChangeTable),
-}
-
-impl Channel {
-    fn matches(&self, e: &ChangeEvent) -> bool {
-        match self {
-            Channel::User { user, table } => {
-                *user == e.user_id && table.is_none_or(|t| t == e.table)
-            }
-            Channel::Table(t) => *t == e.table,
-        }
-    }
-
-    fn authorise(&self, actor: Actor) -> Result<()> {
-        match self {
-            Channel::User { user, .. } if actor.may_access(*user) => Ok(()),
-            Channel::User { .. } => Err(Error::forbidden(
-                "a user may only subscribe to their own changes",
-            )),
-            Channel::Table(_) => {
-                actor.require_service("only the service may subscribe to a whole table")
-            }
-        }
-    }
-}
 
 /// Whether the feed is connected.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -195,7 +70,7 @@ pub trait Realtime: Send + Sync + 'static {
     /// Subscribes `actor` to `channel`. Dropping the subscription unsubscribes.
     ///
     /// # Errors
-    /// [`Error::Forbidden`] for another user's channel, or a table channel for a user.
+    /// [`Error::Forbidden`](crate::Error::Forbidden) for another user's channel, or a table channel for a user.
     fn subscribe(&self, actor: Actor, channel: Channel) -> Result<Subscription>;
 
     /// The feed's status.
@@ -295,31 +170,4 @@ pub async fn hydrate(
         Err(e) if e.is_not_found() => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Parses a NOTIFY payload from `kasama_notify_change()`.
-pub(crate) fn parse_payload(p: &str) -> Option<ChangeEvent> {
-    #[derive(Deserialize)]
-    struct Raw<'a> {
-        t: &'a str,
-        op: &'a str,
-        id: Uuid,
-        user: Uuid,
-        seq: i64,
-        ts: i64,
-    }
-    let r: Raw<'_> = serde_json::from_str(p).ok()?;
-    Some(ChangeEvent {
-        table: ChangeTable::parse(r.t)?,
-        op: match r.op {
-            "insert" => ChangeOp::Insert,
-            "update" => ChangeOp::Update,
-            "delete" => ChangeOp::Delete,
-            _ => return None,
-        },
-        id: r.id,
-        user_id: UserId(r.user),
-        seq: r.seq,
-        at: DateTime::from_timestamp_micros(r.ts)?,
-    })
 }

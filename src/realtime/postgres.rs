@@ -11,10 +11,10 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 use tokio_postgres::AsyncMessage;
 
-use super::hub::{Hub, Subscription};
-use super::{Channel, FeedState, Realtime, RealtimeStatus, parse_payload};
+use super::{Channel, FeedState, Realtime, RealtimeStatus};
 use crate::domain::Actor;
 use crate::error::Result;
+use crate::feed::{Hub, Subscription, parse_payload};
 use crate::metrics::{MetricEvent, MetricsSink, NoopMetrics};
 use crate::repository::postgres::tls::{Connector, connect_config};
 use crate::repository::postgres::{RoleCheck, check_role};

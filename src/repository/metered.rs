@@ -2,13 +2,10 @@
 
 use std::sync::Arc;
 
-use async_trait::async_trait;
-use serde_json::Value;
 use tokio::time::Instant;
 
 use super::Repository;
-use crate::domain::*;
-use crate::error::{Error, Result};
+use crate::error::Error;
 use crate::metrics::{MetricEvent, MetricsSink};
 
 /// Wraps a [`Repository`] and records a [`MetricEvent::Database`] per call: the
@@ -45,60 +42,13 @@ impl<R> MeteredRepository<R> {
     }
 }
 
-macro_rules! metered {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait]
-        impl<R: Repository> Repository for MeteredRepository<R> {
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    let start = Instant::now();
-                    let r = self.inner.$name($($arg),*).await;
-                    self.observe(stringify!($name), start, r.as_ref().err());
-                    r
-                }
-            )*
-        }
-    };
+// Every call timed under its method's name.
+macro_rules! timed {
+    ($s:ident, $name:ident($($a:ident),*)) => {{
+        let start = Instant::now();
+        let r = $s.inner.$name($($a),*).await;
+        $s.observe(stringify!($name), start, r.as_ref().err());
+        r
+    }};
 }
-
-metered! {
-    fn create_profile(&self, a: Actor, n: NewProfile) -> Result<Profile>;
-    fn get_profile(&self, a: Actor, id: UserId) -> Result<Profile>;
-    fn update_profile(&self, a: Actor, id: UserId, u: ProfileUpdate) -> Result<Profile>;
-    fn create_assessment(&self, a: Actor, n: NewAssessment) -> Result<Assessment>;
-    fn get_assessment(&self, a: Actor, id: AssessmentId) -> Result<Assessment>;
-    fn answer_assessment(&self, a: Actor, id: AssessmentId, n: Vec<NewAnswer>) -> Result<Vec<AssessmentAnswer>>;
-    fn list_answers(&self, a: Actor, id: AssessmentId) -> Result<Vec<AssessmentAnswer>>;
-    fn complete_assessment(&self, a: Actor, id: AssessmentId, score: i32, insights: Value) -> Result<Assessment>;
-    fn list_assessments(&self, a: Actor, u: UserId, f: &AssessmentFilter, p: Page) -> Result<Vec<Assessment>>;
-    fn create_practice(&self, a: Actor, n: NewPractice) -> Result<Practice>;
-    fn get_practice(&self, a: Actor, id: PracticeId) -> Result<Practice>;
-    fn search_practices(&self, a: Actor, q: &str, p: Page) -> Result<Vec<Practice>>;
-    fn list_practices(&self, a: Actor, f: &PracticeFilter, p: Page) -> Result<Vec<Practice>>;
-    fn create_goal(&self, a: Actor, n: NewGoal) -> Result<Goal>;
-    fn get_goal(&self, a: Actor, id: GoalId) -> Result<Goal>;
-    fn update_goal(&self, a: Actor, id: GoalId, u: GoalUpdate) -> Result<Goal>;
-    fn set_goal_progress(&self, a: Actor, id: GoalId, p: i32) -> Result<Goal>;
-    fn complete_milestone(&self, a: Actor, id: GoalId, i: usize) -> Result<Goal>;
-    fn delete_goal(&self, a: Actor, id: GoalId) -> Result<()>;
-    fn list_goals(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<Goal>>;
-    fn log_progress(&self, a: Actor, n: NewProgress) -> Result<ProgressEntry>;
-    fn list_progress(&self, a: Actor, u: UserId, r: Option<DateRange>, p: Page) -> Result<Vec<ProgressEntry>>;
-    fn get_progress_entry(&self, a: Actor, id: ProgressId) -> Result<ProgressEntry>;
-    fn get_notification(&self, a: Actor, id: NotificationId) -> Result<Notification>;
-    fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> Result<LearningPath>;
-    fn get_learning_path(&self, a: Actor, id: LearningPathId) -> Result<LearningPath>;
-    fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<LearningPath>>;
-    fn advance_learning_path(&self, a: Actor, id: LearningPathId, s: i32) -> Result<LearningPath>;
-    fn create_notification(&self, a: Actor, n: NewNotification) -> Result<Notification>;
-    fn list_unread_notifications(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<Notification>>;
-    fn mark_notifications_read(&self, a: Actor, u: UserId, ids: &[NotificationId]) -> Result<u64>;
-    fn record_interaction(&self, a: Actor, n: NewAiInteraction) -> Result<AiInteraction>;
-    fn record_interactions(&self, a: Actor, b: &[NewAiInteraction]) -> Result<u64>;
-    fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<AiInteraction>>;
-    fn user_statistics(&self, a: Actor, u: UserId, r: Option<DateRange>) -> Result<UserStatistics>;
-    fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> Result<Vec<Recommendation>>;
-    fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> Result<CostAnalysis>;
-    fn system_health(&self, a: Actor) -> Result<SystemHealth>;
-    fn erase_user(&self, a: Actor, u: UserId) -> Result<ErasureReport>;
-}
+crate::__forward_repository!(impl[R: Repository] MeteredRepository<R> => timed);

@@ -280,69 +280,13 @@ pub struct Hooked<H> {
     pub hook: H,
 }
 
-macro_rules! forward_but_recording {
-    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty; )*) => {
-        #[async_trait::async_trait]
-        impl<H: RecordHook> kasama::Repository for Hooked<H> {
-            $(
-                async fn $name(&self $(, $arg: $ty)*) -> $ret {
-                    self.inner.$name($($arg),*).await
-                }
-            )*
-            async fn record_interactions(
-                &self,
-                a: kasama::domain::Actor,
-                b: &[kasama::domain::NewAiInteraction],
-            ) -> kasama::Result<u64> {
-                self.hook.record_interactions(&self.inner, a, b).await
-            }
-        }
+// Every call goes to `inner`, but `record_interactions` to the hook.
+macro_rules! to_inner_or_hook {
+    ($s:ident, record_interactions($a:ident, $b:ident)) => {
+        $s.hook.record_interactions(&$s.inner, $a, $b).await
+    };
+    ($s:ident, $name:ident($($a:ident),*)) => {
+        kasama::Repository::$name(&$s.inner, $($a),*).await
     };
 }
-
-mod hooked_types {
-    pub(super) use kasama::domain::*;
-    pub(super) use serde_json::Value;
-}
-use hooked_types::*;
-
-forward_but_recording! {
-    fn create_profile(&self, a: Actor, n: NewProfile) -> kasama::Result<Profile>;
-    fn get_profile(&self, a: Actor, id: UserId) -> kasama::Result<Profile>;
-    fn update_profile(&self, a: Actor, id: UserId, u: ProfileUpdate) -> kasama::Result<Profile>;
-    fn create_assessment(&self, a: Actor, n: NewAssessment) -> kasama::Result<Assessment>;
-    fn get_assessment(&self, a: Actor, id: AssessmentId) -> kasama::Result<Assessment>;
-    fn answer_assessment(&self, a: Actor, id: AssessmentId, n: Vec<NewAnswer>) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn list_answers(&self, a: Actor, id: AssessmentId) -> kasama::Result<Vec<AssessmentAnswer>>;
-    fn complete_assessment(&self, a: Actor, id: AssessmentId, score: i32, insights: Value) -> kasama::Result<Assessment>;
-    fn list_assessments(&self, a: Actor, u: UserId, f: &AssessmentFilter, p: Page) -> kasama::Result<Vec<Assessment>>;
-    fn create_practice(&self, a: Actor, n: NewPractice) -> kasama::Result<Practice>;
-    fn get_practice(&self, a: Actor, id: PracticeId) -> kasama::Result<Practice>;
-    fn search_practices(&self, a: Actor, q: &str, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn list_practices(&self, a: Actor, f: &PracticeFilter, p: Page) -> kasama::Result<Vec<Practice>>;
-    fn create_goal(&self, a: Actor, n: NewGoal) -> kasama::Result<Goal>;
-    fn get_goal(&self, a: Actor, id: GoalId) -> kasama::Result<Goal>;
-    fn update_goal(&self, a: Actor, id: GoalId, u: GoalUpdate) -> kasama::Result<Goal>;
-    fn set_goal_progress(&self, a: Actor, id: GoalId, p: i32) -> kasama::Result<Goal>;
-    fn complete_milestone(&self, a: Actor, id: GoalId, i: usize) -> kasama::Result<Goal>;
-    fn delete_goal(&self, a: Actor, id: GoalId) -> kasama::Result<()>;
-    fn list_goals(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Goal>>;
-    fn log_progress(&self, a: Actor, n: NewProgress) -> kasama::Result<ProgressEntry>;
-    fn list_progress(&self, a: Actor, u: UserId, r: Option<DateRange>, p: Page) -> kasama::Result<Vec<ProgressEntry>>;
-    fn get_progress_entry(&self, a: Actor, id: ProgressId) -> kasama::Result<ProgressEntry>;
-    fn get_notification(&self, a: Actor, id: NotificationId) -> kasama::Result<Notification>;
-    fn create_learning_path(&self, a: Actor, n: NewLearningPath) -> kasama::Result<LearningPath>;
-    fn get_learning_path(&self, a: Actor, id: LearningPathId) -> kasama::Result<LearningPath>;
-    fn list_learning_paths(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<LearningPath>>;
-    fn advance_learning_path(&self, a: Actor, id: LearningPathId, s: i32) -> kasama::Result<LearningPath>;
-    fn create_notification(&self, a: Actor, n: NewNotification) -> kasama::Result<Notification>;
-    fn list_unread_notifications(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<Notification>>;
-    fn mark_notifications_read(&self, a: Actor, u: UserId, ids: &[NotificationId]) -> kasama::Result<u64>;
-    fn record_interaction(&self, a: Actor, n: NewAiInteraction) -> kasama::Result<AiInteraction>;
-    fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> kasama::Result<Vec<AiInteraction>>;
-    fn user_statistics(&self, a: Actor, u: UserId, r: Option<DateRange>) -> kasama::Result<UserStatistics>;
-    fn learning_recommendations(&self, a: Actor, u: UserId, l: u32) -> kasama::Result<Vec<Recommendation>>;
-    fn ai_cost_analysis(&self, a: Actor, u: Option<UserId>, r: Option<DateRange>) -> kasama::Result<CostAnalysis>;
-    fn system_health(&self, a: Actor) -> kasama::Result<SystemHealth>;
-    fn erase_user(&self, a: Actor, u: UserId) -> kasama::Result<ErasureReport>;
-}
+kasama::__forward_repository!(impl[H: RecordHook] Hooked<H> => to_inner_or_hook);

@@ -135,8 +135,8 @@ impl Hub {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A new subscription to `channel` (authorisation is the caller's, see
-    /// [`Realtime::subscribe`](super::Realtime::subscribe)).
+    /// A new subscription to `channel`. Authorisation is the caller's: the feeds
+    /// check the actor ([`Channel`]'s rules) before they subscribe.
     pub fn subscribe(self: &Arc<Self>, channel: Channel) -> Subscription {
         let slot = Slot::new(self.buffer);
         let id = self.next.fetch_add(1, Relaxed);
