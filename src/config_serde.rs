@@ -52,9 +52,24 @@ impl<'de> Deserialize<'de> for QuotaSetting {
                 doc.rate, doc.per.0
             ))
         })?;
-        Ok(Self(q.allow_burst(doc.burst.unwrap_or(doc.rate))))
+        // governor keeps a burst's worth of periods in a u64 of nanoseconds and
+        // panics (or wraps) past it: refuse such a quota here, naming it.
+        let burst = doc.burst.unwrap_or(doc.rate);
+        if doc.per.0 > MAX_QUOTA_PERIOD
+            || period.as_nanos() * u128::from(burst.get()) > u128::from(u64::MAX)
+        {
+            return Err(serde::de::Error::custom(format!(
+                "a quota of {} every {:?} with bursts of {burst} is too long: `per` may be \
+                 at most 366 days, and `per` / `rate` × `burst` at most 584 years",
+                doc.rate, doc.per.0
+            )));
+        }
+        Ok(Self(q.allow_burst(burst)))
     }
 }
+
+/// The longest `per` a quota document may give: 366 days.
+const MAX_QUOTA_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Deserialises a [`Quota`] written as [`QuotaSetting`] is.
 pub(crate) fn quota<'de, D: Deserializer<'de>>(d: D) -> Result<Quota, D::Error> {

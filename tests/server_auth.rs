@@ -225,7 +225,8 @@ async fn a_looked_up_tier_is_cached_for_its_ttl() {
 }
 
 /// A database that refuses every connection (nothing listens on port 1): each call is a
-/// real `Error::Backend` from the driver. Free users get 3 API requests an hour.
+/// real `Error::Backend` from the driver. Free and enterprise users get 3 API requests
+/// an hour (the enterprise rate also bounds plan lookups), premium users 100.
 fn rig_without_database() -> Rig {
     let dead = PgRepository::connect(&PgConfig::new(
         "postgres://kasama@127.0.0.1:1/kasama?sslmode=disable",
@@ -236,7 +237,7 @@ fn rig_without_database() -> Rig {
         api_per_user: TierQuotas {
             free: hourly(3),
             premium: hourly(100),
-            enterprise: hourly(100),
+            enterprise: hourly(3),
         },
         ..RateLimitConfig::default()
     };
@@ -257,8 +258,9 @@ async fn the_limit_comes_before_the_profile_read_and_a_failed_read_is_503_not_fr
         // Not cached: each request tried again.
         assert_eq!(r.reads(), i);
     }
-    // The free plan's limit (the most restrictive) is checked before the read: the
-    // fourth request is refused without one.
+    // Plan lookups are limited before the read (at the most generous plan's rate, so
+    // no paying user is held to the free one while their plan is unknown): the fourth
+    // request is refused without one.
     let (status, retry, body) = r.send("GET", "/api/goals", Some(&t)).await;
     assert_eq!(
         (status, body["error"].clone()),
@@ -320,15 +322,15 @@ async fn bad_tokens_are_401_before_any_limit_or_read() {
     }
     // A wrong method is still 405, token or not: the layer guards the routes only.
     assert_eq!(r.send("DELETE", "/api/goals", None).await.0, 405);
-    // Creating one's profile takes the token only (the profile, hence the plan, does
-    // not exist yet).
+    // Creating one's profile is limited like any call: the plan is looked up once (none
+    // yet: the free plan).
     let n = UserId::new();
     let (status, _, body) = r
         .send("POST", "/api/profile", Some(&jwt().token(n, HOUR)))
         .await;
     assert_eq!((status, body["id"].clone()), (201, json!(n.to_string())));
     assert_eq!(r.send("POST", "/api/profile", None).await.0, 401);
-    assert_eq!(r.reads(), 1);
+    assert_eq!(r.reads(), 2);
 }
 
 #[tokio::test(start_paused = true)]

@@ -43,21 +43,36 @@ pub fn text(field: &'static str, s: &str, max: usize) -> Result<()> {
 }
 
 /// A JSON document of at most [`MAX_JSON_BYTES`] serialised (compact, as
-/// `serde_json::to_string` writes it), without NUL characters in its strings or keys
-/// (PostgreSQL's `jsonb` cannot hold them). The text `\u0000` — a backslash and
-/// `u0000` — is an ordinary string and accepted.
+/// `serde_json::to_string` writes it), nested at most [`MAX_JSON_DEPTH`] arrays or
+/// objects deep (as serde_json parses; PostgreSQL refuses much deeper documents with a
+/// stack-depth error, and serialising one could overflow a task's stack), without NUL
+/// characters in its strings or keys (PostgreSQL's `jsonb` cannot hold them). The text
+/// `\u0000` — a backslash and `u0000` — is an ordinary string and accepted.
 pub fn json(field: &'static str, v: &Value) -> Result<()> {
+    // The walk is iterative and runs first: the size count below serialises, which
+    // recurses once per level.
+    match shape(v) {
+        Shape::TooDeep => {
+            return Err(Error::invalid(
+                field,
+                format!("nested more than {MAX_JSON_DEPTH} levels deep"),
+            ));
+        }
+        Shape::Nul => return Err(Error::invalid(field, "must not contain NUL characters")),
+        Shape::Fine => {}
+    }
     if serialised_len_exceeds(v, MAX_JSON_BYTES) {
         return Err(Error::invalid(
             field,
             format!("more than {MAX_JSON_BYTES} bytes of JSON, at most {MAX_JSON_BYTES} allowed"),
         ));
     }
-    if has_nul(v) {
-        return Err(Error::invalid(field, "must not contain NUL characters"));
-    }
     Ok(())
 }
+
+/// The deepest nesting of arrays and objects [`json`] accepts: 128, serde_json's own
+/// limit when it parses a document.
+pub const MAX_JSON_DEPTH: usize = 128;
 
 /// Whether `v`, serialised, is longer than `max` bytes. Counts what the serialiser
 /// writes, without keeping it, and stops once past `max`.
@@ -84,27 +99,35 @@ fn serialised_len_exceeds(v: &Value, max: usize) -> bool {
     serde_json::to_writer(&mut Budget { left: max }, v).is_err()
 }
 
-/// Whether a string or a key anywhere in `v` holds a NUL character.
-fn has_nul(v: &Value) -> bool {
-    let mut todo: Vec<&Value> = Vec::new();
-    let mut next = Some(v);
-    while let Some(v) = next {
+enum Shape {
+    Fine,
+    Nul,
+    TooDeep,
+}
+
+/// Whether a string or a key anywhere in `v` holds a NUL character, or `v` nests past
+/// [`MAX_JSON_DEPTH`]; without recursion, so any depth is safe to look at.
+fn shape(v: &Value) -> Shape {
+    let mut todo: Vec<(&Value, usize)> = vec![(v, 0)];
+    while let Some((v, depth)) = todo.pop() {
         match v {
-            Value::String(s) if s.contains('\0') => return true,
-            Value::Array(a) => todo.extend(a),
+            Value::String(s) if s.contains('\0') => return Shape::Nul,
+            Value::Array(_) | Value::Object(_) if depth >= MAX_JSON_DEPTH => {
+                return Shape::TooDeep;
+            }
+            Value::Array(a) => todo.extend(a.iter().map(|x| (x, depth + 1))),
             Value::Object(o) => {
                 for (k, x) in o {
                     if k.contains('\0') {
-                        return true;
+                        return Shape::Nul;
                     }
-                    todo.push(x);
+                    todo.push((x, depth + 1));
                 }
             }
             _ => {}
         }
-        next = todo.pop();
     }
-    false
+    Shape::Fine
 }
 
 /// An integer within `lo..=hi`.
@@ -226,6 +249,27 @@ mod tests {
         );
         assert!(range("score", 101, 0, 100).is_err());
         assert!(range("score", 0, 0, 100).is_ok());
+    }
+
+    #[test]
+    fn json_nesting_is_bounded_without_recursing() {
+        let nest = |levels: usize| {
+            let mut v = Value::Null;
+            for _ in 0..levels {
+                v = Value::Array(vec![v]);
+            }
+            v
+        };
+        assert!(json("data", &nest(MAX_JSON_DEPTH)).is_ok());
+        let deep = nest(MAX_JSON_DEPTH + 1);
+        assert_eq!(
+            json("data", &deep).unwrap_err().invalid_field(),
+            Some("data")
+        );
+        // Far deeper than a stack could serialise, refused without overflowing it. The
+        // value is leaked: dropping it would recurse once per level.
+        let very = std::mem::ManuallyDrop::new(nest(100_000));
+        assert!(json("data", &very).is_err());
     }
 
     #[test]

@@ -171,12 +171,15 @@ impl Authenticator {
             limits.check_api(id, tier)?;
             return Ok(AuthUser { id, tier });
         }
-        // Unknown plan: the most restrictive limit first, so that a flood is refused
-        // before it reaches the database.
-        limits.check_api(id, SubscriptionTier::Free)?;
+        // Unknown plan: the lookup itself is limited first, at the most generous plan's
+        // rate (the enterprise limiter, keyed by this user), so that a flood is refused
+        // before it reaches the database; then the user's own plan's limit applies. A
+        // check against the free plan here would charge paying users' requests to the
+        // free allowance whenever their plan is not cached (no cache, or evicted).
+        limits.check_api(id, SubscriptionTier::Enterprise)?;
         let tier = self.look_up(id).await?;
         self.tiers.put(id, tier);
-        if tier != SubscriptionTier::Free {
+        if tier != SubscriptionTier::Enterprise {
             limits.check_api(id, tier)?;
         }
         Ok(AuthUser { id, tier })
@@ -301,12 +304,6 @@ pub(super) fn user_of(c: &Claims) -> Result<UserId, ApiError> {
     c.sub
         .parse::<UserId>()
         .map_err(|_| ApiError::unauthorized("the token's subject is not a user id"))
-}
-
-/// The user the request's token names, checking the token only: no plan, no rate
-/// limit (for creating the profile, which does not exist yet).
-pub(super) fn token_user(jwt: &JwtConfig, headers: &HeaderMap) -> Result<UserId, ApiError> {
-    user_of(&verified(jwt, headers)?.claims)
 }
 
 #[cfg(test)]

@@ -1,23 +1,22 @@
 //! `/api/profile`: the caller's own profile.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
 
 use crate::domain::{Actor, NewProfile, Profile, ProfileUpdate};
 use crate::server::AppState;
-use crate::server::auth::{AuthUser, Authenticator, token_user};
+use crate::server::auth::{AuthUser, Authenticator};
 use crate::server::errors::{ApiError, ApiResult};
 
 pub(in crate::server) fn routes(auth: &Authenticator) -> Router<AppState> {
     Router::new().route(
         "/profile",
-        auth.guard(get(get_profile).patch(update_profile))
-            // The profile does not exist yet, so the plan lookup and rate limit of the
-            // authenticator are skipped: only the token is checked.
-            .post(create_profile),
+        // Creating the profile is limited like every other call: a user without one is
+        // on the free plan until it exists.
+        auth.guard(get(get_profile).patch(update_profile).post(create_profile)),
     )
 }
 
@@ -33,10 +32,10 @@ struct NewProfileBody {
 
 async fn create_profile(
     State(s): State<AppState>,
-    headers: HeaderMap,
+    u: AuthUser,
     Json(b): Json<NewProfileBody>,
 ) -> Result<(StatusCode, Json<Profile>), ApiError> {
-    let id = token_user(&s.jwt, &headers)?;
+    let id = u.id;
     let p = s
         .repo
         .create_profile(
