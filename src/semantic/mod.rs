@@ -43,8 +43,8 @@ pub use minilm::MiniLmEmbedder;
 #[cfg(feature = "openai")]
 pub use openai::OpenAiCompatibleEmbedder;
 pub use verify::{
-    Candidate, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier, RuleVerifier, Verdict,
-    Verifier,
+    Candidate, DEFAULT_JUDGE_TIMEOUT, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier,
+    RuleVerifier, Verdict, Verifier,
 };
 
 use std::sync::Arc;

@@ -12,6 +12,7 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::time::Duration;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
@@ -178,8 +179,9 @@ pub struct JudgeCost {
 
 /// Asks a (cheap) model over any [`AiAgent`] whether the answer to the stored question
 /// also answers the new one; serves the hit only on a clear "yes". Every call's
-/// tokens and cost are counted ([`LlmJudgeVerifier::cost`]); an error, a timeout of
-/// the agent or an unclear reply is a rejection. The request goes out as agent
+/// tokens and cost are counted ([`LlmJudgeVerifier::cost`]); an error, an unclear reply
+/// or no reply within [`LlmJudgeVerifier::timeout`] (default 2 s) is a rejection, and
+/// counted as a failure. The request goes out as agent
 /// `judge_agent` for `judge_user` (a service account of the host), with the model
 /// parameters given — temperature 0 and 3 output tokens by default.
 ///
@@ -195,6 +197,7 @@ pub struct LlmJudgeVerifier {
     price: Price,
     judge_agent: AgentType,
     judge_user: UserId,
+    timeout: Duration,
     counters: [AtomicU64; 5],
 }
 
@@ -207,6 +210,9 @@ impl std::fmt::Debug for LlmJudgeVerifier {
             .finish_non_exhaustive()
     }
 }
+
+/// How long [`LlmJudgeVerifier`] waits for a verdict by default.
+pub const DEFAULT_JUDGE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The judge's instructions; the two questions follow.
 pub const JUDGE_PROMPT: &str = "You check a cache of answers for a relationship-coaching app. \
@@ -235,8 +241,22 @@ impl LlmJudgeVerifier {
             price,
             judge_agent,
             judge_user,
+            timeout: DEFAULT_JUDGE_TIMEOUT,
             counters: Default::default(),
         }
+    }
+
+    /// How long the judge may take before its silence counts as "no" (the lookup then
+    /// misses instead of waiting on a hung backend). Default: 2 s; a zero duration is
+    /// taken as the default.
+    #[must_use]
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = if timeout.is_zero() {
+            DEFAULT_JUDGE_TIMEOUT
+        } else {
+            timeout
+        };
+        self
     }
 
     /// The model to ask (default: the backend's default).
@@ -290,12 +310,17 @@ impl Verifier for LlmJudgeVerifier {
         );
         req.params = self.params.clone();
         self.counters[0].fetch_add(1, Relaxed);
-        let resp = match self.agent.complete(&req).await {
-            Ok(r) => r,
-            Err(e) => {
+        let resp = match tokio::time::timeout(self.timeout, self.agent.complete(&req)).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
                 self.counters[1].fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "semantic cache: the judge failed; a miss");
                 return Ok(Verdict::Reject("judge unavailable"));
+            }
+            Err(_) => {
+                self.counters[1].fetch_add(1, Relaxed);
+                tracing::warn!(timeout = ?self.timeout, "semantic cache: the judge did not answer in time; a miss");
+                return Ok(Verdict::Reject("judge timed out"));
             }
         };
         self.counters[2].fetch_add(resp.usage.input_tokens.into(), Relaxed);
