@@ -342,6 +342,49 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    /// A judge backend that never answers.
+    struct Hung;
+
+    #[async_trait]
+    impl AiAgent for Hung {
+        fn name(&self) -> &str {
+            "hung"
+        }
+        async fn complete(&self, _: &AiRequest) -> Result<crate::agent::AiResponse> {
+            std::future::pending().await
+        }
+    }
+
+    /// No verdict within the timeout is a rejection, counted as a failure, costing
+    /// nothing; the caller waits exactly the timeout (paused clock).
+    #[tokio::test(start_paused = true)]
+    async fn a_judge_that_never_answers_is_a_rejection_after_its_timeout() {
+        let price = Price {
+            input_micros_per_1k: 150,
+            output_micros_per_1k: 600,
+        };
+        let judge = LlmJudgeVerifier::new(
+            Arc::new(Hung),
+            price,
+            AgentType::InsightGenerator,
+            UserId::new(),
+        )
+        .timeout(Duration::from_secs(3));
+        let answer = json!({"text": "reflect back"});
+        let c = Candidate {
+            question: "how do I listen better",
+            stored_question: "how can I listen better",
+            stored_answer: &answer,
+            similarity: 0.9,
+        };
+        let started = tokio::time::Instant::now();
+        let v = judge.verify(&c).await.unwrap();
+        assert_eq!(v, Verdict::Reject("judge timed out"));
+        assert_eq!(started.elapsed(), Duration::from_secs(3));
+        let cost = judge.cost();
+        assert_eq!((cost.calls, cost.failures, cost.cost_nanos), (1, 1, 0));
+    }
+
     #[test]
     fn judge_replies_are_read_strictly() {
         assert_eq!(LlmJudgeVerifier::read(&json!("YES")), Some(true));
