@@ -3,7 +3,7 @@
 //! (`{ rate = 10, per = "1m", burst = 5 }`). Plain durations use `humantime_serde`
 //! directly (`#[serde(with = "humantime_serde")]`).
 //!
-//! This module names no other module of the crate, so any settings struct may use it.
+//! It names only `domain` (the crate-wide `MAX_DURATION`), so any settings struct may use it.
 
 use std::num::NonZeroU32;
 use std::time::Duration;
@@ -55,7 +55,7 @@ impl<'de> Deserialize<'de> for QuotaSetting {
         // governor keeps a burst's worth of periods in a u64 of nanoseconds and
         // panics (or wraps) past it: refuse such a quota here, naming it.
         let burst = doc.burst.unwrap_or(doc.rate);
-        if doc.per.0 > MAX_QUOTA_PERIOD
+        if doc.per.0 > crate::domain::validate::MAX_DURATION
             || period.as_nanos() * u128::from(burst.get()) > u128::from(u64::MAX)
         {
             return Err(serde::de::Error::custom(format!(
@@ -67,9 +67,6 @@ impl<'de> Deserialize<'de> for QuotaSetting {
         Ok(Self(q.allow_burst(burst)))
     }
 }
-
-/// The longest `per` a quota document may give: 366 days.
-const MAX_QUOTA_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
 
 /// Deserialises a [`Quota`] written as [`QuotaSetting`] is.
 pub(crate) fn quota<'de, D: Deserializer<'de>>(d: D) -> Result<Quota, D::Error> {

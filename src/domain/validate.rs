@@ -12,6 +12,22 @@ pub const MAX_TITLE_CHARS: usize = 200;
 pub const MAX_TEXT_CHARS: usize = 10_000;
 /// Largest accepted JSON document, serialised, in bytes.
 pub const MAX_JSON_BYTES: usize = 64 * 1024;
+/// The longest duration any setting takes: 366 days. A longer one (such as
+/// `Duration::MAX` for "never") would overflow the clock when added to the current
+/// instant, so settings refuse it, naming the field (see [`duration`]).
+pub const MAX_DURATION: std::time::Duration = std::time::Duration::from_secs(366 * 24 * 60 * 60);
+
+/// Refuses a duration setting past [`MAX_DURATION`], naming `field`.
+pub fn duration(field: &'static str, d: std::time::Duration) -> Result<()> {
+    if d > MAX_DURATION {
+        return Err(Error::invalid(
+            field,
+            format!("{d:?}, must be at most 366 days"),
+        ));
+    }
+    Ok(())
+}
+
 /// Most tags on a practice.
 pub const MAX_TAGS: usize = 20;
 /// Most milestones on a goal.

@@ -67,21 +67,10 @@ use crate::semantic::{Lookup, SemanticCache};
 
 use batch::Batcher;
 
-/// The longest duration any pipeline setting takes: 366 days. A longer one (such as
-/// `Duration::MAX` for "never") would overflow the clock when added to the current
-/// instant, so `build()` refuses it, naming the field.
-pub const MAX_DURATION: Duration = Duration::from_secs(366 * 24 * 60 * 60);
-
-/// Refuses a duration setting past [`MAX_DURATION`], naming `field`.
-pub(crate) fn check_duration(field: &'static str, d: Duration) -> Result<()> {
-    if d > MAX_DURATION {
-        return Err(Error::invalid(
-            field,
-            format!("{d:?}, must be at most 366 days"),
-        ));
-    }
-    Ok(())
-}
+/// The longest duration any pipeline setting takes (366 days; `build()` refuses a
+/// longer one, naming the field).
+pub use crate::domain::validate::MAX_DURATION;
+pub(crate) use crate::domain::validate::duration as check_duration;
 use settle::{Books, Claim};
 
 /// What [`AiPipeline::complete`] returns.

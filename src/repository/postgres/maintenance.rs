@@ -49,9 +49,8 @@ impl MaintenanceConfig {
     /// 366 days, more than 120 months or 520 weeks ahead, a retention under 7 days (a
     /// week's partition could go while it is still written to) or over 100 years.
     pub fn validate(&self) -> Result<()> {
-        const MAX_PERIOD: Duration = Duration::from_secs(366 * 24 * 3600);
         for (field, d) in [("every", self.every), ("retry", self.retry)] {
-            if d.is_zero() || d > MAX_PERIOD {
+            if d.is_zero() || d > crate::domain::validate::MAX_DURATION {
                 return Err(Error::invalid(
                     field,
                     "must be more than zero and at most 366 days",

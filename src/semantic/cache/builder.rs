@@ -13,10 +13,10 @@ use crate::semantic::Embedder;
 use crate::semantic::budget::ErrorBudget;
 use crate::semantic::verify::{RuleVerifier, Verifier};
 
-/// The longest TTL a cache takes: 366 days, as the pipeline's
-/// [`MAX_DURATION`](crate::pipeline::MAX_DURATION). A longer one (such as
-/// `Duration::MAX` for "never") would overflow the clock when an answer is stored.
-pub const MAX_TTL: Duration = Duration::from_secs(366 * 24 * 60 * 60);
+/// The longest TTL a cache takes: the crate-wide
+/// [`MAX_DURATION`](crate::domain::validate::MAX_DURATION), 366 days. A longer one (such
+/// as `Duration::MAX` for "never") would overflow the clock when an answer is stored.
+pub const MAX_TTL: Duration = crate::domain::validate::MAX_DURATION;
 
 /// Builder for [`SemanticCache`].
 #[must_use]
@@ -149,12 +149,7 @@ impl SemanticCacheBuilder {
         if self.ttl.is_zero() {
             return Err(Error::invalid("ttl", "must be positive"));
         }
-        if self.ttl > MAX_TTL {
-            return Err(Error::invalid(
-                "ttl",
-                format!("{:?}, must be at most 366 days", self.ttl),
-            ));
-        }
+        crate::domain::validate::duration("ttl", self.ttl)?;
         if self.capacity == 0 || self.ef_search == 0 {
             return Err(Error::invalid(
                 "capacity",
