@@ -11,20 +11,16 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::{Request, header};
 use kasama::agent::SimulatedAgent;
-use kasama::health::HealthMonitor;
-use kasama::metrics::{InMemoryMetrics, MetricEvent, MetricsSink};
+use kasama::metrics::{MetricEvent, MetricsSink};
 use kasama::pipeline::{AiPipeline, RateLimitConfig};
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};
 use kasama::repository::MeteredRepository;
 use kasama::server::{AppState, AuthConfig, JwtConfig, WsSockets, router_with};
 use serde_json::{Value, json};
-use tower::ServiceExt;
 
-const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes";
+use common::ws::{SECRET, app_state_limited, call};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn jwt() -> JwtConfig {
@@ -55,25 +51,12 @@ fn rig(auth: AuthConfig) -> Rig {
         InMemoryRepository::new(),
         calls.clone(),
     ));
-    let metrics = Arc::new(InMemoryMetrics::new());
-    let pipeline = Arc::new(
-        AiPipeline::builder(repo.clone())
-            .backend(Arc::new(SimulatedAgent::instant("sim")))
-            .rate_limits(RateLimitConfig::default())
-            .build()
-            .unwrap(),
-    );
-    let state = AppState {
+    let state = app_state_limited(
         repo,
-        pipeline,
-        realtime: Arc::new(MemoryRealtime::new(Hub::new(16))),
-        metrics: metrics.clone(),
-        sink: metrics.clone(),
-        health: Arc::new(HealthMonitor::new(metrics)),
-        jwt: jwt(),
-        render_metrics: None,
-        ws: WsSockets::with_defaults(),
-    };
+        Arc::new(MemoryRealtime::new(Hub::new(16))),
+        WsSockets::with_defaults(),
+        RateLimitConfig::default(),
+    );
     Rig {
         app: router_with(state.clone(), auth),
         state,
@@ -95,23 +78,7 @@ impl Rig {
     }
 
     async fn send(&self, method: &str, path: &str, tok: &str) -> u16 {
-        let mut req = Request::builder()
-            .method(method)
-            .uri(path)
-            .header(header::AUTHORIZATION, format!("Bearer {tok}"));
-        let body = if method == "POST" {
-            req = req.header(header::CONTENT_TYPE, "application/json");
-            Body::from(json!({"email": "new@example.com", "display_name": "N"}).to_string())
-        } else {
-            Body::empty()
-        };
-        let r = self
-            .app
-            .clone()
-            .oneshot(req.body(body).unwrap())
-            .await
-            .unwrap();
-        r.status().as_u16()
+        call(&self.app, method, path, Some(tok)).await.0
     }
 }
 

@@ -14,10 +14,8 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, header};
 use axum::routing::get;
-use kasama::agent::SimulatedAgent;
-use kasama::health::HealthMonitor;
-use kasama::metrics::{InMemoryMetrics, MetricEvent, MetricsSink};
-use kasama::pipeline::{AiPipeline, Quota, RateLimitConfig, TierQuotas};
+use kasama::metrics::{MetricEvent, MetricsSink};
+use kasama::pipeline::{Quota, RateLimitConfig, TierQuotas};
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};
 use kasama::repository::MeteredRepository;
@@ -27,7 +25,9 @@ use kasama::server::{
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes";
+mod common;
+
+use common::ws::{SECRET, app_state_limited, call as send};
 const HOUR: Duration = Duration::from_secs(3600);
 
 fn jwt() -> JwtConfig {
@@ -88,56 +88,16 @@ impl Rig {
     }
 }
 
-async fn send(
-    app: &axum::Router,
-    method: &str,
-    path: &str,
-    tok: Option<&str>,
-) -> (u16, Option<String>, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = tok {
-        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
-    }
-    let body = if method == "POST" {
-        req = req.header(header::CONTENT_TYPE, "application/json");
-        Body::from(json!({"email": "new@example.com", "display_name": "N"}).to_string())
-    } else {
-        Body::empty()
-    };
-    let r = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
-    let status = r.status().as_u16();
-    let retry = r
-        .headers()
-        .get(header::RETRY_AFTER)
-        .map(|v| v.to_str().unwrap().to_string());
-    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
-    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-    (status, retry, body)
-}
-
 /// The server on `inner` (metered, so profile reads are counted).
 fn rig_on(inner: impl Repository, limits: RateLimitConfig, auth: AuthConfig) -> Rig {
     let reads = Arc::new(ProfileReads::default());
     let repo: Arc<dyn Repository> = Arc::new(MeteredRepository::new(inner, reads.clone()));
-    let metrics = Arc::new(InMemoryMetrics::new());
-    let pipeline = Arc::new(
-        AiPipeline::builder(repo.clone())
-            .backend(Arc::new(SimulatedAgent::instant("sim")))
-            .rate_limits(limits)
-            .build()
-            .unwrap(),
-    );
-    let state = AppState {
+    let state = app_state_limited(
         repo,
-        pipeline,
-        realtime: Arc::new(MemoryRealtime::new(Hub::new(16))),
-        metrics: metrics.clone(),
-        sink: metrics.clone(),
-        health: Arc::new(HealthMonitor::new(metrics)),
-        jwt: jwt(),
-        render_metrics: None,
-        ws: WsSockets::with_defaults(),
-    };
+        Arc::new(MemoryRealtime::new(Hub::new(16))),
+        WsSockets::with_defaults(),
+        limits,
+    );
     Rig {
         app: router_with(state.clone(), auth),
         state,

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use kasama::agent::SimulatedAgent;
 use kasama::health::HealthMonitor;
 use kasama::metrics::{InMemoryMetrics, MetricsSink};
-use kasama::pipeline::AiPipeline;
+use kasama::pipeline::{AiPipeline, RateLimitConfig};
 use kasama::prelude::*;
 use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, Realtime};
 use kasama::server::{AppState, WsConfig, WsSockets, WsStats, router, token};
@@ -63,12 +63,23 @@ pub fn app_state(
     realtime: Arc<dyn Realtime>,
     ws: Arc<WsSockets>,
 ) -> AppState {
+    app_state_limited(repo, realtime, ws, RateLimitConfig::default())
+}
+
+/// [`app_state`] with the pipeline's rate limits set to `limits`.
+pub fn app_state_limited(
+    repo: Arc<dyn Repository>,
+    realtime: Arc<dyn Realtime>,
+    ws: Arc<WsSockets>,
+    limits: RateLimitConfig,
+) -> AppState {
     let metrics = Arc::new(InMemoryMetrics::new());
     let sink: Arc<dyn MetricsSink> = metrics.clone();
     let pipeline = Arc::new(
         AiPipeline::builder(repo.clone())
             .backend(Arc::new(SimulatedAgent::instant("sim")))
             .metrics(sink.clone())
+            .rate_limits(limits)
             .build()
             .unwrap(),
     );
@@ -260,4 +271,37 @@ pub fn text(m: Option<Message>) -> Value {
         Some(Message::Text(t)) => serde_json::from_str(&t).unwrap(),
         other => panic!("expected text, got {other:?}"),
     }
+}
+
+/// One request through `app` (no socket): `method` on `path` with `tok` as the bearer
+/// token; a POST carries a new-profile body. Returns the status, the `Retry-After`
+/// header and the JSON body (`Null` when there is none).
+pub async fn call(
+    app: &axum::Router,
+    method: &str,
+    path: &str,
+    tok: Option<&str>,
+) -> (u16, Option<String>, Value) {
+    use axum::body::Body;
+    use axum::http::{Request, header};
+    use tower::ServiceExt;
+    let mut req = Request::builder().method(method).uri(path);
+    if let Some(t) = tok {
+        req = req.header(header::AUTHORIZATION, format!("Bearer {t}"));
+    }
+    let body = if method == "POST" {
+        req = req.header(header::CONTENT_TYPE, "application/json");
+        Body::from(serde_json::json!({"email": "new@example.com", "display_name": "N"}).to_string())
+    } else {
+        Body::empty()
+    };
+    let r = app.clone().oneshot(req.body(body).unwrap()).await.unwrap();
+    let status = r.status().as_u16();
+    let retry = r
+        .headers()
+        .get(header::RETRY_AFTER)
+        .map(|v| v.to_str().unwrap().to_string());
+    let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, retry, body)
 }
