@@ -148,9 +148,18 @@ pub struct Spend {
     pub coalesced: u64,
     /// Of `saved_nanos`, what coalescing saved (the rest is the cache's).
     pub saved_by_coalescing_nanos: u64,
+    /// Of `cost_nanos`, what paid verification of would-be cache hits cost (an LLM
+    /// judge asked during a lookup).
+    #[serde(default)]
+    pub verification_nanos: u64,
 }
 
 impl Spend {
+    fn add_verification(&mut self, cost: u64) {
+        self.cost_nanos = self.cost_nanos.saturating_add(cost);
+        self.verification_nanos = self.verification_nanos.saturating_add(cost);
+    }
+
     fn add(&mut self, cost: u64, saved: u64, coalesced: bool) {
         self.requests += 1;
         self.cost_nanos = self.cost_nanos.saturating_add(cost);
@@ -302,6 +311,25 @@ impl Shared {
         }
     }
 
+    /// Releases `r` and books what verifying a lookup cost (no request counted).
+    fn settle_verification(&self, r: &Reservation, agent: AgentType, cost: u64) {
+        let mut s = self.lock();
+        Self::release_locked(&mut s, r.user, r.day, r.amount);
+        s.advance(r.day);
+        s.total.add_verification(cost);
+        if !s.kept(r.day) || cost == 0 {
+            return;
+        }
+        s.lines
+            .entry((r.user, agent, r.day))
+            .or_default()
+            .add_verification(cost);
+        let u = s.user_day.entry((r.user, r.day)).or_default();
+        *u = u.saturating_add(cost);
+        let g = s.global_day.entry(r.day).or_default();
+        *g = g.saturating_add(cost);
+    }
+
     fn add(&self, user: UserId, agent: AgentType, day: NaiveDate, cost: u64, saved: u64, co: bool) {
         Self::add_locked(&mut self.lock(), user, agent, day, cost, saved, co);
     }
@@ -415,6 +443,14 @@ impl Ledger {
     pub fn settle_coalesced(&self, mut r: Reservation, agent: AgentType, saved_nanos: u64) {
         r.done = true;
         self.shared.settle(&r, agent, 0, saved_nanos, true);
+    }
+
+    /// Turns a reservation for verifying a cache lookup into what the verification
+    /// cost (`Spend::verification_nanos`; no request is counted: the request itself
+    /// is booked by [`Ledger::settle`] or [`Ledger::record_hit`]).
+    pub fn settle_verification(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
+        r.done = true;
+        self.shared.settle_verification(&r, agent, cost_nanos);
     }
 
     /// Records a cache hit: no cost, `saved_nanos` saved.

@@ -299,9 +299,39 @@ impl AiPipeline {
             return Err(e);
         }
 
-        let mut embedding = None;
+        let (mut embedding, mut audit) = (None, None);
         if let Some(cache) = &self.cache {
-            match tokio::time::timeout(self.books.cache_timeout, cache.lookup(&req)).await {
+            // A paid verifier (an LLM judge) is asked only within the user's budget:
+            // its worst case is held first, and settled at what it cost.
+            let worst = cache.max_verification_cost();
+            let verify_hold = if worst > 0 {
+                self.books.ledger.reserve(req.user_id, tier, worst).ok()
+            } else {
+                None
+            };
+            let lookup = cache.lookup_within(&req, verify_hold.is_some());
+            let looked = tokio::time::timeout(self.books.cache_timeout, lookup).await;
+            if let Some(hold) = verify_hold {
+                let spent = match &looked {
+                    Ok(Ok(
+                        Lookup::Hit {
+                            verification_nanos, ..
+                        }
+                        | Lookup::Miss {
+                            verification_nanos, ..
+                        },
+                    )) => *verification_nanos,
+                    // Failed before any verifier ran (the embedder).
+                    Ok(Err(_)) => 0,
+                    // Cut short: a judge call may have been billed; charged its
+                    // worst case rather than not at all.
+                    Err(_) => hold.amount(),
+                };
+                self.books
+                    .ledger
+                    .settle_verification(hold, req.agent, spent);
+            }
+            match looked {
                 Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
                     let saved = self
                         .books
@@ -319,7 +349,11 @@ impl AiPipeline {
                     self.books.ledger.record_hit(req.user_id, req.agent, saved);
                     return Ok(self.books.answered(&req, response, tier, 0, saved, false));
                 }
-                Ok(Ok(Lookup::Miss { embedding: e, .. })) => embedding = e,
+                Ok(Ok(Lookup::Miss {
+                    embedding: e,
+                    audit: a,
+                    ..
+                })) => (embedding, audit) = (e, a),
                 // A cache that fails or is slow is a miss, not a failed request.
                 Ok(Err(e)) => {
                     self.books.cache_error();
@@ -372,6 +406,7 @@ impl AiPipeline {
             hold: Some(hold),
             start,
             embedding,
+            audit,
         };
         let agent = claim.req.agent;
         // From here the claim is the batcher's: whatever happens to this future, the

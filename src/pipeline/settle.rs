@@ -31,7 +31,7 @@ use crate::domain::validate::MAX_JSON_BYTES;
 use crate::domain::{InteractionId, NewAiInteraction};
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink};
-use crate::semantic::SemanticCache;
+use crate::semantic::{AuditTicket, SemanticCache};
 
 /// One caller's stake in a backend call.
 #[derive(Debug)]
@@ -42,6 +42,9 @@ pub(crate) struct Claim {
     pub(crate) start: Instant,
     /// The question's embedding, from the cache lookup's miss.
     pub(crate) embedding: Option<Vec<f32>>,
+    /// The would-be hit held back for audit (error-budget mode): judged against the
+    /// backend's answer once it arrives.
+    pub(crate) audit: Option<AuditTicket>,
 }
 
 /// Longest model name a recorded row keeps (the repository's limit).
@@ -140,6 +143,9 @@ impl Books {
                     if coalesced {
                         response.latency = c.start.elapsed();
                     }
+                    if let (Some(ticket), Some(cache)) = (c.audit.take(), &self.cache) {
+                        self.judge_audit(cache.clone(), ticket, &c.req, &response.output);
+                    }
                     let outcome = self.answered(&c.req, response, tier, paid, saved, coalesced);
                     deliver(to, Ok(outcome));
                 }
@@ -159,6 +165,24 @@ impl Books {
                 }
             }
         }
+    }
+
+    /// Judges an audit in its own task (a comparer may be slow; the answer is not
+    /// held for it), within the cache timeout.
+    fn judge_audit(
+        &self,
+        cache: Arc<SemanticCache>,
+        ticket: AuditTicket,
+        req: &AiRequest,
+        fresh: &Value,
+    ) {
+        let (question, fresh, limit) = (req.prompt_text(), fresh.clone(), self.cache_timeout);
+        tokio::spawn(async move {
+            let judged = cache.judge_audit(ticket, &question, &fresh);
+            if tokio::time::timeout(limit, judged).await.is_err() {
+                tracing::warn!("semantic cache: judging an audit timed out; not counted");
+            }
+        });
     }
 
     pub(crate) fn cache_error(&self) {

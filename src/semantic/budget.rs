@@ -20,9 +20,29 @@
 //! a 0.01 grid: starting at the highest level with enough audits at or above it that
 //! zero wrong ones would pass, a level is accepted while the one-sided Wilson upper
 //! bound, at the stated confidence, of the wrong share among audited candidates at or
-//! above it stays within the budget; the first level that fails stops the walk. Until enough
-//! evidence exists nothing is served semantically, so the hit rate starts at the
-//! exact repeats and climbs as audits come in.
+//! above it stays within the budget; the first level that fails stops the walk. A
+//! level is accepted only where an audited similarity lies, so the threshold never
+//! goes below the evidence. Until enough evidence exists nothing is served
+//! semantically, so the hit rate starts at the exact repeats and climbs as audits
+//! come in.
+//!
+//! Evidence is kept per [`Scope`](crate::agent::Scope): one user's outcomes move only
+//! the thresholds of the scopes they were drawn in (their own, for personal agents).
+//!
+//! **Drift.** The audits of would-be hits at or above the threshold in force are the
+//! hits the cache would have served. When the newest [`ErrorBudget::min_audits`] of
+//! them show, at the budget's confidence, a wrong share above the budget (their
+//! one-sided Wilson lower bound passes it), what users ask has changed: the older
+//! evidence is dropped, nothing is served semantically until new evidence supports a
+//! threshold again, and every would-be hit is audited meanwhile
+//! ([`ErrorEstimate::drifts`] counts these). While those audits merely look worse
+//! than the budget (their plain share above it), audits are drawn at four times
+//! [`ErrorBudget::audit_share`].
+//!
+//! **Tickets.** An [`AuditTicket`] names a pending audit by a random id; the cache
+//! keeps what it was issued for (scope, similarity) and counts the first report
+//! for it once: a ticket reported twice, an invented one or one older than
+//! [`ErrorBudget::ticket_ttl`] is ignored.
 
 use std::collections::VecDeque;
 
@@ -46,8 +66,27 @@ pub struct ErrorBudget {
     pub min_audits: u32,
     /// Similarities below this are never candidates. Default 0.5.
     pub floor: f32,
-    /// Audited outcomes kept per agent and model (the newest). Default 5,000.
+    /// Audited outcomes kept per scope (the newest). Default 5,000.
     pub window: usize,
+    /// How long an [`AuditTicket`] may wait for its outcome. Default: 1 hour.
+    #[serde(default = "default_ticket_ttl")]
+    pub ticket_ttl: std::time::Duration,
+    /// Audits waiting for their outcome, at most (the oldest are forgotten first).
+    /// Default 10,000.
+    #[serde(default = "default_pending")]
+    pub max_pending: usize,
+    /// Scopes whose evidence is kept, at most (the least recently updated are
+    /// forgotten first). Default 10,000.
+    #[serde(default = "default_pending")]
+    pub max_scopes: usize,
+}
+
+fn default_ticket_ttl() -> std::time::Duration {
+    std::time::Duration::from_secs(3600)
+}
+
+fn default_pending() -> usize {
+    10_000
 }
 
 impl ErrorBudget {
@@ -60,6 +99,9 @@ impl ErrorBudget {
             min_audits: 30,
             floor: 0.5,
             window: 5_000,
+            ticket_ttl: default_ticket_ttl(),
+            max_pending: default_pending(),
+            max_scopes: default_pending(),
         }
     }
 
@@ -92,11 +134,23 @@ impl ErrorBudget {
                 "min_audits and window must be positive".into(),
             );
         }
+        if self.max_pending == 0 || self.max_scopes == 0 {
+            return bad(
+                "max_pending",
+                "max_pending and max_scopes must be positive".into(),
+            );
+        }
+        if self.ticket_ttl.is_zero() || self.ticket_ttl > crate::domain::validate::MAX_DURATION {
+            return bad(
+                "ticket_ttl",
+                format!("{:?} is zero or longer than a year", self.ticket_ttl),
+            );
+        }
         Ok(())
     }
 }
 
-/// The cache's estimate of its wrong-answer share for one agent and model.
+/// The cache's estimate of its wrong-answer share in one scope.
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErrorEstimate {
     /// The learned threshold; `None` while nothing is served semantically.
@@ -112,13 +166,20 @@ pub struct ErrorEstimate {
     /// The one-sided Wilson upper bound of that rate at the budget's confidence
     /// (1 when none).
     pub upper_bound: f64,
+    /// Times the evidence was dropped because served-class audits showed the wrong
+    /// share had risen past the budget (see the module docs).
+    pub drifts: u64,
 }
 
 /// A would-be hit turned into a miss for audit: report how it turned out with
 /// [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit).
+///
+/// The ticket names the pending audit by a random id; what it was issued for (the
+/// scope, the similarity) stays in the cache, so a ticket edited, invented, reported
+/// twice or past [`ErrorBudget::ticket_ttl`] changes nothing.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct AuditTicket {
-    pub(crate) key: (crate::domain::AgentType, String),
+    pub(crate) id: uuid::Uuid,
     /// The candidate's similarity.
     pub similarity: f32,
     /// The stored question whose answer was not served.
@@ -190,11 +251,52 @@ pub(crate) fn wilson_upper(wrong: u64, n: u64, confidence: f64) -> f64 {
     ((centre + spread) / (1.0 + z2 / n)).min(1.0)
 }
 
-/// Audited outcomes of one agent and model, and the threshold they support.
-#[derive(Debug, Default)]
+/// One-sided Wilson score lower bound of a binomial share.
+pub(crate) fn wilson_lower(wrong: u64, n: u64, confidence: f64) -> f64 {
+    if n == 0 {
+        return 0.0;
+    }
+    let (k, n) = (wrong as f64, n as f64);
+    let z = z(confidence);
+    let p = k / n;
+    let z2 = z * z;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+}
+
+/// Audited outcomes of one scope, and the threshold they support.
+///
+/// Besides the window of outcomes the threshold is learned from, it watches the
+/// audits of would-be hits *at or above* the threshold in force (the hits it would
+/// have served): when the newest [`ErrorBudget::min_audits`] of them show, at the
+/// budget's confidence, a wrong share above the budget (the Wilson lower bound passes
+/// it), what the users ask has drifted from what the evidence describes. The older
+/// evidence is then dropped, nothing is served semantically until new evidence
+/// supports a threshold again, and every would-be hit is audited meanwhile. While
+/// the newest of those audits merely *look* worse than the budget (their plain share
+/// above it), audits are drawn at four times [`ErrorBudget::audit_share`].
+#[derive(Debug)]
 pub(crate) struct Evidence {
     samples: VecDeque<(f32, bool)>,
     threshold: Option<f32>,
+    /// Outcomes (wrong?) of audits at or above the threshold in force, newest last.
+    served: VecDeque<bool>,
+    /// Times the evidence was dropped for drift.
+    pub(crate) drifts: u64,
+    pub(crate) touched: tokio::time::Instant,
+}
+
+impl Default for Evidence {
+    fn default() -> Self {
+        Self {
+            samples: VecDeque::new(),
+            threshold: None,
+            served: VecDeque::new(),
+            drifts: 0,
+            touched: tokio::time::Instant::now(),
+        }
+    }
 }
 
 impl Evidence {
@@ -202,11 +304,41 @@ impl Evidence {
         self.threshold
     }
 
+    /// The share of would-be hits above the threshold to audit now.
+    pub(crate) fn audit_share(&self, b: &ErrorBudget) -> f64 {
+        let n = self.served.len();
+        let wrong = self.served.iter().filter(|w| **w).count();
+        if n > 0 && wrong as f64 > b.max_error_rate * n as f64 {
+            (b.audit_share * 4.0).min(1.0)
+        } else {
+            b.audit_share
+        }
+    }
+
     /// Records one outcome and re-learns the threshold.
     pub(crate) fn record(&mut self, similarity: f32, wrong: bool, b: &ErrorBudget) {
+        self.touched = tokio::time::Instant::now();
         self.samples.push_back((similarity, wrong));
         while self.samples.len() > b.window {
             self.samples.pop_front();
+        }
+        let watch = b.min_audits as usize;
+        if self.threshold.is_some_and(|t| similarity >= t) {
+            self.served.push_back(wrong);
+            while self.served.len() > watch {
+                self.served.pop_front();
+            }
+            let n = self.served.len() as u64;
+            let k = self.served.iter().filter(|w| **w).count() as u64;
+            // Tested only on a full watch: a single wrong answer among a few
+            // audits would otherwise pass any bound.
+            if n as usize >= watch && wilson_lower(k, n, b.confidence) > b.max_error_rate {
+                // Drift: keep only the newest outcomes, start learning afresh.
+                let keep = self.samples.len().saturating_sub(watch);
+                self.samples.drain(..keep);
+                self.served.clear();
+                self.drifts += 1;
+            }
         }
         self.threshold = self.learn(b);
     }
@@ -216,13 +348,16 @@ impl Evidence {
         sorted.sort_by(|x, y| y.0.total_cmp(&x.0));
         // Levels on a 0.01 grid, from the top down; each tests "the wrong share at or
         // above this level exceeds the budget", and the walk stops at the first level
-        // that cannot reject it (fixed-sequence testing: no correction needed).
+        // that cannot reject it (fixed-sequence testing: no correction needed). A
+        // level is only ever accepted where an audited similarity lies, so the
+        // threshold never goes below the evidence.
         let mut accepted = None;
         let (mut n, mut wrong, mut i) = (0u64, 0u64, 0usize);
         let top = 100;
         let bottom = (b.floor * 100.0).ceil() as i32;
         for level in (bottom..=top).rev() {
             let t = level as f32 / 100.0;
+            let before = i;
             while i < sorted.len() && sorted[i].0 >= t {
                 n += 1;
                 wrong += u64::from(sorted[i].1);
@@ -234,10 +369,11 @@ impl Evidence {
             if n < u64::from(b.min_audits) || wilson_upper(0, n, b.confidence) > b.max_error_rate {
                 continue;
             }
-            if wilson_upper(wrong, n, b.confidence) <= b.max_error_rate {
-                accepted = Some(t);
-            } else {
+            if wilson_upper(wrong, n, b.confidence) > b.max_error_rate {
                 break;
+            }
+            if i > before {
+                accepted = Some(t);
             }
         }
         accepted
@@ -265,6 +401,7 @@ impl Evidence {
                 wrong as f64 / above as f64
             },
             upper_bound: wilson_upper(wrong, above, b.confidence),
+            drifts: self.drifts,
         }
     }
 }

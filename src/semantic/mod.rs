@@ -43,8 +43,8 @@ pub use minilm::MiniLmEmbedder;
 #[cfg(feature = "openai")]
 pub use openai::OpenAiCompatibleEmbedder;
 pub use verify::{
-    Candidate, DEFAULT_JUDGE_TIMEOUT, EmbedderVerifier, JUDGE_PROMPT, JudgeCost, LlmJudgeVerifier,
-    RuleVerifier, Verdict, Verifier,
+    AnswerComparer, Candidate, DEFAULT_JUDGE_TIMEOUT, EmbedderVerifier, JUDGE_PROMPT, JudgeCost,
+    LlmJudgeVerifier, MAX_JUDGED_CHARS, RuleVerifier, SameOutput, Verdict, Verifier,
 };
 
 use std::sync::Arc;

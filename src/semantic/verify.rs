@@ -58,6 +58,24 @@ pub trait Verifier: Send + Sync + 'static {
     /// A verifier that cannot decide returns an error; the cache then treats the
     /// candidate as rejected (a miss), never as a hit.
     async fn verify(&self, candidate: &Candidate<'_>) -> Result<Verdict>;
+
+    /// The most one call may cost, in nano-dollars (a paid judge's worst case).
+    /// `AiPipeline` holds it against the user's budget before a lookup that may ask
+    /// this verifier, and asks paid verifiers only when the hold was granted.
+    /// Default: 0 (free).
+    fn max_cost_nanos(&self) -> u64 {
+        0
+    }
+
+    /// As [`verify`](Self::verify), with what the call cost in nano-dollars, which
+    /// the cache reports in [`Lookup`](super::Lookup) and the pipeline charges to the
+    /// user. Default: `verify`, at no cost; a paid verifier overrides this one.
+    ///
+    /// # Errors
+    /// As [`verify`](Self::verify).
+    async fn verify_priced(&self, candidate: &Candidate<'_>) -> Result<(Verdict, u64)> {
+        Ok((self.verify(candidate).await?, 0))
+    }
 }
 
 fn _object_safe(_: &dyn Verifier) {}
@@ -69,6 +87,69 @@ impl<V: Verifier + ?Sized> Verifier for Arc<V> {
     }
     async fn verify(&self, candidate: &Candidate<'_>) -> Result<Verdict> {
         (**self).verify(candidate).await
+    }
+    fn max_cost_nanos(&self) -> u64 {
+        (**self).max_cost_nanos()
+    }
+    async fn verify_priced(&self, candidate: &Candidate<'_>) -> Result<(Verdict, u64)> {
+        (**self).verify_priced(candidate).await
+    }
+}
+
+/// Decides, for an audit of the error-budget mode, whether the stored answer would
+/// have served the question as well as the fresh one the backend just gave (see
+/// [`SemanticCache::judge_audit`](super::SemanticCache::judge_audit)). Object safe.
+#[async_trait]
+pub trait AnswerComparer: Send + Sync + 'static {
+    /// A short name, e.g. `"same-output"`.
+    fn name(&self) -> &str;
+
+    /// Whether `stored` answers `question` as well as `fresh` does.
+    ///
+    /// # Errors
+    /// A comparer that cannot decide returns an error; the audit is then not counted
+    /// either way.
+    async fn same(&self, question: &str, stored: &Value, fresh: &Value) -> Result<bool>;
+}
+
+/// The default [`AnswerComparer`]: the two outputs are the same JSON once every
+/// string in them is trimmed, lower-cased and its whitespace collapsed. Sound but
+/// strict: it never calls a different answer right, and calls most rewordings wrong
+/// (a backend sampling at temperature > 0 rarely repeats itself word for word), so
+/// with it the error-budget mode serves only where the backend answers a paraphrase
+/// exactly as it answered the stored question. Hosts with a better judge (an LLM,
+/// their users' feedback) plug it in with
+/// [`SemanticCacheBuilder::audit_comparer`](super::SemanticCacheBuilder::audit_comparer).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SameOutput;
+
+impl SameOutput {
+    fn canonical(v: &Value) -> Value {
+        match v {
+            Value::String(s) => Value::String(
+                s.split_whitespace()
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    .to_lowercase(),
+            ),
+            Value::Array(a) => Value::Array(a.iter().map(Self::canonical).collect()),
+            Value::Object(o) => Value::Object(
+                o.iter()
+                    .map(|(k, v)| (k.clone(), Self::canonical(v)))
+                    .collect(),
+            ),
+            other => other.clone(),
+        }
+    }
+}
+
+#[async_trait]
+impl AnswerComparer for SameOutput {
+    fn name(&self) -> &str {
+        "same-output"
+    }
+    async fn same(&self, _: &str, stored: &Value, fresh: &Value) -> Result<bool> {
+        Ok(Self::canonical(stored) == Self::canonical(fresh))
     }
 }
 
@@ -211,6 +292,11 @@ impl std::fmt::Debug for LlmJudgeVerifier {
     }
 }
 
+/// The longest question [`LlmJudgeVerifier`] puts to its judge, in characters; a
+/// longer one (asked or stored) is rejected without a call, so a call's cost is
+/// bounded ([`Verifier::max_cost_nanos`]).
+pub const MAX_JUDGED_CHARS: usize = 2_000;
+
 /// How long [`LlmJudgeVerifier`] waits for a verdict by default.
 pub const DEFAULT_JUDGE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -303,6 +389,23 @@ impl Verifier for LlmJudgeVerifier {
         "llm-judge"
     }
     async fn verify(&self, c: &Candidate<'_>) -> Result<Verdict> {
+        Ok(self.verify_priced(c).await?.0)
+    }
+    fn max_cost_nanos(&self) -> u64 {
+        // The instructions, both questions at their longest and the framing, at the
+        // estimate of four characters a token that the pipeline's holds use.
+        let chars = JUDGE_PROMPT.len() + 2 * MAX_JUDGED_CHARS + 16;
+        self.price.cost_nanos(crate::agent::Usage {
+            input_tokens: crate::agent::estimate_tokens(&"x".repeat(chars)),
+            output_tokens: self.params.max_tokens,
+        })
+    }
+    async fn verify_priced(&self, c: &Candidate<'_>) -> Result<(Verdict, u64)> {
+        if c.question.chars().count() > MAX_JUDGED_CHARS
+            || c.stored_question.chars().count() > MAX_JUDGED_CHARS
+        {
+            return Ok((Verdict::Reject("too long to judge"), 0));
+        }
         let mut req = AiRequest::new(
             self.judge_user,
             self.judge_agent,
@@ -315,25 +418,27 @@ impl Verifier for LlmJudgeVerifier {
             Ok(Err(e)) => {
                 self.counters[1].fetch_add(1, Relaxed);
                 tracing::warn!(error = %e, "semantic cache: the judge failed; a miss");
-                return Ok(Verdict::Reject("judge unavailable"));
+                return Ok((Verdict::Reject("judge unavailable"), 0));
             }
             Err(_) => {
                 self.counters[1].fetch_add(1, Relaxed);
                 tracing::warn!(timeout = ?self.timeout, "semantic cache: the judge did not answer in time; a miss");
-                return Ok(Verdict::Reject("judge timed out"));
+                return Ok((Verdict::Reject("judge timed out"), 0));
             }
         };
         self.counters[2].fetch_add(resp.usage.input_tokens.into(), Relaxed);
         self.counters[3].fetch_add(resp.usage.output_tokens.into(), Relaxed);
-        self.counters[4].fetch_add(self.price.cost_nanos(resp.usage), Relaxed);
-        Ok(match Self::read(&resp.output) {
+        let cost = self.price.cost_nanos(resp.usage);
+        self.counters[4].fetch_add(cost, Relaxed);
+        let verdict = match Self::read(&resp.output) {
             Some(true) => Verdict::Accept,
             Some(false) => Verdict::Reject("judge said no"),
             None => {
                 self.counters[1].fetch_add(1, Relaxed);
                 Verdict::Reject("judge unclear")
             }
-        })
+        };
+        Ok((verdict, cost))
     }
 }
 

@@ -13,6 +13,7 @@ mod billing;
 mod degrading;
 mod limits;
 mod recording;
+mod semantic;
 
 use std::sync::Arc;
 use std::sync::Mutex;

@@ -11,7 +11,7 @@ use crate::domain::AgentType;
 use crate::error::{Error, Result};
 use crate::semantic::Embedder;
 use crate::semantic::budget::ErrorBudget;
-use crate::semantic::verify::{RuleVerifier, Verifier};
+use crate::semantic::verify::{AnswerComparer, RuleVerifier, SameOutput, Verifier};
 
 /// The longest TTL a cache takes: the crate-wide
 /// [`MAX_DURATION`](crate::domain::validate::MAX_DURATION), 366 days. A longer one (such
@@ -30,6 +30,7 @@ pub struct SemanticCacheBuilder {
     salience: bool,
     ef_search: usize,
     verifiers: Vec<Arc<dyn Verifier>>,
+    comparer: Arc<dyn AnswerComparer>,
     semantic: Option<bool>,
     budget: Option<ErrorBudget>,
     seed: u64,
@@ -86,6 +87,14 @@ impl SemanticCacheBuilder {
     /// to measure it.)
     pub fn salience_check(mut self, on: bool) -> Self {
         self.salience = on;
+        self
+    }
+
+    /// How an audit's fresh answer is compared with the stored one in error-budget
+    /// mode ([`SemanticCache::judge_audit`], which `AiPipeline` calls for every
+    /// audited request it answers). Default: [`SameOutput`].
+    pub fn audit_comparer(mut self, c: Arc<dyn AnswerComparer>) -> Self {
+        self.comparer = c;
         self
     }
 
@@ -169,8 +178,10 @@ impl SemanticCacheBuilder {
                 .semantic
                 .unwrap_or_else(|| self.embedder.semantic_by_default()),
             verifiers,
+            comparer: self.comparer,
             budget: self.budget,
             evidence: Mutex::default(),
+            pending: Mutex::default(),
             rng: AtomicU64::new(self.seed),
             dim: self.embedder.dimension(),
             embedder: self.embedder,
@@ -199,6 +210,7 @@ impl SemanticCache {
             salience: true,
             ef_search: 32,
             verifiers: Vec::new(),
+            comparer: Arc::new(SameOutput),
             semantic: None,
             budget: None,
             seed: 0,

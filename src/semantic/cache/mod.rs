@@ -13,7 +13,7 @@ mod types;
 pub use builder::{MAX_TTL, SemanticCacheBuilder};
 pub use types::{CachedAnswer, Decision, Lookup, SemanticStats};
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 
 use super::budget::{AuditTicket, ErrorBudget, ErrorEstimate, Evidence};
 use super::hnsw::dot;
-use super::verify::{Candidate, Verdict, Verifier};
+use super::verify::{AnswerComparer, Candidate, Verdict, Verifier};
 use super::{Embedder, normalise};
 use crate::agent::{AiRequest, CacheTier, Scope};
 use crate::domain::AgentType;
@@ -42,6 +42,16 @@ struct Counters {
     expirations: AtomicU64,
 }
 
+/// Stored questions a lookup checks, at most (nearest first).
+const CANDIDATES: usize = 4;
+
+/// Audits waiting for their outcome: what each ticket was issued for.
+#[derive(Debug, Default)]
+struct Pending {
+    issued: HashMap<uuid::Uuid, (Scope, f32, Instant)>,
+    order: VecDeque<uuid::Uuid>,
+}
+
 /// Reuses AI answers for paraphrased requests within a [`Scope`] — see the module docs.
 pub struct SemanticCache {
     embedder: Arc<dyn Embedder>,
@@ -54,8 +64,10 @@ pub struct SemanticCache {
     ef_search: usize,
     semantic: bool,
     verifiers: Vec<Arc<dyn Verifier>>,
+    comparer: Arc<dyn AnswerComparer>,
     budget: Option<ErrorBudget>,
-    evidence: Mutex<HashMap<(AgentType, String), Evidence>>,
+    evidence: Mutex<HashMap<Scope, Evidence>>,
+    pending: Mutex<Pending>,
     rng: AtomicU64,
     state: RwLock<State>,
     counters: Counters,
@@ -116,11 +128,32 @@ impl SemanticCache {
         self.state.write().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Looks `req` up: exact text first, then by similarity.
+    /// Looks `req` up: exact text first, then by similarity, every verifier asked.
     ///
     /// # Errors
     /// `InvalidInput` for an invalid request; the embedder's errors.
     pub async fn lookup(&self, req: &AiRequest) -> Result<Lookup> {
+        self.lookup_within(req, true).await
+    }
+
+    /// The most the paid verifiers may cost in one lookup, in nano-dollars: each of
+    /// the (up to four) candidates a lookup checks may be put to each of them.
+    pub fn max_verification_cost(&self) -> u64 {
+        self.verifiers
+            .iter()
+            .map(|v| v.max_cost_nanos())
+            .fold(0u64, u64::saturating_add)
+            .saturating_mul(CANDIDATES as u64)
+    }
+
+    /// As [`lookup`](Self::lookup); with `paid` false, a candidate that would need a
+    /// paid verifier ([`Verifier::max_cost_nanos`] above 0) is refused instead of
+    /// asking it (`AiPipeline` does this for a user whose budget cannot hold
+    /// [`max_verification_cost`](Self::max_verification_cost)).
+    ///
+    /// # Errors
+    /// As [`lookup`](Self::lookup).
+    pub async fn lookup_within(&self, req: &AiRequest, paid: bool) -> Result<Lookup> {
         req.validate()?;
         let scope = self.scope_of(req);
         let question = req.prompt_text();
@@ -138,6 +171,7 @@ impl SemanticCache {
                     answer: e.answer.clone(),
                     tier: CacheTier::Exact,
                     similarity: 1.0,
+                    verification_nanos: 0,
                 });
             }
         }
@@ -149,19 +183,22 @@ impl SemanticCache {
                 nearest: None,
                 rejected: None,
                 audit: None,
+                verification_nanos: 0,
             });
         }
         let threshold = self.threshold_for(req.agent);
-        let key = (req.agent, req.params.model.clone());
-        let (floor, learned) = match &self.budget {
-            Some(b) => (b.floor, self.learned(&key)),
-            None => (threshold, None),
+        let (floor, learned, share) = match &self.budget {
+            Some(b) => {
+                let (t, share) = self.learned(&scope, b);
+                (b.floor, t, share)
+            }
+            None => (threshold, None, 0.0),
         };
         // The candidates are copied out so that no lock is held while verifiers run.
         let candidates: Vec<(u32, f32, String, CachedAnswer)> = {
             let s = self.read();
             s.scopes.get(&scope).map_or_else(Vec::new, |idx| {
-                idx.nearest(&embedding, 4, self.ef_search, now)
+                idx.nearest(&embedding, CANDIDATES, self.ef_search, now)
                     .into_iter()
                     .filter_map(|(id, sim)| {
                         let e = idx.entries[id as usize].as_ref()?;
@@ -172,6 +209,7 @@ impl SemanticCache {
         };
         let nearest = candidates.first().map(|c| c.1);
         let mut rejected = None;
+        let mut spent = 0u64;
         for (id, sim, stored, answer) in candidates {
             if sim < floor {
                 break;
@@ -182,7 +220,9 @@ impl SemanticCache {
                 stored_answer: &answer.output,
                 similarity: sim,
             };
-            if let Some(why) = self.refusal(&cand).await {
+            let (refused, cost) = self.refusal(&cand, paid).await;
+            spent = spent.saturating_add(cost);
+            if let Some(why) = refused {
                 rejected.get_or_insert(why);
                 self.counters.rejected.fetch_add(1, Relaxed);
                 continue;
@@ -198,14 +238,16 @@ impl SemanticCache {
                     answer,
                     tier: CacheTier::Semantic,
                     similarity: sim,
+                    verification_nanos: spent,
                 });
             };
-            if learned.is_some_and(|t| sim >= t) && !self.draw(b.audit_share) {
+            if learned.is_some_and(|t| sim >= t) && !self.draw(share) {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
                     answer,
                     tier: CacheTier::Semantic,
                     similarity: sim,
+                    verification_nanos: spent,
                 });
             }
             self.counters.audits.fetch_add(1, Relaxed);
@@ -215,11 +257,12 @@ impl SemanticCache {
                 nearest,
                 rejected,
                 audit: Some(AuditTicket {
-                    key,
+                    id: self.issue(b, &scope, sim),
                     similarity: sim,
                     stored_question: stored,
                     stored_answer: answer.output,
                 }),
+                verification_nanos: spent,
             });
         }
         self.counters.misses.fetch_add(1, Relaxed);
@@ -231,6 +274,7 @@ impl SemanticCache {
             nearest,
             rejected,
             audit: None,
+            verification_nanos: spent,
         })
     }
 
@@ -244,20 +288,28 @@ impl SemanticCache {
             .is_some_and(|e| e.question == question && e.expires > now)
     }
 
-    /// Why the verifiers refuse `cand`, or `None` when all accept. An error is a
-    /// refusal.
-    async fn refusal(&self, cand: &Candidate<'_>) -> Option<&'static str> {
+    /// Why the verifiers refuse `cand` (`None` when all accept), and what paid ones
+    /// cost. An error is a refusal; without `paid`, a paid verifier refuses uncalled.
+    async fn refusal(&self, cand: &Candidate<'_>, paid: bool) -> (Option<&'static str>, u64) {
+        let mut spent = 0u64;
         for v in &self.verifiers {
-            match v.verify(cand).await {
-                Ok(Verdict::Accept) => {}
-                Ok(Verdict::Reject(why)) => return Some(why),
+            if !paid && v.max_cost_nanos() > 0 {
+                return (Some("no budget for verification"), spent);
+            }
+            match v.verify_priced(cand).await {
+                Ok((verdict, cost)) => {
+                    spent = spent.saturating_add(cost);
+                    if let Verdict::Reject(why) = verdict {
+                        return (Some(why), spent);
+                    }
+                }
                 Err(e) => {
                     tracing::warn!(verifier = v.name(), error = %e, "semantic cache: verifier failed; a miss");
-                    return Some("verifier failed");
+                    return (Some("verifier failed"), spent);
                 }
             }
         }
-        None
+        (None, spent)
     }
 
     /// A uniform draw below `share` (splitmix64 over a counter; seeded).
@@ -269,31 +321,107 @@ impl SemanticCache {
         ((z >> 11) as f64 / (1u64 << 53) as f64) < share
     }
 
-    fn learned(&self, key: &(AgentType, String)) -> Option<f32> {
+    /// The learned threshold of `scope` and the audit share to draw with.
+    fn learned(&self, scope: &Scope, b: &ErrorBudget) -> (Option<f32>, f64) {
         let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
-        ev.get(key).and_then(Evidence::threshold)
+        ev.get(scope)
+            .map_or((None, b.audit_share), |e| (e.threshold(), e.audit_share(b)))
+    }
+
+    /// Registers a pending audit; returns its ticket's id (random, from the OS).
+    fn issue(&self, b: &ErrorBudget, scope: &Scope, similarity: f32) -> uuid::Uuid {
+        let id = uuid::Uuid::new_v4();
+        let now = Instant::now();
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        while p.order.len() >= b.max_pending {
+            if let Some(old) = p.order.pop_front() {
+                p.issued.remove(&old);
+            }
+        }
+        p.issued.insert(id, (scope.clone(), similarity, now));
+        p.order.push_back(id);
+        id
     }
 
     /// Reports how an audited would-be hit turned out: `correct` when the stored
-    /// answer would have served the new question as well as the fresh one. The ticket
-    /// is consumed, so one outcome counts once. Ignored outside error-budget mode.
-    pub fn resolve_audit(&self, ticket: AuditTicket, correct: bool) {
-        let Some(b) = &self.budget else { return };
+    /// answer would have served the new question as well as the fresh one.
+    ///
+    /// Returns whether the outcome was counted: only the first report of a ticket the
+    /// cache issued, within [`ErrorBudget::ticket_ttl`], counts (in the scope and at
+    /// the similarity the cache recorded when issuing it, whatever the ticket's
+    /// fields say now); a repeat, an invented or expired ticket, a ticket of a user
+    /// forgotten since, or any ticket outside error-budget mode returns `false`.
+    pub fn resolve_audit(&self, ticket: AuditTicket, correct: bool) -> bool {
+        let Some(b) = &self.budget else { return false };
+        let issued = {
+            let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+            let found = p.issued.remove(&ticket.id);
+            if found.is_some() {
+                p.order.retain(|id| *id != ticket.id);
+            }
+            found
+        };
+        let Some((scope, similarity, at)) = issued else {
+            return false;
+        };
+        if at.elapsed() > b.ticket_ttl {
+            return false;
+        }
         let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
-        ev.entry(ticket.key.clone())
-            .or_default()
-            .record(ticket.similarity, !correct, b);
+        if !ev.contains_key(&scope) && ev.len() >= b.max_scopes {
+            // Forget the scope updated least recently.
+            if let Some(old) = ev
+                .iter()
+                .min_by_key(|(_, e)| e.touched)
+                .map(|(k, _)| k.clone())
+            {
+                ev.remove(&old);
+            }
+        }
+        ev.entry(scope).or_default().record(similarity, !correct, b);
+        true
     }
 
-    /// The estimated wrong-answer share of semantic hits for `agent` and `model`
-    /// (error-budget mode; `None` otherwise).
-    pub fn error_estimate(&self, agent: AgentType, model: &str) -> Option<ErrorEstimate> {
+    /// Settles an audit from the backend's fresh answer to the audited question: the
+    /// [audit comparer](SemanticCacheBuilder::audit_comparer) decides whether the
+    /// stored answer would have done, and the outcome is reported with
+    /// [`resolve_audit`](Self::resolve_audit). Returns whether it counted (a
+    /// comparer that fails or an unknown ticket count nothing).
+    pub async fn judge_audit(&self, ticket: AuditTicket, question: &str, fresh: &Value) -> bool {
+        match self
+            .comparer
+            .same(question, &ticket.stored_answer, fresh)
+            .await
+        {
+            Ok(same) => self.resolve_audit(ticket, same),
+            Err(e) => {
+                tracing::warn!(comparer = self.comparer.name(), error = %e, "semantic cache: an audit could not be judged");
+                false
+            }
+        }
+    }
+
+    /// The estimated wrong-answer share of semantic hits in `scope` (see
+    /// [`SemanticCache::scope_of`]); error-budget mode only, `None` otherwise.
+    pub fn error_estimate(&self, scope: &Scope) -> Option<ErrorEstimate> {
         let b = self.budget.as_ref()?;
         let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
         Some(
-            ev.get(&(agent, model.to_string()))
+            ev.get(scope)
                 .map_or_else(|| Evidence::default().estimate(b), |e| e.estimate(b)),
         )
+    }
+
+    /// Drops the audit evidence and pending audits of `user`'s scopes.
+    fn forget_evidence(&self, user: crate::domain::UserId) {
+        self.evidence
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .retain(|k, _| k.user != Some(user));
+        let mut p = self.pending.lock().unwrap_or_else(|e| e.into_inner());
+        p.issued.retain(|_, (k, _, _)| k.user != Some(user));
+        let Pending { issued, order } = &mut *p;
+        order.retain(|id| issued.contains_key(id));
     }
 
     async fn embed_one(&self, text: &str) -> Result<Vec<f32>> {
@@ -330,13 +458,17 @@ impl SemanticCache {
             Some("exact repeats only")
         } else {
             let answer = Value::Null;
-            self.refusal(&Candidate {
-                question: b,
-                stored_question: a,
-                stored_answer: &answer,
-                similarity,
-            })
+            self.refusal(
+                &Candidate {
+                    question: b,
+                    stored_question: a,
+                    stored_answer: &answer,
+                    similarity,
+                },
+                true,
+            )
             .await
+            .0
         };
         let hit = exact || (similarity >= self.threshold && rejected.is_none());
         let mut score = if hit {

@@ -107,6 +107,7 @@ impl SemanticCache {
 
     /// Removes every entry of `user` (e.g. when they delete their account).
     pub fn forget_user(&self, user: UserId) -> usize {
+        self.forget_evidence(user);
         let mut s = self.write();
         let doomed: Vec<Scope> = s
             .scopes

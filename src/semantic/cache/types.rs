@@ -30,6 +30,9 @@ pub enum Lookup {
         tier: CacheTier,
         /// Cosine similarity of the questions (1 for exact hits).
         similarity: f32,
+        /// What paid verifiers (an LLM judge) cost during this lookup, in
+        /// nano-dollars.
+        verification_nanos: u64,
     },
     /// Nothing to serve.
     Miss {
@@ -47,6 +50,9 @@ pub enum Lookup {
         /// [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit)
         /// whether the stored answer would have done.
         audit: Option<AuditTicket>,
+        /// What paid verifiers (an LLM judge) cost during this lookup, in
+        /// nano-dollars.
+        verification_nanos: u64,
     },
 }
 
