@@ -3,7 +3,11 @@
 //!
 //! A cache hit costs nothing, so the budget is checked after the cache: a user over
 //! budget still gets answers the cache already holds, and no backend call is made
-//! without a budget reservation.
+//! without a budget reservation. The one cost a lookup can have — a paid verifier
+//! such as an LLM judge — is held against the budget before the lookup (a user whose
+//! budget cannot hold it gets exact repeats and free verification only) and charged
+//! to the user at what it cost. An audited would-be hit (error-budget mode) is judged
+//! against the backend's answer once it arrives.
 //!
 //! # Settings from a file (feature `config`)
 //!

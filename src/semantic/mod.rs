@@ -18,7 +18,7 @@
 //!   coaching test half but served 15.6 % of look-alikes written later), so on every
 //!   one of them the cache serves exact repeats only unless the host opts in
 //!   ([`SemanticCacheBuilder::semantic_hits`]).
-//! - [`ErrorBudget`] mode learns the threshold per agent and model from audited
+//! - [`ErrorBudget`] mode learns the threshold per scope from audited
 //!   outcomes so that the share of wrong answers stays within a stated budget.
 
 mod budget;

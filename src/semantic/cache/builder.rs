@@ -117,7 +117,7 @@ impl SemanticCacheBuilder {
         self
     }
 
-    /// Error-budget mode: learn thresholds per agent and model from audited
+    /// Error-budget mode: learn thresholds per scope from audited
     /// outcomes instead of using a fixed one (see [`ErrorBudget`]). Turns semantic
     /// hits on, but only as far as the evidence supports.
     pub fn error_budget(mut self, budget: ErrorBudget) -> Self {
