@@ -41,6 +41,8 @@ mod breaker;
 mod cost;
 mod limits;
 mod recorder;
+#[cfg(feature = "redis")]
+mod redis_limits;
 mod router;
 mod settle;
 
@@ -50,6 +52,8 @@ pub use breaker::{BreakerConfig, BreakerState};
 pub use cost::{Budgets, Ledger, PriceTable, Reservation, Spend};
 pub use limits::{RateLimitConfig, RateLimits, TierQuotas, TokioClock};
 pub use recorder::{Recorder, RecorderConfig, RecorderStats};
+#[cfg(feature = "redis")]
+pub use redis_limits::{DEFAULT_REDIS_TIMEOUT, RedisRateLimits, SharedLimitStatus};
 pub use router::{BackendStatus, Router, RouterConfig};
 
 /// governor's quota type, re-exported for [`RateLimitConfig`].

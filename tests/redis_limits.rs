@@ -1,0 +1,262 @@
+//! `RedisRateLimits` against a real Redis (the local one on 127.0.0.1:6379, and a
+//! throwaway `redis-server` this test starts and stops): three limiters with separate
+//! memory share one allowance; a refusal uses up nothing of the global allowance;
+//! when Redis goes away checks fall back to the local limits at once and report it,
+//! and go back to Redis when it returns; the URL's password never shows.
+//!
+//! Real time, not tokio's paused clock: the limiter talks to a real server (a paused
+//! clock would fire its timeouts while the runtime waits on the socket). No figure
+//! here depends on how long anything takes, except that each test runs well within
+//! the quotas' intervals (12 s and more).
+#![cfg(feature = "redis")]
+
+use std::num::NonZeroU32;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use kasama::pipeline::{Quota, RateLimitConfig, RedisRateLimits, TierQuotas};
+use kasama::prelude::*;
+
+const REDIS: &str = "redis://127.0.0.1:6379";
+
+fn per_minute(n: u32, burst: u32) -> Quota {
+    Quota::per_minute(NonZeroU32::new(n).unwrap()).allow_burst(NonZeroU32::new(burst).unwrap())
+}
+
+/// Free users: 5 AI calls a minute (bursts of 5) and 3 API requests; everything else
+/// unlimited.
+fn config() -> RateLimitConfig {
+    let mut c = RateLimitConfig::unlimited();
+    c.ai_per_user = TierQuotas {
+        free: per_minute(5, 5),
+        ..c.ai_per_user
+    };
+    c.api_per_user = TierQuotas {
+        free: per_minute(3, 3),
+        ..c.api_per_user
+    };
+    c
+}
+
+/// A key prefix no other test run uses.
+fn fresh_prefix() -> String {
+    format!("kasama-test-{}", uuid::Uuid::new_v4().simple())
+}
+
+/// Fails (never skips) when the local Redis is not there: `.ci/run` starts it.
+async fn require_redis() {
+    let ok = tokio::net::TcpStream::connect("127.0.0.1:6379")
+        .await
+        .is_ok();
+    assert!(
+        ok,
+        "these tests need Redis on 127.0.0.1:6379 (`redis-server --daemonize yes`; `.ci/run` starts it)"
+    );
+}
+
+#[tokio::test]
+async fn three_instances_share_one_allowance() {
+    require_redis().await;
+    let prefix = fresh_prefix();
+    let instances: Vec<_> = (0..3)
+        .map(|_| RedisRateLimits::new(REDIS, &prefix, config()).unwrap())
+        .collect();
+    let u = UserId::new();
+    let mut admitted = 0;
+    for i in 0..15 {
+        match instances[i % 3].check_ai(u, SubscriptionTier::Free).await {
+            Ok(()) => admitted += 1,
+            Err(Error::RateLimited { retry_after }) => {
+                assert!(
+                    retry_after > Duration::ZERO && retry_after <= Duration::from_secs(12),
+                    "{retry_after:?}"
+                );
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(admitted, 5, "one allowance across three instances");
+    let api: usize = {
+        let mut n = 0;
+        for i in 0..9 {
+            n += usize::from(
+                instances[i % 3]
+                    .check_api(u, SubscriptionTier::Free)
+                    .await
+                    .is_ok(),
+            );
+        }
+        n
+    };
+    assert_eq!(api, 3);
+    // Another user has their own allowance.
+    let v = UserId::new();
+    assert!(
+        instances[2]
+            .check_ai(v, SubscriptionTier::Free)
+            .await
+            .is_ok()
+    );
+    for l in &instances {
+        let s = l.status();
+        assert!(!s.degraded && s.fallbacks == 0 && s.shared > 0, "{s:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_refusal_uses_up_nothing_of_the_global_allowance() {
+    require_redis().await;
+    let prefix = fresh_prefix();
+    let mut c = config();
+    c.global_ai = per_minute(3, 3);
+    c.ai_per_user.free = per_minute(1, 1);
+    let a = RedisRateLimits::new(REDIS, &prefix, c).unwrap();
+    let b = RedisRateLimits::new(REDIS, &prefix, c).unwrap();
+    let first = UserId::new();
+    assert!(a.check_ai(first, SubscriptionTier::Free).await.is_ok());
+    for _ in 0..5 {
+        assert!(b.check_ai(first, SubscriptionTier::Free).await.is_err());
+    }
+    // Five refusals later the global allowance still has two calls.
+    assert!(
+        a.check_ai(UserId::new(), SubscriptionTier::Free)
+            .await
+            .is_ok()
+    );
+    assert!(
+        b.check_ai(UserId::new(), SubscriptionTier::Free)
+            .await
+            .is_ok()
+    );
+    let e = a.check_ai(UserId::new(), SubscriptionTier::Free).await;
+    assert!(matches!(e, Err(Error::RateLimited { .. })), "{e:?}");
+}
+
+/// A throwaway Redis on a free port; killed on drop.
+struct Throwaway {
+    port: u16,
+    child: Child,
+}
+
+impl Throwaway {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .args(["--bind", "127.0.0.1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (Debian package redis-server)");
+        Self { port, child }
+    }
+
+    async fn wait_ready(&self) {
+        for _ in 0..200 {
+            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                .await
+                .is_ok()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for Throwaway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[tokio::test]
+async fn when_redis_goes_away_checks_fall_back_at_once_and_come_back() {
+    let port = free_port();
+    let server = Throwaway::start(port);
+    server.wait_ready().await;
+    let url = format!("redis://127.0.0.1:{port}");
+    let l = RedisRateLimits::new(&url, &fresh_prefix(), config())
+        .unwrap()
+        .timeout(Duration::from_millis(200))
+        .cooldown(Duration::from_millis(50));
+    let u = UserId::new();
+    assert!(l.check_api(u, SubscriptionTier::Free).await.is_ok());
+    assert!(!l.status().degraded);
+    assert_eq!(l.status().shared, 1);
+
+    drop(server);
+    // Requests keep flowing under this instance's own limits (3 API requests), and
+    // none waits on the dead server for long.
+    let v = UserId::new();
+    let mut admitted = 0;
+    for _ in 0..6 {
+        let r = tokio::time::timeout(
+            Duration::from_secs(5),
+            l.check_api(v, SubscriptionTier::Free),
+        )
+        .await
+        .expect("a check never hangs on a dead Redis");
+        match r {
+            Ok(()) => admitted += 1,
+            Err(Error::RateLimited { .. }) => {}
+            Err(e) => panic!("a Redis failure reached the caller: {e:?}"),
+        }
+    }
+    assert_eq!(admitted, 3, "the local limits apply while Redis is away");
+    let s = l.status();
+    assert!(s.degraded && s.fallbacks >= 6, "{s:?}");
+    assert!(s.last_error.is_some());
+
+    let server = Throwaway::start(port);
+    server.wait_ready().await;
+    let w = UserId::new();
+    let mut back = false;
+    for _ in 0..100 {
+        let _ = l.check_api(w, SubscriptionTier::Free).await;
+        if !l.status().degraded {
+            back = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        back,
+        "back to shared limits once Redis answers: {:?}",
+        l.status()
+    );
+    let shared = l.status().shared;
+    let _ = l.check_api(UserId::new(), SubscriptionTier::Free).await;
+    assert_eq!(l.status().shared, shared + 1);
+}
+
+#[tokio::test]
+async fn the_password_never_shows() {
+    require_redis().await;
+    // The local Redis has no password: AUTH fails, which must not quote it either.
+    let l = RedisRateLimits::new(
+        "redis://:s3cret-pw@127.0.0.1:6379",
+        &fresh_prefix(),
+        config(),
+    )
+    .unwrap();
+    let _ = l.check_api(UserId::new(), SubscriptionTier::Free).await;
+    let shown = format!("{l:?} {:?}", l.status());
+    assert!(!shown.contains("s3cret"), "{shown}");
+}
