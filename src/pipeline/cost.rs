@@ -431,6 +431,49 @@ impl Ledger {
         })
     }
 
+    /// As [`Ledger::reserve`], but refuses unless the whole `amount` fits under every
+    /// cap (spent + held + `amount` ≤ cap): for costs the user must be able to
+    /// afford before they are incurred at all (a paid verifier of a cache lookup).
+    ///
+    /// # Errors
+    /// [`Error::BudgetExceeded`] naming the cap that would be passed.
+    pub fn reserve_within(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+    ) -> Result<Reservation> {
+        let day = self.today();
+        let budgets = &self.shared.budgets;
+        {
+            let mut s = self.shared.lock();
+            s.advance(day);
+            let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
+            let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
+            if budgets
+                .user_cap(tier)
+                .is_some_and(|cap| spent_u.saturating_add(held_u).saturating_add(amount) > cap)
+            {
+                return Err(Error::BudgetExceeded {
+                    scope: "user daily".into(),
+                });
+            }
+            let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
+            let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
+            if budgets
+                .global_daily
+                .is_some_and(|cap| spent_g.saturating_add(held_g).saturating_add(amount) > cap)
+            {
+                return Err(Error::BudgetExceeded {
+                    scope: "global daily".into(),
+                });
+            }
+        }
+        // The lock is taken again: another call may have reserved meanwhile, and the
+        // ordinary reservation then refuses at the cap as usual.
+        self.reserve(user, tier, amount)
+    }
+
     /// Turns a reservation into the exact cost of the answered call.
     pub fn settle(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
         r.done = true;

@@ -307,38 +307,67 @@ impl AiPipeline {
             return Err(e);
         }
 
-        let (mut embedding, mut audit) = (None, None);
+        let (mut embedding, mut audit, mut verified) = (None, None, 0u64);
         if let Some(cache) = &self.cache {
             // A paid verifier (an LLM judge) is asked only within the user's budget:
             // its worst case is held first, and settled at what it cost.
             let worst = cache.max_verification_cost();
             let verify_hold = if worst > 0 {
-                self.books.ledger.reserve(req.user_id, tier, worst).ok()
+                self.books
+                    .ledger
+                    .reserve_within(req.user_id, tier, worst)
+                    .ok()
             } else {
                 None
             };
-            let lookup = cache.lookup_within(&req, verify_hold.is_some());
-            let looked = tokio::time::timeout(self.books.cache_timeout, lookup).await;
-            if let Some(hold) = verify_hold {
-                let spent = match &looked {
-                    Ok(Ok(
-                        Lookup::Hit {
-                            verification_nanos, ..
+            let looked = match verify_hold {
+                None => {
+                    let lookup = cache.lookup_within(&req, false);
+                    tokio::time::timeout(self.books.cache_timeout, lookup).await
+                }
+                // A lookup that may pay a judge runs in its own task, which settles
+                // the hold at what the judge calls cost: a timeout or a caller that
+                // goes away stops the waiting, not the books. The spend goes into
+                // this request's row when the answer reaches it in time, else into a
+                // row of its own.
+                Some(hold) => {
+                    let (cache, r, books) = (cache.clone(), req.clone(), self.books.clone());
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    tokio::spawn(async move {
+                        let began = Instant::now();
+                        let looked = cache.lookup_within(&r, true).await;
+                        let spent = match &looked {
+                            Ok(
+                                Lookup::Hit {
+                                    verification_nanos, ..
+                                }
+                                | Lookup::Miss {
+                                    verification_nanos, ..
+                                },
+                            ) => *verification_nanos,
+                            // Failed before any verifier ran (the embedder).
+                            Err(_) => 0,
+                        };
+                        books.ledger.settle_verification(hold, r.agent, spent);
+                        if tx.send((looked, spent)).is_err() {
+                            books.verified_alone(&r, spent, began.elapsed());
                         }
-                        | Lookup::Miss {
-                            verification_nanos, ..
-                        },
-                    )) => *verification_nanos,
-                    // Failed before any verifier ran (the embedder).
-                    Ok(Err(_)) => 0,
-                    // Cut short: a judge call may have been billed; charged its
-                    // worst case rather than not at all.
-                    Err(_) => hold.amount(),
-                };
-                self.books
-                    .ledger
-                    .settle_verification(hold, req.agent, spent);
-            }
+                    });
+                    match tokio::time::timeout(self.books.cache_timeout, rx).await {
+                        Ok(Ok((looked, spent))) => {
+                            verified = spent;
+                            Ok(looked)
+                        }
+                        // The task panicked (a verifier did): its hold was released.
+                        Ok(Err(_)) => Ok(Err(Error::Backend {
+                            what: "semantic cache".into(),
+                            retryable: true,
+                            source: "the lookup task failed".into(),
+                        })),
+                        Err(elapsed) => Err(elapsed),
+                    }
+                }
+            };
             match looked {
                 Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
                     let saved = self
@@ -355,7 +384,9 @@ impl AiPipeline {
                         latency: start.elapsed(),
                     };
                     self.books.ledger.record_hit(req.user_id, req.agent, saved);
-                    return Ok(self.books.answered(&req, response, tier, 0, saved, false));
+                    return Ok(self
+                        .books
+                        .answered(&req, response, tier, verified, saved, false));
                 }
                 Ok(Ok(Lookup::Miss {
                     embedding: e,
@@ -406,6 +437,7 @@ impl AiPipeline {
             Ok(h) => h,
             Err(e) => {
                 self.unanswered(&req, start, &e);
+                self.books.verified_alone(&req, verified, start.elapsed());
                 return Err(e);
             }
         };
@@ -415,13 +447,18 @@ impl AiPipeline {
             start,
             embedding,
             audit,
+            verified,
         };
         let agent = claim.req.agent;
         // From here the claim is the batcher's: whatever happens to this future, the
         // call's task settles and records it.
+        let (user_req, verified) = ((verified > 0).then(|| claim.req.clone()), claim.verified);
         let ticket = match self.batcher.enqueue(claim) {
             Ok(t) => t,
             Err(e) => {
+                if let Some(r) = user_req {
+                    self.books.verified_alone(&r, verified, start.elapsed());
+                }
                 self.metrics.record(&MetricEvent::Ai {
                     agent,
                     backend: None,

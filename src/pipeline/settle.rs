@@ -45,6 +45,9 @@ pub(crate) struct Claim {
     /// The would-be hit held back for audit (error-budget mode): judged against the
     /// backend's answer once it arrives.
     pub(crate) audit: Option<AuditTicket>,
+    /// What verifying this request's cache lookup cost (already in the ledger): part
+    /// of its outcome's cost and of its recorded row.
+    pub(crate) verified: u64,
 }
 
 /// Longest model name a recorded row keeps (the repository's limit).
@@ -123,6 +126,7 @@ impl Books {
                     }
                 }
                 let tier = self.tier();
+                let mut judged = false;
                 let mut response = Some(response);
                 for (i, (mut c, to)) in claims.into_iter().enumerate() {
                     let coalesced = i > 0;
@@ -143,10 +147,16 @@ impl Books {
                     if coalesced {
                         response.latency = c.start.elapsed();
                     }
-                    if let (Some(ticket), Some(cache)) = (c.audit.take(), &self.cache) {
+                    // One backend answer is one observation: only the first audited
+                    // claim on this call is judged; coalesced twins' tickets lapse.
+                    if let (Some(ticket), Some(cache)) = (c.audit.take(), &self.cache)
+                        && !judged
+                    {
+                        judged = true;
                         self.judge_audit(cache.clone(), ticket, &c.req, &response.output);
                     }
-                    let outcome = self.answered(&c.req, response, tier, paid, saved, coalesced);
+                    let outcome =
+                        self.answered(&c.req, response, tier, paid + c.verified, saved, coalesced);
                     deliver(to, Ok(outcome));
                 }
             }
@@ -160,7 +170,7 @@ impl Books {
                     };
                     // The reservation is released: a failed call is not billed.
                     drop(c.hold);
-                    self.failed(&c.req, c.start, &err);
+                    self.failed(&c.req, c.start, &err, c.verified);
                     deliver(to, Err(err));
                 }
             }
@@ -233,8 +243,30 @@ impl Books {
         }
     }
 
-    /// Records and counts a request whose backend call failed.
-    pub(crate) fn failed(&self, req: &AiRequest, start: Instant, e: &Error) {
+    /// Records a verification of `req`'s cache lookup that cost `spent` and reached
+    /// no row of the request's own (it was refused afterwards, or went on without
+    /// waiting for it). Nothing when it cost nothing.
+    pub(crate) fn verified_alone(&self, req: &AiRequest, spent: u64, latency: Duration) {
+        if spent == 0 {
+            return;
+        }
+        self.record(row(
+            req,
+            "semantic-cache-verifier",
+            serde_json::json!({ "verification": "a would-be cache hit, judged" }),
+            0,
+            0,
+            spent,
+            0,
+            latency,
+            false,
+            true,
+        ));
+    }
+
+    /// Records and counts a request whose backend call failed (`spent`: what its
+    /// cache lookup's verification cost).
+    pub(crate) fn failed(&self, req: &AiRequest, start: Instant, e: &Error, spent: u64) {
         let latency = start.elapsed();
         self.record(row(
             req,
@@ -242,7 +274,7 @@ impl Books {
             serde_json::json!({ "error": e.kind() }),
             0,
             0,
-            0,
+            spent,
             0,
             latency,
             false,
@@ -253,7 +285,7 @@ impl Books {
             backend: None,
             input_tokens: 0,
             output_tokens: 0,
-            cost_nanos: 0,
+            cost_nanos: spent,
             saved_nanos: 0,
             latency,
             cache: self.tier(),

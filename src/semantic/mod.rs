@@ -44,7 +44,7 @@ pub use minilm::MiniLmEmbedder;
 pub use openai::OpenAiCompatibleEmbedder;
 pub use verify::{
     AnswerComparer, Candidate, DEFAULT_JUDGE_TIMEOUT, EmbedderVerifier, JUDGE_PROMPT, JudgeCost,
-    LlmJudgeVerifier, MAX_JUDGED_CHARS, RuleVerifier, SameOutput, Verdict, Verifier,
+    LlmJudgeVerifier, MAX_JUDGED_BYTES, RuleVerifier, SameOutput, Verdict, Verifier,
 };
 
 use std::sync::Arc;

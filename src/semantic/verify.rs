@@ -292,10 +292,10 @@ impl std::fmt::Debug for LlmJudgeVerifier {
     }
 }
 
-/// The longest question [`LlmJudgeVerifier`] puts to its judge, in characters; a
+/// The longest question [`LlmJudgeVerifier`] puts to its judge, in UTF-8 bytes; a
 /// longer one (asked or stored) is rejected without a call, so a call's cost is
 /// bounded ([`Verifier::max_cost_nanos`]).
-pub const MAX_JUDGED_CHARS: usize = 2_000;
+pub const MAX_JUDGED_BYTES: usize = 2_000;
 
 /// How long [`LlmJudgeVerifier`] waits for a verdict by default.
 pub const DEFAULT_JUDGE_TIMEOUT: Duration = Duration::from_secs(2);
@@ -392,18 +392,17 @@ impl Verifier for LlmJudgeVerifier {
         Ok(self.verify_priced(c).await?.0)
     }
     fn max_cost_nanos(&self) -> u64 {
-        // The instructions, both questions at their longest and the framing, at the
-        // estimate of four characters a token that the pipeline's holds use.
-        let chars = JUDGE_PROMPT.len() + 2 * MAX_JUDGED_CHARS + 16;
+        // The instructions, both questions at their longest and the framing, at one
+        // token per byte — the most a byte-level tokenizer bills — plus 64 tokens of
+        // chat template.
+        let bytes = JUDGE_PROMPT.len() + 2 * MAX_JUDGED_BYTES + 16;
         self.price.cost_nanos(crate::agent::Usage {
-            input_tokens: crate::agent::estimate_tokens(&"x".repeat(chars)),
+            input_tokens: u32::try_from(bytes + 64).unwrap_or(u32::MAX),
             output_tokens: self.params.max_tokens,
         })
     }
     async fn verify_priced(&self, c: &Candidate<'_>) -> Result<(Verdict, u64)> {
-        if c.question.chars().count() > MAX_JUDGED_CHARS
-            || c.stored_question.chars().count() > MAX_JUDGED_CHARS
-        {
+        if c.question.len() > MAX_JUDGED_BYTES || c.stored_question.len() > MAX_JUDGED_BYTES {
             return Ok((Verdict::Reject("too long to judge"), 0));
         }
         let mut req = AiRequest::new(
