@@ -17,12 +17,17 @@
 //! reports it with [`SemanticCache::resolve_audit`](super::SemanticCache::resolve_audit).
 //!
 //! The threshold is chosen by fixed-sequence testing from high to low similarity, on
-//! a 0.01 grid: starting at the highest level with enough audits at or above it that
-//! zero wrong ones would pass, a level is accepted while the one-sided Wilson upper
-//! bound, at the stated confidence, of the wrong share among audited candidates at or
-//! above it stays within the budget; the first level that fails stops the walk. A
-//! level is accepted only where an audited similarity lies, so the threshold never
-//! goes below the evidence. Until enough evidence exists nothing is served
+//! a 0.01 grid: a walk starts at a level with enough audits at or above it, and a
+//! level is accepted while the one-sided Wilson upper bound of the wrong share among
+//! audited candidates at or above it stays within the budget; the first level that
+//! fails stops the walk. Three walks start where those audits first number n₀, 4·n₀
+//! and 16·n₀ (n₀: the fewest that could pass with none wrong) — places chosen by the
+//! counts alone — each at a third of the budget's risk (Bonferroni), and the lowest
+//! level any accepts is the threshold: one unlucky outcome where the evidence is
+//! thinnest no longer stops all serving. A level is accepted only where an audited
+//! similarity lies, so the threshold never goes below the evidence. Outcomes are kept
+//! per level (the newest [`ErrorBudget::window`] of each, a bit apiece), so the many
+//! audits below the threshold never crowd out the few above it. Until enough evidence exists nothing is served
 //! semantically, so the hit rate starts at the exact repeats and climbs as audits
 //! come in.
 //!
@@ -32,7 +37,7 @@
 //! **Drift.** The audits of would-be hits at or above the threshold in force are the
 //! hits the cache would have served. When the newest [`ErrorBudget::min_audits`] of
 //! them show, at the budget's confidence, a wrong share above the budget (their
-//! one-sided Wilson lower bound passes it), what users ask has changed: the older
+//! one-sided Wilson lower bound passes it), what users ask has changed: the
 //! evidence is dropped, nothing is served semantically until new evidence supports a
 //! threshold again, and every would-be hit is audited meanwhile
 //! ([`ErrorEstimate::drifts`] counts these). While those audits merely look worse
@@ -66,7 +71,8 @@ pub struct ErrorBudget {
     pub min_audits: u32,
     /// Similarities below this are never candidates. Default 0.5.
     pub floor: f32,
-    /// Audited outcomes kept per scope (the newest). Default 5,000.
+    /// Audited outcomes kept per scope and per 0.01 level of similarity (the newest;
+    /// one bit each). Default 1,000.
     pub window: usize,
     /// How long an [`AuditTicket`] may wait for its outcome. Default: 1 hour.
     #[serde(default = "default_ticket_ttl")]
@@ -98,7 +104,7 @@ impl ErrorBudget {
             confidence: 0.95,
             min_audits: 30,
             floor: 0.5,
-            window: 5_000,
+            window: 1_000,
             ticket_ttl: default_ticket_ttl(),
             max_pending: default_pending(),
             max_scopes: default_pending(),
@@ -265,20 +271,55 @@ pub(crate) fn wilson_lower(wrong: u64, n: u64, confidence: f64) -> f64 {
     ((centre - spread) / (1.0 + z2 / n)).max(0.0)
 }
 
-/// Audited outcomes of one scope, and the threshold they support.
+/// The newest outcomes (wrong?) of one similarity level, as bits in a ring.
+#[derive(Debug, Default)]
+struct Ring {
+    bits: Vec<u64>,
+    start: usize,
+    len: usize,
+    wrong: u64,
+}
+
+impl Ring {
+    fn get(&self, i: usize) -> bool {
+        self.bits[i / 64] >> (i % 64) & 1 == 1
+    }
+
+    fn set(&mut self, i: usize, v: bool) {
+        let (w, b) = (i / 64, i % 64);
+        self.bits[w] = (self.bits[w] & !(1 << b)) | (u64::from(v) << b);
+    }
+
+    /// Adds an outcome, dropping the oldest past `cap` (which must not change).
+    fn push(&mut self, wrong: bool, cap: usize) {
+        if self.bits.is_empty() {
+            self.bits = vec![0; cap.div_ceil(64)];
+        }
+        let size = cap;
+        if self.len < size {
+            let i = (self.start + self.len) % size;
+            self.set(i, wrong);
+            self.len += 1;
+        } else {
+            let old = self.get(self.start);
+            self.wrong -= u64::from(old);
+            self.set(self.start, wrong);
+            self.start = (self.start + 1) % size;
+        }
+        self.wrong += u64::from(wrong);
+    }
+}
+
+/// Audited outcomes of one scope, per 0.01 level of similarity (the newest
+/// [`ErrorBudget::window`] of each), and the threshold they support.
 ///
-/// Besides the window of outcomes the threshold is learned from, it watches the
-/// audits of would-be hits *at or above* the threshold in force (the hits it would
-/// have served): when the newest [`ErrorBudget::min_audits`] of them show, at the
-/// budget's confidence, a wrong share above the budget (the Wilson lower bound passes
-/// it), what the users ask has drifted from what the evidence describes. The older
-/// evidence is then dropped, nothing is served semantically until new evidence
-/// supports a threshold again, and every would-be hit is audited meanwhile. While
-/// the newest of those audits merely *look* worse than the budget (their plain share
-/// above it), audits are drawn at four times [`ErrorBudget::audit_share`].
+/// Besides those outcomes it watches the audits of would-be hits *at or above* the
+/// threshold in force (the hits it would have served) — see the module docs on
+/// drift.
 #[derive(Debug)]
 pub(crate) struct Evidence {
-    samples: VecDeque<(f32, bool)>,
+    /// Level `i` holds similarities in [(i)/100, (i+1)/100); level 100 holds 1.0.
+    levels: Vec<Ring>,
     threshold: Option<f32>,
     /// Outcomes (wrong?) of audits at or above the threshold in force, newest last.
     served: VecDeque<bool>,
@@ -290,13 +331,22 @@ pub(crate) struct Evidence {
 impl Default for Evidence {
     fn default() -> Self {
         Self {
-            samples: VecDeque::new(),
+            levels: Vec::new(),
             threshold: None,
             served: VecDeque::new(),
             drifts: 0,
             touched: tokio::time::Instant::now(),
         }
     }
+}
+
+/// Independent threshold walks, each at the budget's risk divided by their number.
+const WALKS: u32 = 3;
+
+/// The level of a similarity (0..=100).
+fn level_of(similarity: f32) -> usize {
+    // A tiny nudge so that 0.85 as f32 (0.8499999) lands on level 85.
+    ((similarity.clamp(0.0, 1.0) * 100.0 + 1e-3).floor() as usize).min(100)
 }
 
 impl Evidence {
@@ -318,10 +368,10 @@ impl Evidence {
     /// Records one outcome and re-learns the threshold.
     pub(crate) fn record(&mut self, similarity: f32, wrong: bool, b: &ErrorBudget) {
         self.touched = tokio::time::Instant::now();
-        self.samples.push_back((similarity, wrong));
-        while self.samples.len() > b.window {
-            self.samples.pop_front();
+        if self.levels.is_empty() {
+            self.levels.resize_with(101, Ring::default);
         }
+        self.levels[level_of(similarity)].push(wrong, b.window);
         let watch = b.min_audits as usize;
         if self.threshold.is_some_and(|t| similarity >= t) {
             self.served.push_back(wrong);
@@ -333,66 +383,72 @@ impl Evidence {
             // Tested only on a full watch: a single wrong answer among a few
             // audits would otherwise pass any bound.
             if n as usize >= watch && wilson_lower(k, n, b.confidence) > b.max_error_rate {
-                // Drift: keep only the newest outcomes, start learning afresh.
-                let keep = self.samples.len().saturating_sub(watch);
-                self.samples.drain(..keep);
+                // Drift: the evidence describes questions users no longer ask.
+                self.levels.clear();
                 self.served.clear();
                 self.drifts += 1;
+                self.threshold = None;
+                return;
             }
         }
         self.threshold = self.learn(b);
     }
 
+    /// Fixed-sequence testing from the top down, started at [`WALKS`] places chosen
+    /// by the counts alone (where the audits at or above a level first reach n₀, 4·n₀
+    /// and 16·n₀, n₀ being the fewest that could pass with none wrong), each walk at
+    /// the budget's risk / [`WALKS`] (Bonferroni); the threshold is the lowest level
+    /// any walk accepts. A single walk from the top stops for good at the first
+    /// unlucky level, where evidence is thinnest; later starts test on more of it.
     fn learn(&self, b: &ErrorBudget) -> Option<f32> {
-        let mut sorted: Vec<(f32, bool)> = self.samples.iter().copied().collect();
-        sorted.sort_by(|x, y| y.0.total_cmp(&x.0));
-        // Levels on a 0.01 grid, from the top down; each tests "the wrong share at or
-        // above this level exceeds the budget", and the walk stops at the first level
-        // that cannot reject it (fixed-sequence testing: no correction needed). A
-        // level is only ever accepted where an audited similarity lies, so the
-        // threshold never goes below the evidence.
-        let mut accepted = None;
-        let (mut n, mut wrong, mut i) = (0u64, 0u64, 0usize);
-        let top = 100;
-        let bottom = (b.floor * 100.0).ceil() as i32;
-        for level in (bottom..=top).rev() {
-            let t = level as f32 / 100.0;
-            let before = i;
-            while i < sorted.len() && sorted[i].0 >= t {
-                n += 1;
-                wrong += u64::from(sorted[i].1);
-                i += 1;
-            }
-            // The walk starts where the evidence could pass at all: enough audits
-            // that zero wrong ones would be within the budget (this depends on the
-            // counts only, not on the outcomes).
-            if n < u64::from(b.min_audits) || wilson_upper(0, n, b.confidence) > b.max_error_rate {
-                continue;
-            }
-            if wilson_upper(wrong, n, b.confidence) > b.max_error_rate {
+        if self.levels.is_empty() {
+            return None;
+        }
+        let bottom = ((f64::from(b.floor) * 100.0).ceil() as usize).min(100);
+        let conf = 1.0 - (1.0 - b.confidence) / f64::from(WALKS);
+        let z = z(conf);
+        let n0 = ((z * z * (1.0 - b.max_error_rate) / b.max_error_rate).ceil() as u64)
+            .max(u64::from(b.min_audits));
+        // Cumulative counts from the top: cum[i] for level 100 - i.
+        let mut cum = Vec::with_capacity(101 - bottom);
+        let (mut n, mut w) = (0u64, 0u64);
+        for level in (bottom..=100).rev() {
+            let r = &self.levels[level];
+            n += r.len as u64;
+            w += r.wrong;
+            cum.push((level, n, w, r.len > 0));
+        }
+        let mut lowest: Option<usize> = None;
+        for j in 0..WALKS {
+            let target = n0.saturating_mul(4u64.pow(j));
+            let Some(start) = cum.iter().position(|&(_, n, _, _)| n >= target) else {
                 break;
-            }
-            if i > before {
-                accepted = Some(t);
+            };
+            for &(level, n, w, has) in &cum[start..] {
+                if wilson_upper(w, n, conf) > b.max_error_rate {
+                    break;
+                }
+                if has {
+                    lowest = Some(lowest.map_or(level, |l| l.min(level)));
+                }
             }
         }
-        accepted
+        lowest.map(|l| l as f32 / 100.0)
     }
 
     pub(crate) fn estimate(&self, b: &ErrorBudget) -> ErrorEstimate {
         let t = self.threshold;
-        let (mut above, mut wrong) = (0u64, 0u64);
-        if let Some(t) = t {
-            for &(s, w) in &self.samples {
-                if s >= t {
-                    above += 1;
-                    wrong += u64::from(w);
-                }
+        let (mut audited, mut above, mut wrong) = (0u64, 0u64, 0u64);
+        for (level, r) in self.levels.iter().enumerate() {
+            audited += r.len as u64;
+            if t.is_some_and(|t| level >= level_of(t)) {
+                above += r.len as u64;
+                wrong += r.wrong;
             }
         }
         ErrorEstimate {
             threshold: t,
-            audited: self.samples.len() as u64,
+            audited,
             above,
             wrong_above: wrong,
             rate: if above == 0 {

@@ -2,9 +2,11 @@
 
 use std::time::Duration;
 
+use async_trait::async_trait;
+
 use kasama::agent::{AiRequest, AiResponse, Usage};
 use kasama::prelude::*;
-use kasama::semantic::{CacheTier, Lookup};
+use kasama::semantic::{CacheTier, Embedder, Lookup};
 use serde_json::json;
 
 /// A backend's answer `{"advice": text}`.
@@ -34,5 +36,51 @@ pub fn served(l: &Lookup) -> Option<(CacheTier, String)> {
             Some((*tier, answer.output["advice"].as_str().unwrap().to_string()))
         }
         Lookup::Miss { .. } => None,
+    }
+}
+
+/// splitmix64.
+pub fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+pub const DIAL_DIM: usize = 512;
+
+/// A dial: `"anchor"` embeds as e0; `"<s> <n>"` as `s·e0 + √(1−s²)·e_k` (k = 1 + n
+/// mod 511), so its cosine with the anchor is exactly `s` and with other questions
+/// lower.
+pub struct Dial;
+
+#[async_trait]
+impl Embedder for Dial {
+    fn name(&self) -> &str {
+        "dial"
+    }
+    fn dimension(&self) -> usize {
+        DIAL_DIM
+    }
+    fn default_threshold(&self) -> f32 {
+        0.8
+    }
+    async fn embed(&self, texts: &[String]) -> kasama::Result<Vec<Vec<f32>>> {
+        Ok(texts
+            .iter()
+            .map(|t| {
+                let mut v = vec![0.0f32; DIAL_DIM];
+                let mut w = t.split(' ');
+                match (w.next().and_then(|s| s.parse::<f32>().ok()), w.next()) {
+                    (Some(s), Some(n)) => {
+                        let k = 1 + n.parse::<usize>().unwrap_or(0) % (DIAL_DIM - 1);
+                        v[0] = s;
+                        v[k] = (1.0 - s * s).max(0.0).sqrt();
+                    }
+                    _ => v[0] = 1.0,
+                }
+                v
+            })
+            .collect())
     }
 }
