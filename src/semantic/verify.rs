@@ -104,7 +104,9 @@ pub trait AnswerComparer: Send + Sync + 'static {
     /// A short name, e.g. `"same-output"`.
     fn name(&self) -> &str;
 
-    /// Whether `stored` answers `question` as well as `fresh` does.
+    /// Whether `stored` answers `question` as well as `fresh` does. What a comparer
+    /// spends (an LLM asked) is not counted by the cache or the pipeline: account for
+    /// it in the comparer.
     ///
     /// # Errors
     /// A comparer that cannot decide returns an error; the audit is then not counted
@@ -262,7 +264,8 @@ pub struct JudgeCost {
 /// also answers the new one; serves the hit only on a clear "yes". Every call's
 /// tokens and cost are counted ([`LlmJudgeVerifier::cost`]); an error, an unclear reply
 /// or no reply within [`LlmJudgeVerifier::timeout`] (default 2 s) is a rejection, and
-/// counted as a failure. The request goes out as agent
+/// counted as a failure. A call abandoned at that timeout reported no usage and is
+/// counted as costing nothing, though a provider may still bill it. The request goes out as agent
 /// `judge_agent` for `judge_user` (a service account of the host), with the model
 /// parameters given — temperature 0 and 3 output tokens by default.
 ///
