@@ -7,10 +7,13 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
-use kasama::agent::{AiRequest, AiResponse, Usage};
+use kasama::agent::AiRequest;
 use kasama::prelude::*;
 use kasama::semantic::{CacheTier, Embedder, HashingEmbedder, Lookup, SemanticCache};
-use serde_json::json;
+
+mod common;
+
+use common::semantic::answer;
 
 /// Counts calls; optionally corrupts the vectors.
 struct Probe {
@@ -46,20 +49,6 @@ fn probe(corrupt: Option<fn(Vec<f32>) -> Vec<f32>>) -> Arc<Probe> {
         calls: AtomicUsize::new(0),
         corrupt,
     })
-}
-
-fn answer(text: &str) -> AiResponse {
-    AiResponse {
-        output: json!({ "advice": text }),
-        usage: Usage {
-            input_tokens: 20,
-            output_tokens: 40,
-        },
-        usage_estimated: false,
-        model: "sim-1".into(),
-        backend: "sim".into(),
-        latency: Duration::from_millis(5),
-    }
 }
 
 fn ask(user: UserId, agent: AgentType, q: &str) -> AiRequest {

@@ -396,14 +396,52 @@ impl Ledger {
         tier: SubscriptionTier,
         amount: u64,
     ) -> Result<Reservation> {
+        self.hold(user, tier, amount, false)
+    }
+
+    /// As [`Ledger::reserve`], but refuses unless the whole `amount` fits under every
+    /// cap (spent + held + `amount` ≤ cap): for costs the user must be able to
+    /// afford before they are incurred at all (a paid verifier of a cache lookup).
+    ///
+    /// # Errors
+    /// [`Error::BudgetExceeded`] naming the cap that would be passed.
+    pub fn reserve_within(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+    ) -> Result<Reservation> {
+        self.hold(user, tier, amount, true)
+    }
+
+    /// Holds `amount` unless spent + held (+ `amount`, when `whole`) passes a cap.
+    fn hold(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+        whole: bool,
+    ) -> Result<Reservation> {
         let day = self.today();
         let budgets = &self.shared.budgets;
         let mut s = self.shared.lock();
         s.advance(day);
+        // Refused when what is spent and held reaches the cap (a soft cap: the last
+        // call admitted may pass it by its own cost), or, for `whole`, when adding
+        // `amount` would pass it.
+        let refused = |spent: u64, held: u64, cap: u64| {
+            let used = spent.saturating_add(held);
+            if whole {
+                used.saturating_add(amount) > cap
+            } else {
+                used >= cap
+            }
+        };
         let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
         let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
-        if let Some(cap) = budgets.user_cap(tier)
-            && spent_u.saturating_add(held_u) >= cap
+        if budgets
+            .user_cap(tier)
+            .is_some_and(|cap| refused(spent_u, held_u, cap))
         {
             return Err(Error::BudgetExceeded {
                 scope: "user daily".into(),
@@ -411,8 +449,9 @@ impl Ledger {
         }
         let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
         let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
-        if let Some(cap) = budgets.global_daily
-            && spent_g.saturating_add(held_g) >= cap
+        if budgets
+            .global_daily
+            .is_some_and(|cap| refused(spent_g, held_g, cap))
         {
             return Err(Error::BudgetExceeded {
                 scope: "global daily".into(),
@@ -429,49 +468,6 @@ impl Ledger {
             amount,
             done: false,
         })
-    }
-
-    /// As [`Ledger::reserve`], but refuses unless the whole `amount` fits under every
-    /// cap (spent + held + `amount` ≤ cap): for costs the user must be able to
-    /// afford before they are incurred at all (a paid verifier of a cache lookup).
-    ///
-    /// # Errors
-    /// [`Error::BudgetExceeded`] naming the cap that would be passed.
-    pub fn reserve_within(
-        &self,
-        user: UserId,
-        tier: SubscriptionTier,
-        amount: u64,
-    ) -> Result<Reservation> {
-        let day = self.today();
-        let budgets = &self.shared.budgets;
-        {
-            let mut s = self.shared.lock();
-            s.advance(day);
-            let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
-            let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
-            if budgets
-                .user_cap(tier)
-                .is_some_and(|cap| spent_u.saturating_add(held_u).saturating_add(amount) > cap)
-            {
-                return Err(Error::BudgetExceeded {
-                    scope: "user daily".into(),
-                });
-            }
-            let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
-            let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
-            if budgets
-                .global_daily
-                .is_some_and(|cap| spent_g.saturating_add(held_g).saturating_add(amount) > cap)
-            {
-                return Err(Error::BudgetExceeded {
-                    scope: "global daily".into(),
-                });
-            }
-        }
-        // The lock is taken again: another call may have reserved meanwhile, and the
-        // ordinary reservation then refuses at the cap as usual.
-        self.reserve(user, tier, amount)
     }
 
     /// Turns a reservation into the exact cost of the answered call.

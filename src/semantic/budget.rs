@@ -244,32 +244,35 @@ fn z(confidence: f64) -> f64 {
     }
 }
 
-/// One-sided Wilson score upper bound of a binomial share.
+/// The one-sided Wilson score interval of a binomial share: (centre, half-width),
+/// both already divided by the interval's denominator.
+fn wilson(wrong: u64, n: u64, confidence: f64) -> (f64, f64) {
+    let (k, n) = (wrong as f64, n as f64);
+    let z = z(confidence);
+    let p = k / n;
+    let z2 = z * z;
+    let denom = 1.0 + z2 / n;
+    let centre = p + z2 / (2.0 * n);
+    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
+    (centre / denom, spread / denom)
+}
+
+/// One-sided Wilson score upper bound of a binomial share (1 with no evidence).
 pub(crate) fn wilson_upper(wrong: u64, n: u64, confidence: f64) -> f64 {
     if n == 0 {
         return 1.0;
     }
-    let (k, n) = (wrong as f64, n as f64);
-    let z = z(confidence);
-    let p = k / n;
-    let z2 = z * z;
-    let centre = p + z2 / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre + spread) / (1.0 + z2 / n)).min(1.0)
+    let (c, s) = wilson(wrong, n, confidence);
+    (c + s).min(1.0)
 }
 
-/// One-sided Wilson score lower bound of a binomial share.
+/// One-sided Wilson score lower bound of a binomial share (0 with no evidence).
 pub(crate) fn wilson_lower(wrong: u64, n: u64, confidence: f64) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let (k, n) = (wrong as f64, n as f64);
-    let z = z(confidence);
-    let p = k / n;
-    let z2 = z * z;
-    let centre = p + z2 / (2.0 * n);
-    let spread = z * (p * (1.0 - p) / n + z2 / (4.0 * n * n)).sqrt();
-    ((centre - spread) / (1.0 + z2 / n)).max(0.0)
+    let (c, s) = wilson(wrong, n, confidence);
+    (c - s).max(0.0)
 }
 
 /// The newest outcomes (wrong?) of one similarity level, as bits in a ring.
