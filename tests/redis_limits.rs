@@ -17,6 +17,8 @@ use std::time::Duration;
 use kasama::pipeline::{Quota, RateLimitConfig, RedisRateLimits, TierQuotas};
 use kasama::prelude::*;
 
+mod common;
+
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 fn per_minute(n: u32, burst: u32) -> Quota {
@@ -259,4 +261,48 @@ async fn the_password_never_shows() {
     let _ = l.check_api(UserId::new(), SubscriptionTier::Free).await;
     let shown = format!("{l:?} {:?}", l.status());
     assert!(!shown.contains("s3cret"), "{shown}");
+}
+
+/// Two pipelines with separate memory, as two instances of a host's server, sharing
+/// their AI limit through Redis: a free user spraying requests across both gets one
+/// allowance (5 a minute), not two.
+#[tokio::test]
+async fn two_pipelines_share_one_ai_allowance() {
+    use std::sync::Arc;
+
+    use kasama::agent::{AiRequest, SimulatedAgent};
+    use kasama::pipeline::{AiPipeline, BatchConfig, Budgets};
+
+    require_redis().await;
+    let prefix = fresh_prefix();
+    let repo = common::pipeline::memory();
+    let u = common::pipeline::users(&repo, 1).await[0];
+    let pipeline = || {
+        AiPipeline::builder(repo.clone())
+            .backend(Arc::new(SimulatedAgent::instant("sim")))
+            .budgets(Budgets::unlimited())
+            .batching(BatchConfig {
+                window: Duration::ZERO,
+                ..BatchConfig::default()
+            })
+            .shared_rate_limits(Arc::new(
+                RedisRateLimits::new(REDIS, &prefix, config()).unwrap(),
+            ))
+            .build()
+            .unwrap()
+    };
+    let (a, b) = (pipeline(), pipeline());
+    let mut answered = 0;
+    for i in 0..12 {
+        let req = AiRequest::new(u, AgentType::LearningCoach, format!("question {i}"));
+        let p = if i % 2 == 0 { &a } else { &b };
+        match p.complete(req, SubscriptionTier::Free).await {
+            Ok(_) => answered += 1,
+            Err(Error::RateLimited { .. }) => {}
+            Err(e) => panic!("{e:?}"),
+        }
+    }
+    assert_eq!(answered, 5, "one allowance across both instances");
+    a.shutdown().await.unwrap();
+    b.shutdown().await.unwrap();
 }

@@ -111,6 +111,8 @@ pub struct AiPipelineBuilder {
     recorder: RecorderConfig,
     metrics: Arc<dyn MetricsSink>,
     cache_timeout: Duration,
+    #[cfg(feature = "redis")]
+    shared_limits: Option<Arc<RedisRateLimits>>,
 }
 
 impl std::fmt::Debug for AiPipelineBuilder {
@@ -197,6 +199,16 @@ impl AiPipelineBuilder {
         self
     }
 
+    /// The AI rate limits held in Redis and shared by every instance (feature
+    /// `redis`), instead of this instance's own: see [`RedisRateLimits`]. Its quotas
+    /// are the ones it was built with; [`rate_limits`](Self::rate_limits) then sets
+    /// only the local limiter, which [`AiPipeline::rate_limits`] still reports.
+    #[cfg(feature = "redis")]
+    pub fn shared_rate_limits(mut self, limits: Arc<RedisRateLimits>) -> Self {
+        self.shared_limits = Some(limits);
+        self
+    }
+
     /// Builds the pipeline and starts its recorder (needs a tokio runtime).
     ///
     /// # Errors
@@ -237,6 +249,8 @@ impl AiPipelineBuilder {
         );
         Ok(AiPipeline {
             limits: RateLimits::new(self.limits),
+            #[cfg(feature = "redis")]
+            shared_limits: self.shared_limits,
             books,
             cache: self.cache,
             router,
@@ -249,6 +263,8 @@ impl AiPipelineBuilder {
 /// The AI request path, composed (see the module docs).
 pub struct AiPipeline {
     limits: RateLimits,
+    #[cfg(feature = "redis")]
+    shared_limits: Option<Arc<RedisRateLimits>>,
     books: Arc<Books>,
     cache: Option<Arc<SemanticCache>>,
     router: Arc<Router>,
@@ -280,6 +296,8 @@ impl AiPipeline {
             recorder: RecorderConfig::default(),
             metrics: Arc::new(NoopMetrics),
             cache_timeout: Duration::from_secs(1),
+            #[cfg(feature = "redis")]
+            shared_limits: None,
         }
     }
 
@@ -298,11 +316,11 @@ impl AiPipeline {
     /// answered, charged or recorded then), `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
-        if let Err(e) = self
-            .check_open()
-            .and_then(|()| req.validate())
-            .and_then(|()| self.limits.check_ai(req.user_id, tier))
-        {
+        let checked = match self.check_open().and_then(|()| req.validate()) {
+            Ok(()) => self.check_ai_limit(&req, tier).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
             self.unanswered(&req, start, &e);
             return Err(e);
         }
@@ -480,6 +498,15 @@ impl AiPipeline {
                 source: "the batch ended without an answer".into(),
             })
         })
+    }
+
+    /// The AI rate limit: shared through Redis when configured, else this instance's.
+    async fn check_ai_limit(&self, req: &AiRequest, tier: SubscriptionTier) -> Result<()> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared_limits {
+            return shared.check_ai(req.user_id, tier).await;
+        }
+        self.limits.check_ai(req.user_id, tier)
     }
 
     /// Refuses work once [`AiPipeline::shutdown`] began (its recorder is gone: an
