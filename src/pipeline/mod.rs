@@ -40,6 +40,7 @@ mod batch;
 mod breaker;
 mod cost;
 mod limits;
+mod lookup;
 mod recorder;
 #[cfg(feature = "redis")]
 mod redis_limits;
@@ -71,7 +72,7 @@ use crate::domain::SubscriptionTier;
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink, NoopMetrics};
 use crate::repository::Repository;
-use crate::semantic::{Lookup, SemanticCache};
+use crate::semantic::SemanticCache;
 
 use batch::Batcher;
 
@@ -242,6 +243,7 @@ impl AiPipelineBuilder {
             recorder: Mutex::new(None),
             metrics: self.metrics.clone(),
             cache_errors: AtomicU64::new(0),
+            inflight: settle::Inflight::default(),
         });
         let batcher = Batcher::new(router.clone(), books.clone(), self.batch, personal)?;
         *books.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(
@@ -316,6 +318,12 @@ impl AiPipeline {
     /// answered, charged or recorded then), `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
+        // Counted in flight until this future ends (or is dropped): shutdown waits.
+        let Some(_inflight) = settle::enter(&self.books, false) else {
+            let e = batch::shut_down();
+            self.unanswered(&req, start, &e);
+            return Err(e);
+        };
         let checked = match self.check_open().and_then(|()| req.validate()) {
             Ok(()) => self.check_ai_limit(&req, tier).await,
             Err(e) => Err(e),
@@ -325,103 +333,14 @@ impl AiPipeline {
             return Err(e);
         }
 
-        let (mut embedding, mut audit, mut verified) = (None, None, 0u64);
-        if let Some(cache) = &self.cache {
-            // A paid verifier (an LLM judge) is asked only within the user's budget:
-            // its worst case is held first, and settled at what it cost.
-            let worst = cache.max_verification_cost();
-            let verify_hold = if worst > 0 {
-                self.books
-                    .ledger
-                    .reserve_within(req.user_id, tier, worst)
-                    .ok()
-            } else {
-                None
-            };
-            let looked = match verify_hold {
-                None => {
-                    let lookup = cache.lookup_within(&req, false);
-                    tokio::time::timeout(self.books.cache_timeout, lookup).await
-                }
-                // A lookup that may pay a judge runs in its own task, which settles
-                // the hold at what the judge calls cost: a timeout or a caller that
-                // goes away stops the waiting, not the books. The spend goes into
-                // this request's row when the answer reaches it in time, else into a
-                // row of its own.
-                Some(hold) => {
-                    let (cache, r, books) = (cache.clone(), req.clone(), self.books.clone());
-                    let (tx, rx) = tokio::sync::oneshot::channel();
-                    tokio::spawn(async move {
-                        let began = Instant::now();
-                        let looked = cache.lookup_within(&r, true).await;
-                        let spent = match &looked {
-                            Ok(
-                                Lookup::Hit {
-                                    verification_nanos, ..
-                                }
-                                | Lookup::Miss {
-                                    verification_nanos, ..
-                                },
-                            ) => *verification_nanos,
-                            // Failed before any verifier ran (the embedder).
-                            Err(_) => 0,
-                        };
-                        books.ledger.settle_verification(hold, r.agent, spent);
-                        if tx.send((looked, spent)).is_err() {
-                            books.verified_alone(&r, spent, began.elapsed());
-                        }
-                    });
-                    match tokio::time::timeout(self.books.cache_timeout, rx).await {
-                        Ok(Ok((looked, spent))) => {
-                            verified = spent;
-                            Ok(looked)
-                        }
-                        // The task panicked (a verifier did): its hold was released.
-                        Ok(Err(_)) => Ok(Err(Error::Backend {
-                            what: "semantic cache".into(),
-                            retryable: true,
-                            source: "the lookup task failed".into(),
-                        })),
-                        Err(elapsed) => Err(elapsed),
-                    }
-                }
-            };
-            match looked {
-                Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
-                    let saved = self
-                        .books
-                        .prices
-                        .price(&answer.model)
-                        .cost_nanos(answer.usage);
-                    let response = AiResponse {
-                        output: answer.output,
-                        usage: answer.usage,
-                        usage_estimated: false,
-                        model: answer.model,
-                        backend: "semantic-cache".into(),
-                        latency: start.elapsed(),
-                    };
-                    self.books.ledger.record_hit(req.user_id, req.agent, saved);
-                    return Ok(self
-                        .books
-                        .answered(&req, response, tier, verified, saved, false));
-                }
-                Ok(Ok(Lookup::Miss {
-                    embedding: e,
-                    audit: a,
-                    ..
-                })) => (embedding, audit) = (e, a),
-                // A cache that fails or is slow is a miss, not a failed request.
-                Ok(Err(e)) => {
-                    self.books.cache_error();
-                    tracing::warn!(error = %e, "semantic cache lookup failed; treated as a miss");
-                }
-                Err(_) => {
-                    self.books.cache_error();
-                    tracing::warn!("semantic cache lookup timed out; treated as a miss");
-                }
-            }
-        }
+        let (embedding, audit, verified) = match self.look_up(&req, tier, start).await {
+            lookup::Looked::Answered(outcome) => return Ok(outcome),
+            lookup::Looked::Go {
+                embedding,
+                audit,
+                verified,
+            } => (embedding, audit, verified),
+        };
 
         // The worst case this call can cost, held against the budgets until it is
         // settled.
@@ -541,6 +460,8 @@ impl AiPipeline {
     /// # Errors
     /// `Backend` when rows could not be written (failed, dropped or rejected).
     pub async fn shutdown(&self) -> Result<RecorderStats> {
+        // Requests already admitted (and lookups paying a judge) finish first.
+        self.books.inflight.close_and_wait().await;
         self.batcher.close();
         self.batcher.idle().await;
         let rec = self

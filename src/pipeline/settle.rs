@@ -63,6 +63,58 @@ pub(crate) struct Books {
     pub(crate) recorder: Mutex<Option<Recorder>>,
     pub(crate) metrics: Arc<dyn MetricsSink>,
     pub(crate) cache_errors: std::sync::atomic::AtomicU64,
+    /// Requests and verification tasks in flight: shutdown waits for them.
+    pub(crate) inflight: Inflight,
+}
+
+/// What is in flight, and whether shutdown has begun.
+#[derive(Debug, Default)]
+pub(crate) struct Inflight {
+    n: std::sync::atomic::AtomicUsize,
+    closing: std::sync::atomic::AtomicBool,
+    idle: tokio::sync::Notify,
+}
+
+/// One request or task in flight; dropping it (however the work ends) counts it out.
+#[derive(Debug)]
+pub(crate) struct InflightGuard(Arc<Books>);
+
+impl Drop for InflightGuard {
+    fn drop(&mut self) {
+        let f = &self.0.inflight;
+        if f.n.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) == 1 {
+            f.idle.notify_waiters();
+        }
+    }
+}
+
+/// Enters `books` as one more piece of work in flight; `None` once shutdown began
+/// (unless `always`: a task a request in flight started).
+pub(crate) fn enter(books: &Arc<Books>, always: bool) -> Option<InflightGuard> {
+    use std::sync::atomic::Ordering::SeqCst;
+    books.inflight.n.fetch_add(1, SeqCst);
+    let guard = InflightGuard(books.clone());
+    if !always && books.inflight.closing.load(SeqCst) {
+        return None;
+    }
+    Some(guard)
+}
+
+impl Inflight {
+    /// Refuses new work, then waits until nothing is in flight.
+    pub(crate) async fn close_and_wait(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        self.closing.store(true, SeqCst);
+        loop {
+            let notified = self.idle.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.n.load(SeqCst) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl std::fmt::Debug for Books {

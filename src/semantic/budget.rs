@@ -27,7 +27,11 @@
 //! thinnest no longer stops all serving. A level is accepted only where an audited
 //! similarity lies, so the threshold never goes below the evidence. Outcomes are kept
 //! per level (the newest [`ErrorBudget::window`] of each, a bit apiece), so the many
-//! audits below the threshold never crowd out the few above it. Until enough evidence exists nothing is served
+//! audits below the threshold never crowd out the few above it; and since audits are
+//! drawn unevenly (every would-be hit below the threshold, a share above it), each
+//! level's wrong share is weighed by its traffic (the would-be hits seen there,
+//! audited or not) and the audits count by the effective sample size of those
+//! weights (Kish): a busy level is never outvoted by quiet ones. Until enough evidence exists nothing is served
 //! semantically, so the hit rate starts at the exact repeats and climbs as audits
 //! come in.
 //!
@@ -35,9 +39,10 @@
 //! the thresholds of the scopes they were drawn in (their own, for personal agents).
 //!
 //! **Drift.** The audits of would-be hits at or above the threshold in force are the
-//! hits the cache would have served. When the newest [`ErrorBudget::min_audits`] of
-//! them show, at the budget's confidence, a wrong share above the budget (their
-//! one-sided Wilson lower bound passes it), what users ask has changed: the
+//! hits the cache would have served. They are tested in blocks of
+//! [`ErrorBudget::min_audits`], each at a tenth of the budget's risk; when a block
+//! shows a wrong share above the budget (its one-sided Wilson lower bound passes
+//! it), what users ask has changed: the
 //! evidence is dropped, nothing is served semantically until new evidence supports a
 //! threshold again, and every would-be hit is audited meanwhile
 //! ([`ErrorEstimate::drifts`] counts these). While those audits merely look worse
@@ -48,8 +53,6 @@
 //! keeps what it was issued for (scope, similarity) and counts the first report
 //! for it once: a ticket reported twice, an invented one or one older than
 //! [`ErrorBudget::ticket_ttl`] is ignored.
-
-use std::collections::VecDeque;
 
 use serde::{Deserialize, Serialize};
 
@@ -66,13 +69,13 @@ pub struct ErrorBudget {
     pub audit_share: f64,
     /// The confidence of the upper bound, in (0.5, 1). Default 0.95.
     pub confidence: f64,
-    /// The fewest audited candidates at or above a level before it can be accepted.
-    /// Default 30.
+    /// The fewest audited candidates at or above a level before it can be accepted,
+    /// and the size of the blocks the drift test runs on. Default 30; at most 10,000.
     pub min_audits: u32,
     /// Similarities below this are never candidates. Default 0.5.
     pub floor: f32,
     /// Audited outcomes kept per scope and per 0.01 level of similarity (the newest;
-    /// one bit each). Default 1,000.
+    /// one bit each). Default 1,000; at most 100,000.
     pub window: usize,
     /// How long an [`AuditTicket`] may wait for its outcome. Default: 1 hour.
     #[serde(default = "default_ticket_ttl")]
@@ -135,11 +138,14 @@ impl ErrorBudget {
         if !(self.floor > 0.0 && self.floor <= 1.0) {
             return bad("floor", format!("{} is outside (0, 1]", self.floor));
         }
-        if self.min_audits == 0 || self.window == 0 {
+        if self.min_audits == 0 || self.min_audits > 10_000 {
             return bad(
                 "min_audits",
-                "min_audits and window must be positive".into(),
+                format!("{} is outside 1..=10,000", self.min_audits),
             );
+        }
+        if self.window == 0 || self.window > 100_000 {
+            return bad("window", format!("{} is outside 1..=100,000", self.window));
         }
         if self.max_pending == 0 || self.max_scopes == 0 {
             return bad(
@@ -245,9 +251,9 @@ fn z(confidence: f64) -> f64 {
 }
 
 /// The one-sided Wilson score interval of a binomial share: (centre, half-width),
-/// both already divided by the interval's denominator.
-fn wilson(wrong: u64, n: u64, confidence: f64) -> (f64, f64) {
-    let (k, n) = (wrong as f64, n as f64);
+/// both already divided by the interval's denominator. Real-valued counts allow
+/// weighted (effective) samples.
+fn wilson(k: f64, n: f64, confidence: f64) -> (f64, f64) {
     let z = z(confidence);
     let p = k / n;
     let z2 = z * z;
@@ -258,8 +264,17 @@ fn wilson(wrong: u64, n: u64, confidence: f64) -> (f64, f64) {
 }
 
 /// One-sided Wilson score upper bound of a binomial share (1 with no evidence).
+#[cfg(test)]
 pub(crate) fn wilson_upper(wrong: u64, n: u64, confidence: f64) -> f64 {
     if n == 0 {
+        return 1.0;
+    }
+    wilson_upper_f(wrong as f64, n as f64, confidence)
+}
+
+/// [`wilson_upper`] on real-valued (effective) counts.
+pub(crate) fn wilson_upper_f(wrong: f64, n: f64, confidence: f64) -> f64 {
+    if n <= 0.0 || !n.is_finite() {
         return 1.0;
     }
     let (c, s) = wilson(wrong, n, confidence);
@@ -271,7 +286,7 @@ pub(crate) fn wilson_lower(wrong: u64, n: u64, confidence: f64) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    let (c, s) = wilson(wrong, n, confidence);
+    let (c, s) = wilson(wrong as f64, n as f64, confidence);
     (c - s).max(0.0)
 }
 
@@ -315,18 +330,18 @@ impl Ring {
 }
 
 /// Audited outcomes of one scope, per 0.01 level of similarity (the newest
-/// [`ErrorBudget::window`] of each), and the threshold they support.
-///
-/// Besides those outcomes it watches the audits of would-be hits *at or above* the
-/// threshold in force (the hits it would have served) — see the module docs on
-/// drift.
+/// [`ErrorBudget::window`] of each), the traffic of each level, and the threshold
+/// they support — see the module docs.
 #[derive(Debug)]
 pub(crate) struct Evidence {
     /// Level `i` holds similarities in [(i)/100, (i+1)/100); level 100 holds 1.0.
     levels: Vec<Ring>,
+    /// Would-be hits seen per level (audited or not), halved now and then.
+    traffic: Vec<u64>,
+    traffic_total: u64,
     threshold: Option<f32>,
-    /// Outcomes (wrong?) of audits at or above the threshold in force, newest last.
-    served: VecDeque<bool>,
+    /// The current block of audits at or above the threshold in force: (n, wrong).
+    block: (u64, u64),
     /// Times the evidence was dropped for drift.
     pub(crate) drifts: u64,
     pub(crate) touched: tokio::time::Instant,
@@ -336,8 +351,10 @@ impl Default for Evidence {
     fn default() -> Self {
         Self {
             levels: Vec::new(),
+            traffic: Vec::new(),
+            traffic_total: 0,
             threshold: None,
-            served: VecDeque::new(),
+            block: (0, 0),
             drifts: 0,
             touched: tokio::time::Instant::now(),
         }
@@ -346,6 +363,12 @@ impl Default for Evidence {
 
 /// Independent threshold walks, each at the budget's risk divided by their number.
 const WALKS: u32 = 3;
+
+/// Traffic counts are halved past this total (old traffic fades, shares stay).
+const TRAFFIC_HALVING: u64 = 100_000;
+
+/// The drift test's risk is the budget's divided by this: it runs once per block.
+const DRIFT_RISK_DIVISOR: f64 = 10.0;
 
 /// The level of a similarity (0..=100).
 fn level_of(similarity: f32) -> usize {
@@ -358,14 +381,30 @@ impl Evidence {
         self.threshold
     }
 
-    /// The share of would-be hits above the threshold to audit now.
+    /// The share of would-be hits above the threshold to audit now: four times the
+    /// budget's while the current block of such audits looks worse than the budget.
     pub(crate) fn audit_share(&self, b: &ErrorBudget) -> f64 {
-        let n = self.served.len();
-        let wrong = self.served.iter().filter(|w| **w).count();
-        if n > 0 && wrong as f64 > b.max_error_rate * n as f64 {
+        let (n, k) = self.block;
+        if n > 0 && k as f64 > b.max_error_rate * n as f64 {
             (b.audit_share * 4.0).min(1.0)
         } else {
             b.audit_share
+        }
+    }
+
+    /// Counts a would-be hit at `similarity` (served or audited): the weight its
+    /// level's audits carry.
+    pub(crate) fn seen(&mut self, similarity: f32) {
+        if self.traffic.is_empty() {
+            self.traffic = vec![0; 101];
+        }
+        self.traffic[level_of(similarity)] += 1;
+        self.traffic_total += 1;
+        if self.traffic_total > TRAFFIC_HALVING {
+            for t in &mut self.traffic {
+                *t = t.div_ceil(2);
+            }
+            self.traffic_total = self.traffic.iter().sum();
         }
     }
 
@@ -376,34 +415,61 @@ impl Evidence {
             self.levels.resize_with(101, Ring::default);
         }
         self.levels[level_of(similarity)].push(wrong, b.window);
-        let watch = b.min_audits as usize;
         if self.threshold.is_some_and(|t| similarity >= t) {
-            self.served.push_back(wrong);
-            while self.served.len() > watch {
-                self.served.pop_front();
-            }
-            let n = self.served.len() as u64;
-            let k = self.served.iter().filter(|w| **w).count() as u64;
-            // Tested only on a full watch: a single wrong answer among a few
-            // audits would otherwise pass any bound.
-            if n as usize >= watch && wilson_lower(k, n, b.confidence) > b.max_error_rate {
-                // Drift: the evidence describes questions users no longer ask.
-                self.levels.clear();
-                self.served.clear();
-                self.drifts += 1;
-                self.threshold = None;
-                return;
+            self.block.0 += 1;
+            self.block.1 += u64::from(wrong);
+            // Tested once per block of `min_audits` (a test after every audit would
+            // raise false alarms), at a tenth of the budget's risk.
+            if self.block.0 >= u64::from(b.min_audits) {
+                let (n, k) = self.block;
+                self.block = (0, 0);
+                let confidence = 1.0 - (1.0 - b.confidence) / DRIFT_RISK_DIVISOR;
+                if wilson_lower(k, n, confidence) > b.max_error_rate {
+                    // Drift: the evidence describes questions users no longer ask.
+                    self.levels.clear();
+                    self.drifts += 1;
+                    self.threshold = None;
+                    return;
+                }
             }
         }
         self.threshold = self.learn(b);
     }
 
+    /// Per level from the top, the cumulative traffic-weighted evidence: (level,
+    /// effective audits, weighted wrong share, whether the level holds audits).
+    ///
+    /// Audits are drawn unevenly (all would-be hits below the threshold, a share
+    /// above it) and windows are per level, so each level's wrong share is weighted
+    /// by its traffic, and the audits by the effective sample size (Kish) of those
+    /// weights.
+    fn cumulative(&self, bottom: usize) -> Vec<(usize, f64, f64, bool)> {
+        let (mut w, mut wk, mut s2) = (0.0f64, 0.0f64, 0.0f64);
+        let mut out = Vec::with_capacity(101 - bottom);
+        for level in (bottom..=100).rev() {
+            let r = &self.levels[level];
+            if r.len > 0 {
+                let n = r.len as f64;
+                let t = self.traffic.get(level).copied().unwrap_or(0).max(1) as f64;
+                w += t;
+                wk += t * r.wrong as f64 / n;
+                s2 += t * t / n;
+            }
+            let (n_eff, share) = if w > 0.0 {
+                (w * w / s2, wk / w)
+            } else {
+                (0.0, 0.0)
+            };
+            out.push((level, n_eff, share, r.len > 0));
+        }
+        out
+    }
+
     /// Fixed-sequence testing from the top down, started at [`WALKS`] places chosen
-    /// by the counts alone (where the audits at or above a level first reach n₀, 4·n₀
-    /// and 16·n₀, n₀ being the fewest that could pass with none wrong), each walk at
-    /// the budget's risk / [`WALKS`] (Bonferroni); the threshold is the lowest level
-    /// any walk accepts. A single walk from the top stops for good at the first
-    /// unlucky level, where evidence is thinnest; later starts test on more of it.
+    /// by the counts alone (where the effective audits at or above a level first
+    /// reach n₀, 4·n₀ and 16·n₀, n₀ being the fewest that could pass with none
+    /// wrong), each walk at the budget's risk / [`WALKS`] (Bonferroni); the threshold
+    /// is the lowest level any walk accepts.
     fn learn(&self, b: &ErrorBudget) -> Option<f32> {
         if self.levels.is_empty() {
             return None;
@@ -411,25 +477,18 @@ impl Evidence {
         let bottom = ((f64::from(b.floor) * 100.0).ceil() as usize).min(100);
         let conf = 1.0 - (1.0 - b.confidence) / f64::from(WALKS);
         let z = z(conf);
-        let n0 = ((z * z * (1.0 - b.max_error_rate) / b.max_error_rate).ceil() as u64)
-            .max(u64::from(b.min_audits));
-        // Cumulative counts from the top: cum[i] for level 100 - i.
-        let mut cum = Vec::with_capacity(101 - bottom);
-        let (mut n, mut w) = (0u64, 0u64);
-        for level in (bottom..=100).rev() {
-            let r = &self.levels[level];
-            n += r.len as u64;
-            w += r.wrong;
-            cum.push((level, n, w, r.len > 0));
-        }
+        let n0 = (z * z * (1.0 - b.max_error_rate) / b.max_error_rate)
+            .ceil()
+            .max(f64::from(b.min_audits));
+        let cum = self.cumulative(bottom);
         let mut lowest: Option<usize> = None;
         for j in 0..WALKS {
-            let target = n0.saturating_mul(4u64.pow(j));
+            let target = n0 * 4f64.powi(j as i32);
             let Some(start) = cum.iter().position(|&(_, n, _, _)| n >= target) else {
                 break;
             };
-            for &(level, n, w, has) in &cum[start..] {
-                if wilson_upper(w, n, conf) > b.max_error_rate {
+            for &(level, n, share, has) in &cum[start..] {
+                if wilson_upper_f(share * n, n, conf) > b.max_error_rate {
                     break;
                 }
                 if has {
@@ -450,17 +509,21 @@ impl Evidence {
                 wrong += r.wrong;
             }
         }
+        let (rate, upper_bound) = match t {
+            Some(t) if !self.levels.is_empty() => {
+                let bottom = level_of(t);
+                let &(_, n, share, _) = self.cumulative(bottom).last().expect("a level");
+                (share, wilson_upper_f(share * n, n, b.confidence))
+            }
+            _ => (0.0, 1.0),
+        };
         ErrorEstimate {
             threshold: t,
             audited,
             above,
             wrong_above: wrong,
-            rate: if above == 0 {
-                0.0
-            } else {
-                wrong as f64 / above as f64
-            },
-            upper_bound: wilson_upper(wrong, above, b.confidence),
+            rate,
+            upper_bound,
             drifts: self.drifts,
         }
     }

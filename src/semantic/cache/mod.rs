@@ -154,6 +154,18 @@ impl SemanticCache {
     /// # Errors
     /// As [`lookup`](Self::lookup).
     pub async fn lookup_within(&self, req: &AiRequest, paid: bool) -> Result<Lookup> {
+        self.lookup_metered(req, paid, &AtomicU64::new(0)).await
+    }
+
+    /// As [`lookup_within`](Self::lookup_within), adding what paid verifiers cost to
+    /// `spent` as each call returns (so a caller still knows what was spent when the
+    /// lookup does not finish).
+    pub(crate) async fn lookup_metered(
+        &self,
+        req: &AiRequest,
+        paid: bool,
+        spent: &AtomicU64,
+    ) -> Result<Lookup> {
         req.validate()?;
         let scope = self.scope_of(req);
         let question = req.prompt_text();
@@ -209,7 +221,6 @@ impl SemanticCache {
         };
         let nearest = candidates.first().map(|c| c.1);
         let mut rejected = None;
-        let mut spent = 0u64;
         for (id, sim, stored, answer) in candidates {
             if sim < floor {
                 break;
@@ -220,8 +231,7 @@ impl SemanticCache {
                 stored_answer: &answer.output,
                 similarity: sim,
             };
-            let (refused, cost) = self.refusal(&cand, paid).await;
-            spent = spent.saturating_add(cost);
+            let refused = self.refusal(&cand, paid, spent).await;
             if let Some(why) = refused {
                 rejected.get_or_insert(why);
                 self.counters.rejected.fetch_add(1, Relaxed);
@@ -238,16 +248,17 @@ impl SemanticCache {
                     answer,
                     tier: CacheTier::Semantic,
                     similarity: sim,
-                    verification_nanos: spent,
+                    verification_nanos: spent.load(Relaxed),
                 });
             };
+            self.seen(&scope, b, sim);
             if learned.is_some_and(|t| sim >= t) && !self.draw(share) {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
                     answer,
                     tier: CacheTier::Semantic,
                     similarity: sim,
-                    verification_nanos: spent,
+                    verification_nanos: spent.load(Relaxed),
                 });
             }
             self.counters.audits.fetch_add(1, Relaxed);
@@ -262,7 +273,7 @@ impl SemanticCache {
                     stored_question: stored,
                     stored_answer: answer.output,
                 }),
-                verification_nanos: spent,
+                verification_nanos: spent.load(Relaxed),
             });
         }
         self.counters.misses.fetch_add(1, Relaxed);
@@ -274,7 +285,7 @@ impl SemanticCache {
             nearest,
             rejected,
             audit: None,
-            verification_nanos: spent,
+            verification_nanos: spent.load(Relaxed),
         })
     }
 
@@ -290,26 +301,30 @@ impl SemanticCache {
 
     /// Why the verifiers refuse `cand` (`None` when all accept), and what paid ones
     /// cost. An error is a refusal; without `paid`, a paid verifier refuses uncalled.
-    async fn refusal(&self, cand: &Candidate<'_>, paid: bool) -> (Option<&'static str>, u64) {
-        let mut spent = 0u64;
+    async fn refusal(
+        &self,
+        cand: &Candidate<'_>,
+        paid: bool,
+        spent: &AtomicU64,
+    ) -> Option<&'static str> {
         for v in &self.verifiers {
             if !paid && v.max_cost_nanos() > 0 {
-                return (Some("no budget for verification"), spent);
+                return Some("no budget for verification");
             }
             match v.verify_priced(cand).await {
                 Ok((verdict, cost)) => {
-                    spent = spent.saturating_add(cost);
+                    spent.fetch_add(cost, Relaxed);
                     if let Verdict::Reject(why) = verdict {
-                        return (Some(why), spent);
+                        return Some(why);
                     }
                 }
                 Err(e) => {
                     tracing::warn!(verifier = v.name(), error = %e, "semantic cache: verifier failed; a miss");
-                    return (Some("verifier failed"), spent);
+                    return Some("verifier failed");
                 }
             }
         }
-        (None, spent)
+        None
     }
 
     /// A uniform draw below `share` (splitmix64 over a counter; seeded).
@@ -368,18 +383,33 @@ impl SemanticCache {
             return false;
         }
         let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
-        if !ev.contains_key(&scope) && ev.len() >= b.max_scopes {
-            // Forget the scope updated least recently.
-            if let Some(old) = ev
+        Self::evidence_of(&mut ev, scope, b).record(similarity, !correct, b);
+        true
+    }
+
+    /// The evidence of `scope`, made room for (the scope updated least recently is
+    /// forgotten past [`ErrorBudget::max_scopes`]).
+    fn evidence_of<'a>(
+        ev: &'a mut HashMap<Scope, Evidence>,
+        scope: Scope,
+        b: &ErrorBudget,
+    ) -> &'a mut Evidence {
+        if !ev.contains_key(&scope)
+            && ev.len() >= b.max_scopes
+            && let Some(old) = ev
                 .iter()
                 .min_by_key(|(_, e)| e.touched)
                 .map(|(k, _)| k.clone())
-            {
-                ev.remove(&old);
-            }
+        {
+            ev.remove(&old);
         }
-        ev.entry(scope).or_default().record(similarity, !correct, b);
-        true
+        ev.entry(scope).or_default()
+    }
+
+    /// Counts a would-be hit in `scope`'s traffic (what its level's audits weigh).
+    fn seen(&self, scope: &Scope, b: &ErrorBudget, similarity: f32) {
+        let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
+        Self::evidence_of(&mut ev, scope.clone(), b).seen(similarity);
     }
 
     /// Settles an audit from the backend's fresh answer to the audited question: the
@@ -466,9 +496,9 @@ impl SemanticCache {
                     similarity,
                 },
                 true,
+                &AtomicU64::new(0),
             )
             .await
-            .0
         };
         let hit = exact || (similarity >= self.threshold && rejected.is_none());
         let mut score = if hit {

@@ -1,0 +1,143 @@
+//! The semantic-cache step of [`AiPipeline::complete`]: the lookup, a paid
+//! verifier's hold and settlement, and a hit answered from the cache.
+
+use futures_util::FutureExt;
+use tokio::time::Instant;
+
+use super::{AiOutcome, AiPipeline, settle};
+use crate::agent::{AiRequest, AiResponse};
+use crate::domain::SubscriptionTier;
+use crate::error::Error;
+use crate::semantic::{AuditTicket, Lookup};
+
+/// What the lookup decided.
+pub(super) enum Looked {
+    /// Answered from the cache.
+    Answered(AiOutcome),
+    /// On to the backend, with what the lookup left for it.
+    Go {
+        embedding: Option<Vec<f32>>,
+        audit: Option<AuditTicket>,
+        /// What verifying the lookup cost (already in the ledger).
+        verified: u64,
+    },
+}
+
+impl AiPipeline {
+    /// Looks `req` up in the semantic cache, if there is one (see the module docs).
+    pub(super) async fn look_up(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        start: Instant,
+    ) -> Looked {
+        let (mut embedding, mut audit, mut verified) = (None, None, 0u64);
+        if let Some(cache) = &self.cache {
+            // A paid verifier (an LLM judge) is asked only within the user's budget:
+            // its worst case is held first, and settled at what it cost.
+            let worst = cache.max_verification_cost();
+            let verify_hold = if worst > 0 {
+                self.books
+                    .ledger
+                    .reserve_within(req.user_id, tier, worst)
+                    .ok()
+            } else {
+                None
+            };
+            let looked = match verify_hold {
+                None => {
+                    let lookup = cache.lookup_within(req, false);
+                    tokio::time::timeout(self.books.cache_timeout, lookup).await
+                }
+                // A lookup that may pay a judge runs in its own task, which settles
+                // the hold at what the judge calls cost: a timeout or a caller that
+                // goes away stops the waiting, not the books. The spend goes into
+                // this request's row when the answer reaches it in time, else into a
+                // row of its own.
+                Some(hold) => {
+                    let (cache, r, books) = (cache.clone(), req.clone(), self.books.clone());
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let guard = settle::enter(&self.books, true);
+                    tokio::spawn(async move {
+                        let _guard = guard;
+                        let began = Instant::now();
+                        // What the judge calls cost, counted as they return, so a
+                        // verifier that panics after a paid call still pays for it.
+                        let metered = std::sync::atomic::AtomicU64::new(0);
+                        let looked =
+                            std::panic::AssertUnwindSafe(cache.lookup_metered(&r, true, &metered))
+                                .catch_unwind()
+                                .await
+                                .unwrap_or_else(|_| {
+                                    Err(Error::Backend {
+                                        what: "semantic cache".into(),
+                                        retryable: true,
+                                        source: "a verifier panicked".into(),
+                                    })
+                                });
+                        let spent = metered.load(std::sync::atomic::Ordering::Relaxed);
+                        books.ledger.settle_verification(hold, r.agent, spent);
+                        if tx.send((looked, spent)).is_err() {
+                            books.verified_alone(&r, spent, began.elapsed());
+                        }
+                    });
+                    match tokio::time::timeout(self.books.cache_timeout, rx).await {
+                        Ok(Ok((looked, spent))) => {
+                            verified = spent;
+                            Ok(looked)
+                        }
+                        // The task panicked (a verifier did): its hold was released.
+                        Ok(Err(_)) => Ok(Err(Error::Backend {
+                            what: "semantic cache".into(),
+                            retryable: true,
+                            source: "the lookup task failed".into(),
+                        })),
+                        Err(elapsed) => Err(elapsed),
+                    }
+                }
+            };
+            match looked {
+                Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
+                    let saved = self
+                        .books
+                        .prices
+                        .price(&answer.model)
+                        .cost_nanos(answer.usage);
+                    let response = AiResponse {
+                        output: answer.output,
+                        usage: answer.usage,
+                        usage_estimated: false,
+                        model: answer.model,
+                        backend: "semantic-cache".into(),
+                        latency: start.elapsed(),
+                    };
+                    self.books.ledger.record_hit(req.user_id, req.agent, saved);
+                    return Looked::Answered(
+                        self.books
+                            .answered(req, response, tier, verified, saved, false),
+                    );
+                }
+                Ok(Ok(Lookup::Miss {
+                    embedding: e,
+                    audit: a,
+                    ..
+                })) => (embedding, audit) = (e, a),
+                // A cache that fails or is slow is a miss, not a failed request.
+                Ok(Err(e)) => {
+                    self.books.cache_error();
+                    tracing::warn!(error = %e, "semantic cache lookup failed; treated as a miss");
+                }
+                Err(_) => {
+                    self.books.cache_error();
+                    tracing::warn!("semantic cache lookup timed out; treated as a miss");
+                }
+            }
+        }
+
+        Looked::Go {
+            embedding,
+            audit,
+            verified,
+        }
+    }
+}
