@@ -18,6 +18,10 @@
 //!   at start-up. Unset: migrations are not run (apply them beforehand, e.g. with
 //!   `examples/migrate.rs`).
 //! - `KASAMA_ADDR`: where to listen. Default `127.0.0.1:8080`.
+//! - `REDIS_URL` (built with feature `redis`): the AI and API rate limits are held
+//!   in Redis and shared by every instance of this server (keys under
+//!   `KASAMA_REDIS_PREFIX`, default `kasama`); unset, each instance limits alone. A
+//!   Redis that goes away makes each instance fall back to its own limits.
 //!
 //! On start it creates a demo user and prints a token for it, and an operator token
 //! for `/health`'s details and `/api/metrics`, so `curl -H "Authorization: Bearer
@@ -101,25 +105,37 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let l = |ms| Duration::from_millis(ms);
-    let pipeline = Arc::new(
-        AiPipeline::builder(repo.clone())
-            .backend(Arc::new(
-                SimulatedAgent::builder("primary")
-                    .latency(l(300), l(900))
-                    .build()?,
-            ))
-            .backend(Arc::new(
-                SimulatedAgent::builder("secondary")
-                    .latency(l(500), l(1500))
-                    .failure_rate(0.1)
-                    .build()?,
-            ))
-            .semantic_cache(Arc::new(
-                SemanticCache::builder(Arc::new(HashingEmbedder::new())).build()?,
-            ))
-            .metrics(sink.clone())
-            .build()?,
-    );
+    let pipeline = AiPipeline::builder(repo.clone())
+        .backend(Arc::new(
+            SimulatedAgent::builder("primary")
+                .latency(l(300), l(900))
+                .build()?,
+        ))
+        .backend(Arc::new(
+            SimulatedAgent::builder("secondary")
+                .latency(l(500), l(1500))
+                .failure_rate(0.1)
+                .build()?,
+        ))
+        .semantic_cache(Arc::new(
+            SemanticCache::builder(Arc::new(HashingEmbedder::new())).build()?,
+        ))
+        .metrics(sink.clone());
+    #[cfg(feature = "redis")]
+    let pipeline = match env("REDIS_URL") {
+        Some(url) => {
+            let prefix = env("KASAMA_REDIS_PREFIX").unwrap_or_else(|| "kasama".into());
+            let shared = kasama::pipeline::RedisRateLimits::new(
+                &url,
+                &prefix,
+                kasama::pipeline::RateLimitConfig::default(),
+            )?;
+            eprintln!("rate limits shared through Redis (keys under {prefix}:)");
+            pipeline.shared_rate_limits(Arc::new(shared))
+        }
+        None => pipeline,
+    };
+    let pipeline = Arc::new(pipeline.build()?);
     let demo = UserId::new();
     repo.create_profile(
         Actor::Service,

@@ -306,3 +306,47 @@ async fn two_pipelines_share_one_ai_allowance() {
     a.shutdown().await.unwrap();
     b.shutdown().await.unwrap();
 }
+
+/// Two servers with separate memory, as two instances behind a load balancer,
+/// sharing their limits through Redis: a free user's API requests spread over both
+/// get one allowance (3 a minute), not two.
+#[cfg(feature = "server")]
+#[tokio::test]
+async fn two_servers_share_one_api_allowance() {
+    use std::sync::Arc;
+
+    use kasama::realtime::{Hub, MemoryRealtime};
+    use kasama::server::{JwtConfig, WsConfig, WsSockets, router};
+
+    require_redis().await;
+    let prefix = fresh_prefix();
+    let repo = common::pipeline::memory();
+    let u = common::pipeline::users(&repo, 1).await[0];
+    let server = || {
+        let shared = Arc::new(RedisRateLimits::new(REDIS, &prefix, config()).unwrap());
+        router(common::ws::app_state_with(
+            repo.clone(),
+            Arc::new(MemoryRealtime::new(Hub::new(16))),
+            WsSockets::new(WsConfig::default()).unwrap(),
+            |b| b.rate_limits(config()).shared_rate_limits(shared),
+        ))
+    };
+    let (a, b) = (server(), server());
+    let token = JwtConfig::new(common::ws::SECRET).unwrap().token_with_tier(
+        u,
+        SubscriptionTier::Free,
+        common::ws::HOUR,
+    );
+    let mut codes = Vec::new();
+    for i in 0..8 {
+        let app = if i % 2 == 0 { &a } else { &b };
+        let (status, _, _) = common::ws::call(app, "GET", "/api/goals", Some(&token)).await;
+        codes.push(status);
+    }
+    assert_eq!(
+        codes.iter().filter(|c| **c == 200).count(),
+        3,
+        "one allowance across both servers: {codes:?}"
+    );
+    assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
+}

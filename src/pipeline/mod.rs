@@ -419,6 +419,25 @@ impl AiPipeline {
         })
     }
 
+    /// Admits one API request for `user` by the API rate limit: shared through Redis
+    /// when the pipeline was given [`shared_rate_limits`](AiPipelineBuilder::shared_rate_limits)
+    /// (feature `redis`), else this instance's ([`AiPipeline::rate_limits`]). The
+    /// server's authentication layer calls it.
+    ///
+    /// # Errors
+    /// [`Error::RateLimited`].
+    pub async fn check_api(
+        &self,
+        user: crate::domain::UserId,
+        tier: SubscriptionTier,
+    ) -> Result<()> {
+        #[cfg(feature = "redis")]
+        if let Some(shared) = &self.shared_limits {
+            return shared.check_api(user, tier).await;
+        }
+        self.limits.check_api(user, tier)
+    }
+
     /// The AI rate limit: shared through Redis when configured, else this instance's.
     async fn check_ai_limit(&self, req: &AiRequest, tier: SubscriptionTier) -> Result<()> {
         #[cfg(feature = "redis")]

@@ -166,9 +166,9 @@ impl Authenticator {
     async fn admit(&self, headers: &HeaderMap) -> Result<AuthUser, ApiError> {
         let v = verified(&self.jwt, headers)?;
         let id = user_of(&v.claims)?;
-        let limits = self.pipeline.rate_limits();
+        let limits = &self.pipeline;
         if let Some(tier) = v.tier.or_else(|| self.tiers.get(id)) {
-            limits.check_api(id, tier)?;
+            limits.check_api(id, tier).await?;
             return Ok(AuthUser { id, tier });
         }
         // Unknown plan: the lookup itself is limited first, at the most generous plan's
@@ -176,11 +176,11 @@ impl Authenticator {
         // before it reaches the database; then the user's own plan's limit applies. A
         // check against the free plan here would charge paying users' requests to the
         // free allowance whenever their plan is not cached (no cache, or evicted).
-        limits.check_api(id, SubscriptionTier::Enterprise)?;
+        limits.check_api(id, SubscriptionTier::Enterprise).await?;
         let tier = self.look_up(id).await?;
         self.tiers.put(id, tier);
         if tier != SubscriptionTier::Enterprise {
-            limits.check_api(id, tier)?;
+            limits.check_api(id, tier).await?;
         }
         Ok(AuthUser { id, tier })
     }

@@ -10,7 +10,7 @@ use futures_util::StreamExt;
 use kasama::agent::SimulatedAgent;
 use kasama::health::HealthMonitor;
 use kasama::metrics::{InMemoryMetrics, MetricsSink};
-use kasama::pipeline::{AiPipeline, RateLimitConfig};
+use kasama::pipeline::{AiPipeline, AiPipelineBuilder, RateLimitConfig};
 use kasama::prelude::*;
 use kasama::realtime::{ChangeEvent, ChangeOp, ChangeTable, Hub, MemoryRealtime, Realtime};
 use kasama::server::{AppState, WsConfig, WsSockets, WsStats, router, token};
@@ -73,15 +73,27 @@ pub fn app_state_limited(
     ws: Arc<WsSockets>,
     limits: RateLimitConfig,
 ) -> AppState {
+    app_state_with(repo, realtime, ws, |b| b.rate_limits(limits))
+}
+
+/// [`app_state`] with the pipeline's builder (an instant backend, the state's
+/// metrics) finished by `finish`.
+pub fn app_state_with(
+    repo: Arc<dyn Repository>,
+    realtime: Arc<dyn Realtime>,
+    ws: Arc<WsSockets>,
+    finish: impl FnOnce(AiPipelineBuilder) -> AiPipelineBuilder,
+) -> AppState {
     let metrics = Arc::new(InMemoryMetrics::new());
     let sink: Arc<dyn MetricsSink> = metrics.clone();
     let pipeline = Arc::new(
-        AiPipeline::builder(repo.clone())
-            .backend(Arc::new(SimulatedAgent::instant("sim")))
-            .metrics(sink.clone())
-            .rate_limits(limits)
-            .build()
-            .unwrap(),
+        finish(
+            AiPipeline::builder(repo.clone())
+                .backend(Arc::new(SimulatedAgent::instant("sim")))
+                .metrics(sink.clone()),
+        )
+        .build()
+        .unwrap(),
     );
     AppState {
         repo,
