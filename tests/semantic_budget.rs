@@ -15,7 +15,7 @@ use kasama::semantic::{
 
 mod common;
 
-use common::semantic::{Dial, answer, ask, mix};
+use common::semantic::{anchored, answer, ask, dial_cache, dial_run, mix};
 
 fn gauss(seed: u64, n: usize) -> Vec<f32> {
     (0..n)
@@ -217,31 +217,12 @@ async fn bad_error_budgets_are_refused_at_build() {
 
 // ---- a dial: questions at a chosen similarity to one stored question ----
 
-fn dial_cache(budget: ErrorBudget) -> SemanticCache {
-    SemanticCache::builder(Arc::new(Dial))
-        .salience_check(false)
-        .ttl(Duration::from_secs(30 * 24 * 3600))
-        .error_budget(budget)
-        .seed(11)
-        .build()
-        .unwrap()
-}
-
 /// The ticket of a lookup at similarity `s`, or `None` when it was served.
 async fn ticket_at(cache: &SemanticCache, u: UserId, s: f32, n: u64) -> Option<AuditTicket> {
     match cache.lookup(&ask(u, &format!("{s} {n}"))).await.unwrap() {
         Lookup::Miss { audit, .. } => Some(audit.expect("an audit above the floor")),
         Lookup::Hit { .. } => None,
     }
-}
-
-async fn anchored(cache: &SemanticCache) -> UserId {
-    let u = UserId::new();
-    cache
-        .store(&ask(u, "anchor"), &answer("stored"), None)
-        .await
-        .unwrap();
-    u
 }
 
 /// Requests at similarities spread over [0.5, 1); `wrong(s, draw)` says whether the
@@ -253,26 +234,12 @@ async fn dial_stream(
     n: u64,
     wrong: impl Fn(f32, u64) -> bool,
 ) -> (u64, u64) {
-    let (mut served, mut bad) = (0, 0);
-    for i in from..from + n {
+    let pick = |i: u64| {
         let r = mix(i ^ 0x5EED);
         let s = 0.5 + (r % 500) as f32 / 1000.0;
-        let is_wrong = wrong(s, mix(r));
-        match cache.lookup(&ask(u, &format!("{s} {i}"))).await.unwrap() {
-            Lookup::Hit { tier, .. } => {
-                assert_eq!(tier, CacheTier::Semantic);
-                served += 1;
-                bad += u64::from(is_wrong);
-            }
-            Lookup::Miss { audit, .. } => {
-                if let Some(t) = audit {
-                    assert!(cache.resolve_audit(t, !is_wrong));
-                }
-            }
-        }
-        tokio::time::advance(Duration::from_secs(1)).await;
-    }
-    (served, bad)
+        (s, wrong(s, mix(r)))
+    };
+    dial_run(cache, u, (from, n), Duration::from_secs(1), pick).await
 }
 
 /// What users ask changes: questions between 0.80 and 0.90, all right answers

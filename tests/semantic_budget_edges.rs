@@ -8,34 +8,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use kasama::prelude::*;
-use kasama::semantic::{CacheTier, ErrorBudget, Lookup, SemanticCache};
+use kasama::semantic::{ErrorBudget, SemanticCache};
 
 mod common;
 
-use common::semantic::{Dial, answer, ask, mix};
+use common::semantic::{Dial, anchored, answer, ask, dial_cache, dial_run, mix};
 
-fn dial_cache(budget: ErrorBudget) -> SemanticCache {
-    SemanticCache::builder(Arc::new(Dial))
-        .salience_check(false)
-        .ttl(Duration::from_secs(300 * 24 * 3600))
-        .error_budget(budget)
-        .seed(11)
-        .build()
-        .unwrap()
-}
-
-async fn anchored(cache: &SemanticCache) -> UserId {
-    let u = UserId::new();
-    cache
-        .store(&ask(u, "anchor"), &answer("stored"), None)
-        .await
-        .unwrap();
-    u
-}
-
-/// Runs requests `from..from+n`: `pick(i)` gives each one's similarity to the
-/// anchor and whether the stored answer is wrong for it. Audits are resolved with
-/// the truth. Returns (served, served wrong).
+/// [`dial_run`] 100 ms apart.
 async fn run(
     cache: &SemanticCache,
     u: UserId,
@@ -43,24 +22,7 @@ async fn run(
     n: u64,
     pick: impl Fn(u64) -> (f32, bool),
 ) -> (u64, u64) {
-    let (mut served, mut bad) = (0, 0);
-    for i in from..from + n {
-        let (s, wrong) = pick(i);
-        match cache.lookup(&ask(u, &format!("{s} {i}"))).await.unwrap() {
-            Lookup::Hit { tier, .. } => {
-                assert_eq!(tier, CacheTier::Semantic);
-                served += 1;
-                bad += u64::from(wrong);
-            }
-            Lookup::Miss { audit, .. } => {
-                if let Some(t) = audit {
-                    assert!(cache.resolve_audit(t, !wrong));
-                }
-            }
-        }
-        tokio::time::advance(Duration::from_millis(100)).await;
-    }
-    (served, bad)
+    dial_run(cache, u, (from, n), Duration::from_millis(100), pick).await
 }
 
 /// Promise (issue 14): "the observed wrong-answer rate stays within the budget".

@@ -6,7 +6,9 @@ use async_trait::async_trait;
 
 use kasama::agent::{AiRequest, AiResponse, Usage};
 use kasama::prelude::*;
-use kasama::semantic::{CacheTier, Embedder, Lookup};
+use std::sync::Arc;
+
+use kasama::semantic::{CacheTier, Embedder, ErrorBudget, Lookup, SemanticCache};
 use serde_json::json;
 
 /// A backend's answer `{"advice": text}`.
@@ -83,4 +85,55 @@ impl Embedder for Dial {
             })
             .collect())
     }
+}
+
+/// A cache on the [`Dial`] in error-budget mode (no salience check, seed 11).
+pub fn dial_cache(budget: ErrorBudget) -> SemanticCache {
+    SemanticCache::builder(Arc::new(Dial))
+        .salience_check(false)
+        .ttl(Duration::from_secs(300 * 24 * 3600))
+        .error_budget(budget)
+        .seed(11)
+        .build()
+        .unwrap()
+}
+
+/// A new user with `"anchor"` answered `"stored"` in their scope.
+pub async fn anchored(cache: &SemanticCache) -> UserId {
+    let u = UserId::new();
+    cache
+        .store(&ask(u, "anchor"), &answer("stored"), None)
+        .await
+        .unwrap();
+    u
+}
+
+/// Runs requests `from..from+n`, `step` apart: `pick(i)` gives each one's similarity
+/// to the anchor and whether the stored answer is wrong for it; audits are resolved
+/// with the truth. Returns (served, served wrong).
+pub async fn dial_run(
+    cache: &SemanticCache,
+    u: UserId,
+    (from, n): (u64, u64),
+    step: Duration,
+    pick: impl Fn(u64) -> (f32, bool),
+) -> (u64, u64) {
+    let (mut served, mut bad) = (0, 0);
+    for i in from..from + n {
+        let (s, wrong) = pick(i);
+        match cache.lookup(&ask(u, &format!("{s} {i}"))).await.unwrap() {
+            Lookup::Hit { tier, .. } => {
+                assert_eq!(tier, CacheTier::Semantic);
+                served += 1;
+                bad += u64::from(wrong);
+            }
+            Lookup::Miss { audit, .. } => {
+                if let Some(t) = audit {
+                    assert!(cache.resolve_audit(t, !wrong));
+                }
+            }
+        }
+        tokio::time::advance(step).await;
+    }
+    (served, bad)
 }
