@@ -21,7 +21,8 @@
 //! - `REDIS_URL` (built with feature `redis`): the AI and API rate limits are held
 //!   in Redis and shared by every instance of this server (keys under
 //!   `KASAMA_REDIS_PREFIX`, default `kasama`); unset, each instance limits alone. A
-//!   Redis that goes away makes each instance fall back to its own limits.
+//!   Redis that goes away makes each instance fall back to its own limits, and
+//!   `/health` critical until it answers again.
 //!
 //! On start it creates a demo user and prints a token for it, and an operator token
 //! for `/health`'s details and `/api/metrics`, so `curl -H "Authorization: Bearer
@@ -121,19 +122,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             SemanticCache::builder(Arc::new(HashingEmbedder::new())).build()?,
         ))
         .metrics(sink.clone());
+    let health = HealthMonitor::new(metrics.clone()).with_repository(repo.clone());
     #[cfg(feature = "redis")]
-    let pipeline = match env("REDIS_URL") {
+    let (pipeline, health) = match env("REDIS_URL") {
         Some(url) => {
             let prefix = env("KASAMA_REDIS_PREFIX").unwrap_or_else(|| "kasama".into());
-            let shared = kasama::pipeline::RedisRateLimits::new(
+            let shared = Arc::new(kasama::pipeline::RedisRateLimits::new(
                 &url,
                 &prefix,
                 kasama::pipeline::RateLimitConfig::default(),
-            )?;
+            )?);
             eprintln!("rate limits shared through Redis (keys under {prefix}:)");
-            pipeline.shared_rate_limits(Arc::new(shared))
+            (
+                pipeline.shared_rate_limits(shared.clone()),
+                health.with_shared_limits(shared),
+            )
         }
-        None => pipeline,
+        None => (pipeline, health),
     };
     let pipeline = Arc::new(pipeline.build()?);
     let demo = UserId::new();
@@ -153,7 +158,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         realtime,
         metrics: metrics.clone(),
         sink,
-        health: Arc::new(HealthMonitor::new(metrics).with_repository(repo)),
+        health: Arc::new(health),
         jwt,
         render_metrics: Some(Arc::new(move || handle.render())),
         ws: kasama::server::WsSockets::with_defaults(),

@@ -46,6 +46,10 @@ pub enum Check {
     /// Interaction rows the recorder lost since the previous evaluation: critical when
     /// rows were dropped or failed, a warning when rows were rejected as invalid.
     Recording,
+    /// Rate limits shared through Redis (feature `redis`,
+    /// [`HealthMonitor::with_shared_limits`]): critical while Redis does not answer and
+    /// each instance applies its own limits.
+    SharedLimits,
 }
 
 /// Thresholds: `(warning, critical)` per check. Defaults are the product's targets.
@@ -184,6 +188,8 @@ pub struct HealthMonitor {
     lost: Mutex<InteractionsLost>,
     tx: broadcast::Sender<Alert>,
     callbacks: Vec<Callback>,
+    #[cfg(feature = "redis")]
+    shared_limits: Option<Arc<crate::pipeline::RedisRateLimits>>,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -283,7 +289,17 @@ impl HealthMonitor {
             lost: Mutex::new(InteractionsLost::default()),
             tx,
             callbacks: Vec::new(),
+            #[cfg(feature = "redis")]
+            shared_limits: None,
         }
+    }
+
+    /// Also reports the rate limits shared through Redis ([`Check::SharedLimits`]).
+    #[cfg(feature = "redis")]
+    #[must_use]
+    pub fn with_shared_limits(mut self, limits: Arc<crate::pipeline::RedisRateLimits>) -> Self {
+        self.shared_limits = Some(limits);
+        self
     }
 
     /// Other thresholds.
@@ -475,6 +491,25 @@ impl HealthMonitor {
                 },
                 value: db.buffer_hit_ratio,
                 recommendation: (!problems.is_empty()).then(|| problems.join("; ")),
+            });
+        }
+        #[cfg(feature = "redis")]
+        if let Some(l) = &self.shared_limits {
+            let s = l.status();
+            checks.push(CheckStatus {
+                check: Check::SharedLimits,
+                status: if s.degraded {
+                    Status::Critical
+                } else {
+                    Status::Healthy
+                },
+                value: Some(s.fallbacks as f64),
+                recommendation: s.degraded.then(|| {
+                    format!(
+                        "Redis does not answer ({}): each instance applies its own rate limits, so N instances admit up to N allowances",
+                        s.last_error.unwrap_or_default()
+                    )
+                }),
             });
         }
         self.alerts(&checks);

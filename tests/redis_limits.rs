@@ -350,3 +350,60 @@ async fn two_servers_share_one_api_allowance() {
     );
     assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
 }
+
+/// The health check reports shared limits that fell back to per-instance limits as
+/// critical (and raises an alert), and healthy while Redis answers.
+#[tokio::test]
+async fn health_reports_shared_limits_that_fell_back() {
+    use std::sync::Arc;
+
+    use kasama::health::{Check, HealthMonitor, Status};
+    use kasama::metrics::InMemoryMetrics;
+
+    require_redis().await;
+    let ok = Arc::new(RedisRateLimits::new(REDIS, &fresh_prefix(), config()).unwrap());
+    ok.check_api(UserId::new(), SubscriptionTier::Free)
+        .await
+        .unwrap();
+    let monitor = HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_shared_limits(ok);
+    let report = monitor.evaluate().await;
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.check == Check::SharedLimits)
+        .expect("reported");
+    assert_eq!(c.status, Status::Healthy);
+
+    // Nothing listens on the port: every check falls back.
+    let dead = Arc::new(
+        RedisRateLimits::new(
+            &format!("redis://127.0.0.1:{}", free_port()),
+            &fresh_prefix(),
+            config(),
+        )
+        .unwrap(),
+    );
+    assert!(
+        dead.check_api(UserId::new(), SubscriptionTier::Free)
+            .await
+            .is_ok()
+    );
+    let monitor =
+        HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_shared_limits(dead.clone());
+    let mut alerts = monitor.subscribe();
+    let report = monitor.evaluate().await;
+    let c = report
+        .checks
+        .iter()
+        .find(|c| c.check == Check::SharedLimits)
+        .expect("reported");
+    assert_eq!(c.status, Status::Critical, "{c:?}");
+    assert!(
+        c.recommendation
+            .as_deref()
+            .is_some_and(|r| r.contains("own rate limits")),
+        "{c:?}"
+    );
+    let alert = alerts.try_recv().expect("an alert was raised");
+    assert_eq!(alert.check, Check::SharedLimits);
+}
