@@ -351,6 +351,18 @@ async fn two_servers_share_one_api_allowance() {
     assert!(codes.iter().all(|c| *c == 200 || *c == 429), "{codes:?}");
 }
 
+/// The shared-limits check of one evaluation of `monitor`.
+async fn shared_limits_check(
+    monitor: &kasama::health::HealthMonitor,
+) -> kasama::health::CheckStatus {
+    let report = monitor.evaluate().await;
+    report
+        .checks
+        .into_iter()
+        .find(|c| c.check == kasama::health::Check::SharedLimits)
+        .expect("reported")
+}
+
 /// The health check reports shared limits that fell back to per-instance limits as
 /// critical (and raises an alert), and healthy while Redis answers.
 #[tokio::test]
@@ -366,12 +378,7 @@ async fn health_reports_shared_limits_that_fell_back() {
         .await
         .unwrap();
     let monitor = HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_shared_limits(ok);
-    let report = monitor.evaluate().await;
-    let c = report
-        .checks
-        .iter()
-        .find(|c| c.check == Check::SharedLimits)
-        .expect("reported");
+    let c = shared_limits_check(&monitor).await;
     assert_eq!(c.status, Status::Healthy);
 
     // Nothing listens on the port: every check falls back.
@@ -391,12 +398,7 @@ async fn health_reports_shared_limits_that_fell_back() {
     let monitor =
         HealthMonitor::new(Arc::new(InMemoryMetrics::new())).with_shared_limits(dead.clone());
     let mut alerts = monitor.subscribe();
-    let report = monitor.evaluate().await;
-    let c = report
-        .checks
-        .iter()
-        .find(|c| c.check == Check::SharedLimits)
-        .expect("reported");
+    let c = shared_limits_check(&monitor).await;
     assert_eq!(c.status, Status::Critical, "{c:?}");
     assert!(
         c.recommendation

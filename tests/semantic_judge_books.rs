@@ -2,8 +2,8 @@
 //! lookup cut short or a caller that goes away is billed exactly what the judge
 //! calls cost, the judge's worst case bounds what a lookup can cost, a user whose
 //! budget cannot hold that worst case is not judged, the spend is in the recorded
-//! interactions, and coalesced requests count one audit. Tokio's paused clock
-//! throughout.
+//! interactions, and coalesced requests count one audit. Each test's "Observed" is
+//! what the review saw before the fix. Tokio's paused clock throughout.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -170,7 +170,7 @@ fn today() -> chrono::NaiveDate {
 /// the user's line `verification_nanos` = 2,202,000 n$ (= `max_verification_cost()`,
 /// 4 × the worst single call) for nothing.
 #[tokio::test(start_paused = true)]
-async fn a_lookup_cut_short_before_any_judge_call_is_charged_a_judge_anyway() {
+async fn a_lookup_cut_short_before_any_judge_call_is_charged_nothing() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let judge = Judge::new(10, true);
@@ -213,7 +213,7 @@ async fn a_lookup_cut_short_before_any_judge_call_is_charged_a_judge_anyway() {
 /// Observed: judge asked twice, `cost()` 61,500 n$ (the call that answered), the
 /// user's line `verification_nanos` 0 and `user_today` 0.
 #[tokio::test(start_paused = true)]
-async fn a_caller_who_gives_up_mid_lookup_is_not_billed_for_the_judge_calls_made() {
+async fn a_caller_who_gives_up_mid_lookup_is_billed_for_the_judge_calls_made() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let judge = Judge::new(100, false);
@@ -292,7 +292,7 @@ impl Embedder for Flat {
 /// token per byte, the most a byte-level tokenizer bills; the questions here are as
 /// long as that allows (666 three-byte characters).
 #[tokio::test(start_paused = true)]
-async fn a_paid_lookup_can_cost_more_than_max_verification_cost() {
+async fn a_paid_lookup_costs_at_most_max_verification_cost() {
     let judge = Arc::new(Judge {
         latency: Duration::from_millis(10),
         yes: false,
@@ -339,7 +339,7 @@ async fn a_paid_lookup_can_cost_more_than_max_verification_cost() {
 /// paraphrase and its cost pushes them past their cap. Observed: judge calls 1,
 /// `user_today` = cap + 61,499 n$.
 #[tokio::test(start_paused = true)]
-async fn a_user_whose_budget_cannot_hold_the_judge_still_gets_it() {
+async fn a_user_whose_budget_cannot_hold_the_judge_is_not_judged() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let judge = Judge::new(10, true);
@@ -400,7 +400,7 @@ async fn a_user_whose_budget_cannot_hold_the_judge_still_gets_it() {
 /// learned from a single comparison. Observed: backend calls 1, `audited` 60,
 /// threshold `Some(0.9)` (upper bound 4.3 % "at 95 % confidence" from one outcome).
 #[tokio::test(start_paused = true)]
-async fn coalesced_requests_count_one_backend_answer_as_many_audits() {
+async fn coalesced_requests_count_one_backend_answer_as_one_audit() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let backend = Backend::new(100);
@@ -465,7 +465,7 @@ async fn coalesced_requests_count_one_backend_answer_as_many_audits() {
 /// judge call. Observed: ledger `user_today` 18,061,500 n$, recorded rows sum to
 /// 18,000,000 n$; the hit's outcome `cost_nanos` 0, `saved_nanos` 18,000,000.
 #[tokio::test(start_paused = true)]
-async fn the_judges_spend_never_reaches_the_recorded_interactions() {
+async fn the_judges_spend_reaches_the_recorded_interactions() {
     let repo = memory();
     let u = users(&repo, 1).await[0];
     let judge = Judge::new(10, true);

@@ -120,6 +120,17 @@ pub struct TierQuotas {
     pub enterprise: Quota,
 }
 
+impl TierQuotas {
+    /// The quota of `tier`.
+    pub fn of(&self, tier: SubscriptionTier) -> Quota {
+        match tier {
+            SubscriptionTier::Free => self.free,
+            SubscriptionTier::Premium => self.premium,
+            SubscriptionTier::Enterprise => self.enterprise,
+        }
+    }
+}
+
 /// [`TierQuotas`] as a document may give them: any tier may be left out.
 #[cfg(feature = "config")]
 #[derive(serde::Deserialize)]
@@ -276,7 +287,8 @@ impl std::fmt::Debug for RateLimits {
     }
 }
 
-fn limited(wait: Duration) -> Error {
+/// The refusal for a wait of `wait` (also [`RedisRateLimits`](super::RedisRateLimits)'s).
+pub(super) fn limited(wait: Duration) -> Error {
     // Round up to whole milliseconds so a client that waits exactly this long succeeds.
     let ms = wait.as_nanos().div_ceil(1_000_000) as u64;
     Error::RateLimited {

@@ -28,7 +28,7 @@ use governor::Quota;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use tokio::time::Instant;
 
-use super::limits::{RateLimitConfig, RateLimits, TierQuotas};
+use super::limits::{RateLimitConfig, RateLimits, limited};
 use crate::domain::{SubscriptionTier, UserId};
 use crate::error::{Error, Result};
 
@@ -84,22 +84,6 @@ fn gcra(q: Quota) -> (u64, u64) {
         .max(1);
     let burst = u64::from(q.burst_size().get());
     (interval, interval.saturating_mul(burst - 1))
-}
-
-fn tier_name(t: SubscriptionTier) -> &'static str {
-    match t {
-        SubscriptionTier::Free => "free",
-        SubscriptionTier::Premium => "premium",
-        SubscriptionTier::Enterprise => "enterprise",
-    }
-}
-
-fn quota(t: &TierQuotas, tier: SubscriptionTier) -> Quota {
-    match tier {
-        SubscriptionTier::Free => t.free,
-        SubscriptionTier::Premium => t.premium,
-        SubscriptionTier::Enterprise => t.enterprise,
-    }
 }
 
 /// Rate limits shared by every instance through Redis, with a local fallback — see
@@ -208,10 +192,10 @@ impl RedisRateLimits {
     /// # Errors
     /// [`Error::RateLimited`] only (a Redis failure falls back, see the module docs).
     pub async fn check_ai(&self, user: UserId, tier: SubscriptionTier) -> Result<()> {
-        let (ui, ut) = gcra(quota(&self.config.ai_per_user, tier));
+        let (ui, ut) = gcra(self.config.ai_per_user.of(tier));
         let (gi, gt) = gcra(self.config.global_ai);
         let keys = [
-            format!("{}:rl:ai:{}:{}", self.prefix, tier_name(tier), user.0),
+            format!("{}:rl:ai:{}:{}", self.prefix, tier.as_str(), user.0),
             format!("{}:rl:ai:global", self.prefix),
         ];
         match self.shared_check(&keys, &[ui, ut, gi, gt]).await {
@@ -226,11 +210,11 @@ impl RedisRateLimits {
     /// # Errors
     /// [`Error::RateLimited`] only.
     pub async fn check_api(&self, user: UserId, tier: SubscriptionTier) -> Result<()> {
-        let (ui, ut) = gcra(quota(&self.config.api_per_user, tier));
+        let (ui, ut) = gcra(self.config.api_per_user.of(tier));
         let keys = [format!(
             "{}:rl:api:{}:{}",
             self.prefix,
-            tier_name(tier),
+            tier.as_str(),
             user.0
         )];
         match self.shared_check(&keys, &[ui, ut]).await {
@@ -289,13 +273,6 @@ impl RedisRateLimits {
             degraded: down.is_some(),
             last_error: down.as_ref().map(|(_, e)| e.clone()),
         }
-    }
-}
-
-fn limited(wait: Duration) -> Error {
-    let ms = wait.as_nanos().div_ceil(1_000_000) as u64;
-    Error::RateLimited {
-        retry_after: Duration::from_millis(ms.max(1)),
     }
 }
 
