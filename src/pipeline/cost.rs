@@ -316,18 +316,11 @@ impl Shared {
         let mut s = self.lock();
         Self::release_locked(&mut s, r.user, r.day, r.amount);
         s.advance(r.day);
-        s.total.add_verification(cost);
-        if !s.kept(r.day) || cost == 0 {
-            return;
+        if cost > 0 {
+            Self::book_locked(&mut s, r.user, agent, r.day, cost, |sp| {
+                sp.add_verification(cost);
+            });
         }
-        s.lines
-            .entry((r.user, agent, r.day))
-            .or_default()
-            .add_verification(cost);
-        let u = s.user_day.entry((r.user, r.day)).or_default();
-        *u = u.saturating_add(cost);
-        let g = s.global_day.entry(r.day).or_default();
-        *g = g.saturating_add(cost);
     }
 
     fn add(&self, user: UserId, agent: AgentType, day: NaiveDate, cost: u64, saved: u64, co: bool) {
@@ -343,16 +336,25 @@ impl Shared {
         saved: u64,
         co: bool,
     ) {
+        Self::book_locked(s, user, agent, day, cost, |sp| sp.add(cost, saved, co));
+    }
+
+    /// Books `cost` on `day` with `book` applied to the total and to the user's line
+    /// (a line of a day already forgotten counts in the total only).
+    fn book_locked(
+        s: &mut LedgerState,
+        user: UserId,
+        agent: AgentType,
+        day: NaiveDate,
+        cost: u64,
+        book: impl Fn(&mut Spend),
+    ) {
         s.advance(day);
-        s.total.add(cost, saved, co);
+        book(&mut s.total);
         if !s.kept(day) {
-            // Settled after its day was forgotten: counted in the total only.
             return;
         }
-        s.lines
-            .entry((user, agent, day))
-            .or_default()
-            .add(cost, saved, co);
+        book(s.lines.entry((user, agent, day)).or_default());
         if cost > 0 {
             let u = s.user_day.entry((user, day)).or_default();
             *u = u.saturating_add(cost);
