@@ -199,13 +199,7 @@ impl SemanticCache {
             });
         }
         let threshold = self.threshold_for(req.agent);
-        let (floor, learned, share) = match &self.budget {
-            Some(b) => {
-                let (t, share) = self.learned(&scope, b);
-                (b.floor, t, share)
-            }
-            None => (threshold, None, 0.0),
-        };
+        let floor = self.budget.as_ref().map_or(threshold, |b| b.floor);
         // The candidates are copied out so that no lock is held while verifiers run.
         let candidates: Vec<(u32, f32, String, CachedAnswer)> = {
             let s = self.read();
@@ -251,7 +245,7 @@ impl SemanticCache {
                     verification_nanos: spent.load(Relaxed),
                 });
             };
-            self.seen(&scope, b, sim);
+            let (learned, share) = self.seen(&scope, b, sim);
             if learned.is_some_and(|t| sim >= t) && !self.draw(share) {
                 self.counters.semantic.fetch_add(1, Relaxed);
                 return Ok(Lookup::Hit {
@@ -337,12 +331,6 @@ impl SemanticCache {
     }
 
     /// The learned threshold of `scope` and the audit share to draw with.
-    fn learned(&self, scope: &Scope, b: &ErrorBudget) -> (Option<f32>, f64) {
-        let ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
-        ev.get(scope)
-            .map_or((None, b.audit_share), |e| (e.threshold(), e.audit_share(b)))
-    }
-
     /// Registers a pending audit; returns its ticket's id (random, from the OS).
     fn issue(&self, b: &ErrorBudget, scope: &Scope, similarity: f32) -> uuid::Uuid {
         let id = uuid::Uuid::new_v4();
@@ -406,10 +394,14 @@ impl SemanticCache {
         ev.entry(scope).or_default()
     }
 
-    /// Counts a would-be hit in `scope`'s traffic (what its level's audits weigh).
-    fn seen(&self, scope: &Scope, b: &ErrorBudget, similarity: f32) {
+    /// Counts a would-be hit in `scope`'s traffic (what its level's audits weigh) and
+    /// returns the scope's learned threshold and the audit share to draw with — one
+    /// lock per would-be hit, none for a lookup without one.
+    fn seen(&self, scope: &Scope, b: &ErrorBudget, similarity: f32) -> (Option<f32>, f64) {
         let mut ev = self.evidence.lock().unwrap_or_else(|e| e.into_inner());
-        Self::evidence_of(&mut ev, scope.clone(), b).seen(similarity);
+        let e = Self::evidence_of(&mut ev, scope.clone(), b);
+        e.seen(similarity);
+        (e.threshold(), e.audit_share(b))
     }
 
     /// Settles an audit from the backend's fresh answer to the audited question: the
