@@ -17,15 +17,10 @@ use kasama::pipeline::{AiPipeline, RateLimitConfig};
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime};
 use kasama::repository::MeteredRepository;
-use kasama::server::{AppState, AuthConfig, JwtConfig, WsSockets, router_with};
+use kasama::server::{AppState, AuthConfig, WsSockets, router_with};
 use serde_json::{Value, json};
 
-use common::ws::{SECRET, app_state_limited, call};
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn jwt() -> JwtConfig {
-    JwtConfig::new(SECRET).unwrap()
-}
+use common::ws::{HOUR, app_state_limited, call, jwt};
 
 /// Counts every repository call (through `MeteredRepository`).
 #[derive(Default)]

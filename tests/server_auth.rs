@@ -27,12 +27,7 @@ use tower::ServiceExt;
 
 mod common;
 
-use common::ws::{SECRET, app_state_limited, call as send};
-const HOUR: Duration = Duration::from_secs(3600);
-
-fn jwt() -> JwtConfig {
-    JwtConfig::new(SECRET).unwrap()
-}
+use common::ws::{HOUR, SECRET, app_state_limited, call as send, jwt};
 
 /// Counts the repository's `get_profile` calls (through `MeteredRepository`).
 #[derive(Default)]

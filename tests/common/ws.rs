@@ -24,6 +24,11 @@ pub const SECRET: &[u8] = b"a-test-secret-of-at-least-32-bytes!";
 /// A token lifetime that outlasts any test.
 pub const HOUR: Duration = Duration::from_secs(3600);
 
+/// The tests' JWT settings (HS256 with [`SECRET`]).
+pub fn jwt() -> kasama::server::JwtConfig {
+    kasama::server::JwtConfig::new(SECRET).unwrap()
+}
+
 /// An axum listener whose connections are in-memory pipes.
 pub struct Pipes(pub mpsc::UnboundedReceiver<DuplexStream>);
 
