@@ -11,6 +11,9 @@ use crate::agent::Price;
 use crate::domain::{AgentType, SubscriptionTier, UserId};
 use crate::error::{Error, Result};
 
+pub use super::budgets::Budgets;
+use super::budgets::month_of;
+
 /// Prices per model, with a default for models not listed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
@@ -85,55 +88,6 @@ impl PriceTable {
     }
 }
 
-/// Spending caps per UTC day, in nano-dollars; `None` is no cap.
-///
-/// In a settings document (feature `config`) `null` is no cap and a missing field
-/// takes its default. (Without the feature, the plain serde derive reads a missing
-/// field as `None`, no cap.)
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[cfg_attr(feature = "config", serde(default, deny_unknown_fields))]
-pub struct Budgets {
-    /// Per free-tier user. Default: 10,000,000 n$ ($0.01) a day.
-    pub free_user_daily: Option<u64>,
-    /// Per premium user. Default: 100,000,000 n$ ($0.10) a day.
-    pub premium_user_daily: Option<u64>,
-    /// Per enterprise user. Default: 1,000,000,000 n$ ($1) a day.
-    pub enterprise_user_daily: Option<u64>,
-    /// For everyone together. Default: none.
-    pub global_daily: Option<u64>,
-}
-
-impl Default for Budgets {
-    fn default() -> Self {
-        Self {
-            free_user_daily: Some(10_000_000),
-            premium_user_daily: Some(100_000_000),
-            enterprise_user_daily: Some(1_000_000_000),
-            global_daily: None,
-        }
-    }
-}
-
-impl Budgets {
-    /// No caps at all.
-    pub fn unlimited() -> Self {
-        Self {
-            free_user_daily: None,
-            premium_user_daily: None,
-            enterprise_user_daily: None,
-            global_daily: None,
-        }
-    }
-
-    fn user_cap(&self, tier: SubscriptionTier) -> Option<u64> {
-        match tier {
-            SubscriptionTier::Free => self.free_user_daily,
-            SubscriptionTier::Premium => self.premium_user_daily,
-            SubscriptionTier::Enterprise => self.enterprise_user_daily,
-        }
-    }
-}
-
 /// Totals of one ledger line.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Spend {
@@ -180,6 +134,11 @@ struct LedgerState {
     global_day: HashMap<NaiveDate, u64>,
     reserved_user: HashMap<(UserId, NaiveDate), u64>,
     reserved_global: HashMap<NaiveDate, u64>,
+    /// Per user and month (keyed by the month's first day): spent, and held.
+    user_month: HashMap<(UserId, NaiveDate), u64>,
+    reserved_user_month: HashMap<(UserId, NaiveDate), u64>,
+    global_month: HashMap<NaiveDate, u64>,
+    reserved_global_month: HashMap<NaiveDate, u64>,
     total: Spend,
 }
 
@@ -196,6 +155,13 @@ impl LedgerState {
         self.global_day.retain(|k, _| *k >= keep);
         self.reserved_user.retain(|k, _| k.1 >= keep);
         self.reserved_global.retain(|k, _| *k >= keep);
+        let keep_month = month_of(keep);
+        self.user_month.retain(|k, _| k.1 >= keep_month);
+        self.reserved_user_month.retain(|k, _| k.1 >= keep_month);
+        self.global_month.retain(|k, _| *k >= keep_month);
+        self.reserved_global_month.retain(|k, _| *k >= keep_month);
+        self.user_month.shrink_to_fit();
+        self.reserved_user_month.shrink_to_fit();
         self.lines.shrink_to_fit();
         self.user_day.shrink_to_fit();
         self.reserved_user.shrink_to_fit();
@@ -253,6 +219,8 @@ pub struct Reservation {
     day: NaiveDate,
     amount: u64,
     done: bool,
+    /// The same hold in the shared ledger, when the pipeline has one.
+    shared: Option<super::pg_budget::BudgetHold>,
 }
 
 impl std::fmt::Debug for Reservation {
@@ -268,6 +236,12 @@ impl Reservation {
     /// The nano-dollars held.
     pub fn amount(&self) -> u64 {
         self.amount
+    }
+
+    /// Adds the shared ledger's hold for the same call: settled and released with
+    /// this one.
+    pub(crate) fn attach(&mut self, hold: super::pg_budget::BudgetHold) {
+        self.shared = Some(hold);
     }
 }
 
@@ -307,6 +281,16 @@ impl Shared {
             }
         }
         if let Some(r) = s.reserved_global.get_mut(&day) {
+            *r = r.saturating_sub(amount);
+        }
+        let month = month_of(day);
+        if let Some(r) = s.reserved_user_month.get_mut(&(user, month)) {
+            *r = r.saturating_sub(amount);
+            if *r == 0 {
+                s.reserved_user_month.remove(&(user, month));
+            }
+        }
+        if let Some(r) = s.reserved_global_month.get_mut(&month) {
             *r = r.saturating_sub(amount);
         }
     }
@@ -359,6 +343,11 @@ impl Shared {
             let u = s.user_day.entry((user, day)).or_default();
             *u = u.saturating_add(cost);
             let g = s.global_day.entry(day).or_default();
+            *g = g.saturating_add(cost);
+            let month = month_of(day);
+            let u = s.user_month.entry((user, month)).or_default();
+            *u = u.saturating_add(cost);
+            let g = s.global_month.entry(month).or_default();
             *g = g.saturating_add(cost);
         }
     }
@@ -439,42 +428,72 @@ impl Ledger {
                 used >= cap
             }
         };
-        let spent_u = s.user_day.get(&(user, day)).copied().unwrap_or(0);
-        let held_u = s.reserved_user.get(&(user, day)).copied().unwrap_or(0);
-        if budgets
-            .user_cap(tier)
-            .is_some_and(|cap| refused(spent_u, held_u, cap))
-        {
-            return Err(Error::BudgetExceeded {
-                scope: "user daily".into(),
-            });
+        let month = month_of(day);
+        let get = |m: &HashMap<(UserId, NaiveDate), u64>, k| m.get(&k).copied().unwrap_or(0);
+        let checks = [
+            (
+                "user daily",
+                budgets.user_daily(tier),
+                get(&s.user_day, (user, day)),
+                get(&s.reserved_user, (user, day)),
+            ),
+            (
+                "user monthly",
+                budgets.user_monthly(tier),
+                get(&s.user_month, (user, month)),
+                get(&s.reserved_user_month, (user, month)),
+            ),
+            (
+                "global daily",
+                budgets.global_daily,
+                s.global_day.get(&day).copied().unwrap_or(0),
+                s.reserved_global.get(&day).copied().unwrap_or(0),
+            ),
+            (
+                "global monthly",
+                budgets.global_monthly,
+                s.global_month.get(&month).copied().unwrap_or(0),
+                s.reserved_global_month.get(&month).copied().unwrap_or(0),
+            ),
+        ];
+        for (scope, cap, spent, held) in checks {
+            if cap.is_some_and(|cap| refused(spent, held, cap)) {
+                return Err(Error::BudgetExceeded {
+                    scope: scope.into(),
+                });
+            }
         }
-        let spent_g = s.global_day.get(&day).copied().unwrap_or(0);
-        let held_g = s.reserved_global.get(&day).copied().unwrap_or(0);
-        if budgets
-            .global_daily
-            .is_some_and(|cap| refused(spent_g, held_g, cap))
-        {
-            return Err(Error::BudgetExceeded {
-                scope: "global daily".into(),
-            });
+        let st = &mut *s;
+        for (m, k) in [
+            (&mut st.reserved_user, (user, day)),
+            (&mut st.reserved_user_month, (user, month)),
+        ] {
+            let r = m.entry(k).or_default();
+            *r = r.saturating_add(amount);
         }
-        let u = s.reserved_user.entry((user, day)).or_default();
-        *u = u.saturating_add(amount);
-        let g = s.reserved_global.entry(day).or_default();
-        *g = g.saturating_add(amount);
+        for (m, k) in [
+            (&mut st.reserved_global, day),
+            (&mut st.reserved_global_month, month),
+        ] {
+            let r = m.entry(k).or_default();
+            *r = r.saturating_add(amount);
+        }
         Ok(Reservation {
             ledger: self.shared.clone(),
             user,
             day,
             amount,
             done: false,
+            shared: None,
         })
     }
 
     /// Turns a reservation into the exact cost of the answered call.
     pub fn settle(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
         r.done = true;
+        if let Some(h) = r.shared.take() {
+            h.settle(cost_nanos);
+        }
         self.shared.settle(&r, agent, cost_nanos, 0, false);
     }
 
@@ -483,6 +502,9 @@ impl Ledger {
     /// saves `saved_nanos`, what the call cost.
     pub fn settle_coalesced(&self, mut r: Reservation, agent: AgentType, saved_nanos: u64) {
         r.done = true;
+        if let Some(h) = r.shared.take() {
+            h.settle(0);
+        }
         self.shared.settle(&r, agent, 0, saved_nanos, true);
     }
 
@@ -491,6 +513,9 @@ impl Ledger {
     /// is booked by [`Ledger::settle`] or [`Ledger::record_hit`]).
     pub fn settle_verification(&self, mut r: Reservation, agent: AgentType, cost_nanos: u64) {
         r.done = true;
+        if let Some(h) = r.shared.take() {
+            h.settle(cost_nanos);
+        }
         self.shared.settle_verification(&r, agent, cost_nanos);
     }
 
@@ -527,6 +552,22 @@ impl Ledger {
             .unwrap_or(0)
     }
 
+    /// One user's cost this month (UTC), in nano-dollars.
+    pub fn user_this_month(&self, user: UserId) -> u64 {
+        let month = month_of(self.today());
+        self.shared
+            .lock()
+            .user_month
+            .get(&(user, month))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// The budgets this ledger enforces.
+    pub fn budgets(&self) -> &Budgets {
+        &self.shared.budgets
+    }
+
     /// Nano-dollars held by calls in flight for `user` today.
     pub fn user_reserved(&self, user: UserId) -> u64 {
         let day = self.today();
@@ -547,5 +588,9 @@ impl Ledger {
             + s.global_day.len()
             + s.reserved_user.len()
             + s.reserved_global.len()
+            + s.user_month.len()
+            + s.reserved_user_month.len()
+            + s.global_month.len()
+            + s.reserved_global_month.len()
     }
 }

@@ -37,10 +37,7 @@ impl AiPipeline {
             // its worst case is held first, and settled at what it cost.
             let worst = cache.max_verification_cost();
             let verify_hold = if worst > 0 {
-                self.books
-                    .ledger
-                    .reserve_within(req.user_id, tier, worst)
-                    .ok()
+                self.reserve(req, tier, worst, true).await.ok()
             } else {
                 None
             };

@@ -38,9 +38,11 @@
 
 mod batch;
 mod breaker;
+mod budgets;
 mod cost;
 mod limits;
 mod lookup;
+mod pg_budget;
 mod recorder;
 #[cfg(feature = "redis")]
 mod redis_limits;
@@ -52,6 +54,7 @@ pub use batch::{BatchConfig, BatchStats};
 pub use breaker::{BreakerConfig, BreakerState};
 pub use cost::{Budgets, Ledger, PriceTable, Reservation, Spend};
 pub use limits::{RateLimitConfig, RateLimits, TierQuotas, TokioClock};
+pub use pg_budget::{BudgetHold, PgBudget, SharedBudgetStatus, SharedSpend};
 pub use recorder::{Recorder, RecorderConfig, RecorderStats};
 #[cfg(feature = "redis")]
 pub use redis_limits::{DEFAULT_REDIS_TIMEOUT, RedisRateLimits, SharedLimitStatus};
@@ -114,6 +117,7 @@ pub struct AiPipelineBuilder {
     cache_timeout: Duration,
     #[cfg(feature = "redis")]
     shared_limits: Option<Arc<RedisRateLimits>>,
+    shared_budget: Option<Arc<PgBudget>>,
 }
 
 impl std::fmt::Debug for AiPipelineBuilder {
@@ -210,6 +214,14 @@ impl AiPipelineBuilder {
         self
     }
 
+    /// The budgets held in PostgreSQL and shared by every instance, on top of this
+    /// instance's [`Ledger`]: see [`PgBudget`]. The caps are the pipeline's
+    /// [`budgets`](Self::budgets).
+    pub fn shared_budget(mut self, budget: Arc<PgBudget>) -> Self {
+        self.shared_budget = Some(budget);
+        self
+    }
+
     /// Builds the pipeline and starts its recorder (needs a tokio runtime).
     ///
     /// # Errors
@@ -244,6 +256,7 @@ impl AiPipelineBuilder {
             metrics: self.metrics.clone(),
             cache_errors: AtomicU64::new(0),
             inflight: settle::Inflight::default(),
+            shared_budget: self.shared_budget,
         });
         let batcher = Batcher::new(router.clone(), books.clone(), self.batch, personal)?;
         *books.recorder.lock().unwrap_or_else(|e| e.into_inner()) = Some(
@@ -300,6 +313,7 @@ impl AiPipeline {
             cache_timeout: Duration::from_secs(1),
             #[cfg(feature = "redis")]
             shared_limits: None,
+            shared_budget: None,
         }
     }
 
@@ -370,7 +384,7 @@ impl AiPipeline {
             input_tokens,
             output_tokens: req.params.max_tokens,
         });
-        let hold = match self.books.ledger.reserve(req.user_id, tier, worst) {
+        let hold = match self.reserve(&req, tier, worst, false).await {
             Ok(h) => h,
             Err(e) => {
                 self.unanswered(&req, start, &e);
@@ -417,6 +431,30 @@ impl AiPipeline {
                 source: "the batch ended without an answer".into(),
             })
         })
+    }
+
+    /// Holds `amount` in this instance's ledger and, when the pipeline has one, in the
+    /// shared one (`whole`: see [`Ledger::reserve_within`]).
+    async fn reserve(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        amount: u64,
+        whole: bool,
+    ) -> Result<Reservation> {
+        let ledger = &self.books.ledger;
+        let mut hold = if whole {
+            ledger.reserve_within(req.user_id, tier, amount)?
+        } else {
+            ledger.reserve(req.user_id, tier, amount)?
+        };
+        if let Some(shared) = &self.books.shared_budget {
+            let h = shared
+                .hold(req.user_id, tier, amount, whole, ledger.budgets())
+                .await?;
+            hold.attach(h);
+        }
+        Ok(hold)
     }
 
     /// Admits one API request for `user` by the API rate limit: shared through Redis
@@ -483,6 +521,10 @@ impl AiPipeline {
         self.books.inflight.close_and_wait().await;
         self.batcher.close();
         self.batcher.idle().await;
+        // Every settlement of the shared ledger is written (or given up).
+        if let Some(shared) = &self.books.shared_budget {
+            shared.flush().await;
+        }
         let rec = self
             .books
             .recorder
@@ -503,6 +545,11 @@ impl AiPipeline {
     /// The cost ledger.
     pub fn ledger(&self) -> &Ledger {
         &self.books.ledger
+    }
+
+    /// The shared budgets, if the pipeline has them.
+    pub fn shared_budget(&self) -> Option<&Arc<PgBudget>> {
+        self.books.shared_budget.as_ref()
     }
 
     /// Semantic-cache lookups and stores that failed or timed out (each served as a

@@ -65,6 +65,8 @@ pub(crate) struct Books {
     pub(crate) cache_errors: std::sync::atomic::AtomicU64,
     /// Requests and verification tasks in flight: shutdown waits for them.
     pub(crate) inflight: Inflight,
+    /// The budgets shared through PostgreSQL, if any.
+    pub(crate) shared_budget: Option<Arc<super::PgBudget>>,
 }
 
 /// What is in flight, and whether shutdown has begun.

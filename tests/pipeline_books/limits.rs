@@ -44,7 +44,10 @@ fn the_ledger_forgets_past_days_over_a_month_of_100000_users() {
             vec![today - 1, today]
         };
         let held: usize = days.iter().map(|&t| 2 * active(t).count() + 2).sum();
-        assert_eq!(ledger.tracked(), held, "day {today}");
+        // And this month's totals (the month began on day 0): one per user active in
+        // it so far, and the global month's spent and held.
+        let month: usize = (0..=today.min(2)).map(|t| active(t).count()).sum::<usize>() + 2;
+        assert_eq!(ledger.tracked(), held + month, "day {today}");
     }
     let total = ledger.total();
     let expected: u64 = (0..30u64).map(|t| active(t).count() as u64).sum();
@@ -297,4 +300,55 @@ async fn a_global_refusal_leaves_the_users_allowance_alone() {
         Err(Error::RateLimited { retry_after }) if retry_after > Duration::from_secs(60)
     ));
     limits.check_ai(b, SubscriptionTier::Free).unwrap();
+}
+
+#[test]
+fn the_ledger_applies_monthly_caps_and_a_new_month_starts_afresh() {
+    let day = Arc::new(std::sync::Mutex::new(
+        chrono::NaiveDate::from_ymd_opt(2026, 3, 30).unwrap(),
+    ));
+    let d = day.clone();
+    let ledger = Ledger::with_clock(
+        Budgets {
+            free_user_daily: Some(20),
+            free_user_monthly: Some(30),
+            global_monthly: Some(1_000),
+            ..Budgets::unlimited()
+        },
+        move || *d.lock().unwrap(),
+    );
+    let u = UserId::new();
+    let mut got = Vec::new();
+    for (m, dd) in [(3, 30), (3, 31), (4, 1)] {
+        *day.lock().unwrap() = chrono::NaiveDate::from_ymd_opt(2026, m, dd).unwrap();
+        for _ in 0..3 {
+            match ledger.reserve(u, SubscriptionTier::Free, 10) {
+                Ok(r) => {
+                    ledger.settle(r, AgentType::LearningCoach, 10);
+                    got.push("ok".to_string());
+                }
+                Err(Error::BudgetExceeded { scope }) => got.push(scope.to_string()),
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+    }
+    assert_eq!(
+        got,
+        [
+            "ok",
+            "ok",
+            "user daily", // March 30
+            "ok",
+            "user monthly",
+            "user monthly", // March 31
+            "ok",
+            "ok",
+            "user daily", // April
+        ]
+    );
+    assert_eq!(ledger.user_this_month(u), 20);
+    // Held calls count against the month too; a premium user has other caps.
+    let r = ledger.reserve(u, SubscriptionTier::Premium, 5).unwrap();
+    assert!(ledger.reserve(u, SubscriptionTier::Premium, 5).is_ok());
+    drop(r);
 }

@@ -59,6 +59,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "safety",
         sql: include_str!("../../../migrations/0006_safety.sql"),
     },
+    Migration {
+        version: 7,
+        name: "budgets",
+        sql: include_str!("../../../migrations/0007_budgets.sql"),
+    },
 ];
 
 /// Checksums of earlier texts of a migration that a database may have applied and

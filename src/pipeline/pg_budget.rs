@@ -1,0 +1,491 @@
+//! [`PgBudget`]: the budgets held in PostgreSQL, shared by every app instance and
+//! kept across restarts.
+
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::{NaiveDate, Utc};
+use deadpool_postgres::Pool;
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::budgets::{Budgets, month_of};
+use crate::domain::{SubscriptionTier, UserId};
+use crate::error::{Error, Result};
+
+type Today = Box<dyn Fn() -> NaiveDate + Send + Sync>;
+
+/// What [`PgBudget::status`] reports.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SharedBudgetStatus {
+    /// Reservations the database granted.
+    pub reserved: u64,
+    /// Reservations the database refused (a cap reached).
+    pub refused: u64,
+    /// Reservations that failed because the database could not be reached (the
+    /// request was refused: see [`PgBudget`]'s outage policy).
+    pub unavailable: u64,
+    /// Settlements (and releases) written.
+    pub settled: u64,
+    /// Settlements still being written (retried while the database is away).
+    pub pending: usize,
+    /// Settlements given up after [`PgBudget::settle_patience`]: their holds expire and
+    /// their cost is missing from the shared ledger (it is in this instance's ledger
+    /// and the recorded interaction).
+    pub abandoned: u64,
+    /// The last database error, if any (never carries the connection string).
+    pub last_error: Option<String>,
+}
+
+/// One user's spend in the shared ledger.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct SharedSpend {
+    /// Today (UTC), in nano-dollars.
+    pub day: u64,
+    /// This month (UTC), in nano-dollars.
+    pub month: u64,
+    /// Held by calls in flight today (holds not expired).
+    pub held: u64,
+}
+
+struct Inner {
+    pool: Pool,
+    hold_ttl: Duration,
+    timeout: Duration,
+    patience: Duration,
+    today: Today,
+    reserved: AtomicU64,
+    refused: AtomicU64,
+    unavailable: AtomicU64,
+    settled: AtomicU64,
+    abandoned: AtomicU64,
+    pending: AtomicUsize,
+    idle: tokio::sync::Notify,
+    last_error: Mutex<Option<String>>,
+}
+
+/// Budgets in PostgreSQL (tables `ai_budget_spend` and `ai_budget_holds`, migration
+/// 0007), so every instance of the app enforces the same caps on the same spend, and
+/// a restarted instance still knows what was spent today and this month.
+///
+/// Given to the pipeline with
+/// [`AiPipelineBuilder::shared_budget`](super::AiPipelineBuilder::shared_budget), it is
+/// asked after the instance's own [`Ledger`](super::Ledger) (which keeps the lines,
+/// totals and metrics, and applies the same caps to this instance's spend):
+///
+/// - **Reservation**: one call of `kasama_budget_reserve`, which locks the user's day
+///   line (so concurrent reservations of one user, from any instance, queue), reads
+///   what is spent and held today and this month, and inserts the hold or names the
+///   cap it would pass — the caps of the pipeline's [`Budgets`], daily and monthly,
+///   per user and global. A retried reservation (same hold id) is not held twice.
+/// - **Settlement**: deletes the hold and books the exact cost in one transaction; a
+///   retry after a lost reply finds no hold and books nothing, so money is never
+///   counted twice. Written by a task of its own, retried with exponential backoff
+///   (`backon`) for up to [`settle_patience`](Self::settle_patience) while the
+///   database is away; [`AiPipeline::shutdown`](super::AiPipeline::shutdown) waits
+///   for them.
+/// - **Holds expire** after [`hold_ttl`](Self::hold_ttl) (default 5 min, longer than
+///   any call): the hold of an instance that died stops counting then. A settlement
+///   that arrives after its hold expired is still booked.
+/// - **Outage policy: fail closed.** When the database cannot be reached within
+///   [`timeout`](Self::timeout) (default 2 s), the request is refused with a
+///   retryable `Backend` error (HTTP 503) before any backend call: money is never
+///   spent unaccounted. (The app cannot serve much with its database away anyway.)
+/// - Days and months are UTC, from this instance's clock.
+pub struct PgBudget {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for PgBudget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgBudget")
+            .field("hold_ttl", &self.inner.hold_ttl)
+            .field("timeout", &self.inner.timeout)
+            .field("status", &self.status())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A hold on the shared budgets for one call: [`settle`](Self::settle) it at the
+/// call's exact cost, or drop it to release it. The pipeline attaches one to each
+/// [`Reservation`](super::Reservation); hosts may take their own for costs outside
+/// the pipeline ([`PgBudget::reserve`]).
+pub struct BudgetHold {
+    inner: Arc<Inner>,
+    id: Uuid,
+    done: bool,
+}
+
+impl std::fmt::Debug for BudgetHold {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BudgetHold").field("id", &self.id).finish()
+    }
+}
+
+impl BudgetHold {
+    /// Books `cost` for the call (0: released), in a task of its own (retried while
+    /// the database is away; [`PgBudget::flush`] waits for it). Needs a tokio runtime;
+    /// without one the hold just expires.
+    pub fn settle(mut self, cost: u64) {
+        self.done = true;
+        Inner::spawn_settle(&self.inner, self.id, cost);
+    }
+}
+
+impl Drop for BudgetHold {
+    fn drop(&mut self) {
+        if !self.done {
+            Inner::spawn_settle(&self.inner, self.id, 0);
+        }
+    }
+}
+
+fn db_error(e: &dyn std::fmt::Display) -> Error {
+    Error::Backend {
+        what: "shared budget".into(),
+        retryable: true,
+        source: e.to_string().into(),
+    }
+}
+
+fn nanos(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl Inner {
+    fn note(&self, e: &Error) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+    }
+
+    fn spawn_settle(this: &Arc<Self>, id: Uuid, cost: u64) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            // No runtime (dropped outside one): the hold expires on its own.
+            this.abandoned.fetch_add(1, SeqCst);
+            return;
+        };
+        this.pending.fetch_add(1, SeqCst);
+        let inner = this.clone();
+        rt.spawn(async move {
+            let ok = inner.settle_retrying(id, cost).await;
+            if ok {
+                inner.settled.fetch_add(1, SeqCst);
+            } else {
+                inner.abandoned.fetch_add(1, SeqCst);
+                tracing::error!(
+                    hold = %id,
+                    cost_nanos = cost,
+                    "shared budget: settlement abandoned; the hold will expire"
+                );
+            }
+            if inner.pending.fetch_sub(1, SeqCst) == 1 {
+                inner.idle.notify_waiters();
+            }
+        });
+    }
+
+    async fn settle_once(&self, id: Uuid, cost: u64) -> Result<()> {
+        let work = async {
+            let c = self.pool.get().await.map_err(|e| db_error(&e))?;
+            c.query_one("SELECT kasama_budget_settle($1, $2)", &[&id, &nanos(cost)])
+                .await
+                .map_err(|e| db_error(&e))?;
+            Ok(())
+        };
+        match tokio::time::timeout(self.timeout, work).await {
+            Ok(r) => r,
+            Err(_) => Err(Error::Timeout {
+                what: "shared budget settlement".into(),
+            }),
+        }
+    }
+
+    /// Settles, retrying with backoff for up to `patience`; whether it was written.
+    async fn settle_retrying(&self, id: Uuid, cost: u64) -> bool {
+        let mut backoff = ExponentialBuilder::default()
+            .with_min_delay(Duration::from_millis(50))
+            .with_max_delay(Duration::from_secs(5))
+            .with_jitter()
+            .without_max_times()
+            .with_total_delay(Some(self.patience))
+            .build();
+        loop {
+            match self.settle_once(id, cost).await {
+                Ok(()) => return true,
+                Err(e) => {
+                    self.note(&e);
+                    tracing::warn!(error = %e, hold = %id, "shared budget: settlement failed; retrying");
+                    match backoff.next() {
+                        Some(d) => tokio::time::sleep(d).await,
+                        None => return false,
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl PgBudget {
+    /// Budgets in the database `pool` reaches (as the app role, migrated to 0007 or
+    /// later).
+    pub fn new(pool: Pool) -> Self {
+        Self::with_clock(pool, || Utc::now().date_naive())
+    }
+
+    /// As [`PgBudget::new`], with "today" from `today` (for simulations and tests).
+    pub fn with_clock(pool: Pool, today: impl Fn() -> NaiveDate + Send + Sync + 'static) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                pool,
+                hold_ttl: Duration::from_secs(300),
+                timeout: Duration::from_secs(2),
+                patience: Duration::from_secs(60),
+                today: Box::new(today),
+                reserved: AtomicU64::new(0),
+                refused: AtomicU64::new(0),
+                unavailable: AtomicU64::new(0),
+                settled: AtomicU64::new(0),
+                abandoned: AtomicU64::new(0),
+                pending: AtomicUsize::new(0),
+                idle: tokio::sync::Notify::new(),
+                last_error: Mutex::new(None),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut Inner {
+        Arc::get_mut(&mut self.inner).expect("settings are set before the budget is shared")
+    }
+
+    /// How long a hold counts if its call is never settled (an instance that died).
+    /// Default 5 min; at least 1 s, at most a day.
+    ///
+    /// # Errors
+    /// `InvalidInput` outside those bounds.
+    pub fn hold_ttl(mut self, ttl: Duration) -> Result<Self> {
+        if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(86_400) {
+            return Err(Error::invalid("hold_ttl", "between 1 s and 1 day"));
+        }
+        self.inner_mut().hold_ttl = ttl;
+        Ok(self)
+    }
+
+    /// The longest wait for the database per reservation or settlement attempt.
+    /// Default 2 s; positive, at most a minute.
+    ///
+    /// # Errors
+    /// `InvalidInput` outside those bounds.
+    pub fn timeout(mut self, t: Duration) -> Result<Self> {
+        if t.is_zero() || t > Duration::from_secs(60) {
+            return Err(Error::invalid("timeout", "positive, at most 60 s"));
+        }
+        self.inner_mut().timeout = t;
+        Ok(self)
+    }
+
+    /// How long a settlement is retried while the database is away before it is
+    /// given up (counted in [`SharedBudgetStatus::abandoned`]). Default 60 s; at most
+    /// a day.
+    ///
+    /// # Errors
+    /// `InvalidInput` past a day.
+    pub fn settle_patience(mut self, p: Duration) -> Result<Self> {
+        if p > Duration::from_secs(86_400) {
+            return Err(Error::invalid("settle_patience", "at most 1 day"));
+        }
+        self.inner_mut().patience = p;
+        Ok(self)
+    }
+
+    /// Holds `amount` nano-dollars for one call of `user` under `budgets`: refused
+    /// once what is spent and held reaches a cap (the soft cap of
+    /// [`Ledger::reserve`](super::Ledger::reserve)).
+    ///
+    /// # Errors
+    /// [`Error::BudgetExceeded`] naming the cap (`user daily`, `user monthly`,
+    /// `global daily`, `global monthly`); a retryable `Backend` or `Timeout` when the
+    /// database cannot be reached.
+    pub async fn reserve(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+        budgets: &Budgets,
+    ) -> Result<BudgetHold> {
+        self.hold(user, tier, amount, false, budgets).await
+    }
+
+    /// As [`PgBudget::reserve`], but refused unless the whole `amount` fits under
+    /// every cap (as [`Ledger::reserve_within`](super::Ledger::reserve_within)).
+    ///
+    /// # Errors
+    /// As [`PgBudget::reserve`].
+    pub async fn reserve_within(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+        budgets: &Budgets,
+    ) -> Result<BudgetHold> {
+        self.hold(user, tier, amount, true, budgets).await
+    }
+
+    pub(crate) async fn hold(
+        &self,
+        user: UserId,
+        tier: SubscriptionTier,
+        amount: u64,
+        whole: bool,
+        budgets: &Budgets,
+    ) -> Result<BudgetHold> {
+        let inner = &self.inner;
+        let id = Uuid::new_v4();
+        let day = (inner.today)();
+        let cap = |c: Option<u64>| c.map(nanos);
+        let ttl_ms = i64::try_from(inner.hold_ttl.as_millis()).unwrap_or(i64::MAX);
+        let user_id = user.as_uuid();
+        let work = async {
+            let c = inner.pool.get().await.map_err(|e| db_error(&e))?;
+            let row = c
+                .query_one(
+                    "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &[
+                        &id,
+                        &user_id,
+                        &day,
+                        &nanos(amount),
+                        &whole,
+                        &ttl_ms,
+                        &cap(budgets.user_daily(tier)),
+                        &cap(budgets.user_monthly(tier)),
+                        &cap(budgets.global_daily),
+                        &cap(budgets.global_monthly),
+                    ],
+                )
+                .await
+                .map_err(|e| db_error(&e))?;
+            Ok::<Option<String>, Error>(row.get(0))
+        };
+        let refused = match tokio::time::timeout(inner.timeout, work).await {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                inner.unavailable.fetch_add(1, SeqCst);
+                inner.note(&e);
+                return Err(e);
+            }
+            Err(_) => {
+                inner.unavailable.fetch_add(1, SeqCst);
+                let e = Error::Timeout {
+                    what: "shared budget reservation".into(),
+                };
+                inner.note(&e);
+                return Err(e);
+            }
+        };
+        if let Some(scope) = refused {
+            inner.refused.fetch_add(1, SeqCst);
+            return Err(Error::BudgetExceeded {
+                scope: scope.into(),
+            });
+        }
+        inner.reserved.fetch_add(1, SeqCst);
+        Ok(BudgetHold {
+            inner: inner.clone(),
+            id,
+            done: false,
+        })
+    }
+
+    /// `user`'s spend in the shared ledger today and this month.
+    ///
+    /// # Errors
+    /// `Backend` when the database cannot be reached.
+    pub async fn spent(&self, user: UserId) -> Result<SharedSpend> {
+        self.spent_of(user.as_uuid()).await
+    }
+
+    /// Everyone's spend together today and this month.
+    ///
+    /// # Errors
+    /// `Backend` when the database cannot be reached.
+    pub async fn global_spent(&self) -> Result<SharedSpend> {
+        self.spent_of(Uuid::nil()).await
+    }
+
+    async fn spent_of(&self, user: Uuid) -> Result<SharedSpend> {
+        let day = (self.inner.today)();
+        let month = month_of(day);
+        let mut c = self.inner.pool.get().await.map_err(|e| db_error(&e))?;
+        let tx = c.transaction().await.map_err(|e| db_error(&e))?;
+        tx.execute("SELECT set_config('app.service', 'on', true)", &[])
+            .await
+            .map_err(|e| db_error(&e))?;
+        let row = tx
+            .query_one(
+                "SELECT \
+                   coalesce((SELECT spent_nanos FROM ai_budget_spend \
+                      WHERE user_id = $1 AND period = 'day' AND starts = $2), 0), \
+                   coalesce((SELECT spent_nanos FROM ai_budget_spend \
+                      WHERE user_id = $1 AND period = 'month' AND starts = $3), 0), \
+                   coalesce((SELECT sum(amount_nanos)::bigint FROM ai_budget_holds \
+                      WHERE ($1 = '00000000-0000-0000-0000-000000000000'::uuid OR user_id = $1) \
+                        AND day = $2 AND expires_at > now()), 0)",
+                &[&user, &day, &month],
+            )
+            .await
+            .map_err(|e| db_error(&e))?;
+        tx.commit().await.map_err(|e| db_error(&e))?;
+        let u = |i: usize| u64::try_from(row.get::<_, i64>(i)).unwrap_or(0);
+        Ok(SharedSpend {
+            day: u(0),
+            month: u(1),
+            held: u(2),
+        })
+    }
+
+    /// Forgets holds expired over a day ago and lines no cap reads any more; returns
+    /// the rows removed. Run it now and then (daily is plenty) from one instance.
+    ///
+    /// # Errors
+    /// `Backend` when the database cannot be reached.
+    pub async fn sweep(&self) -> Result<u64> {
+        let c = self.inner.pool.get().await.map_err(|e| db_error(&e))?;
+        let row = c
+            .query_one("SELECT kasama_budget_sweep()", &[])
+            .await
+            .map_err(|e| db_error(&e))?;
+        Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+    }
+
+    /// Waits until every settlement started so far is written or given up.
+    pub async fn flush(&self) {
+        loop {
+            let idle = self.inner.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.inner.pending.load(SeqCst) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
+
+    /// Counters and the last error.
+    pub fn status(&self) -> SharedBudgetStatus {
+        let i = &self.inner;
+        SharedBudgetStatus {
+            reserved: i.reserved.load(SeqCst),
+            refused: i.refused.load(SeqCst),
+            unavailable: i.unavailable.load(SeqCst),
+            settled: i.settled.load(SeqCst),
+            pending: i.pending.load(SeqCst),
+            abandoned: i.abandoned.load(SeqCst),
+            last_error: i
+                .last_error
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .clone(),
+        }
+    }
+}
