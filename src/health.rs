@@ -1,6 +1,9 @@
 //! Operations: [`HealthMonitor`] checks the product's targets on recent metrics (and the
 //! database's own figures), and raises an alert once when a check leaves "healthy" and
 //! once when it comes back — no flood while it stays bad.
+//!
+//! Longer than 600 lines because every check is evaluated in one place, in the order
+//! the report lists them, with the monitor's settings beside them.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -50,6 +53,10 @@ pub enum Check {
     /// [`HealthMonitor::with_shared_limits`]): critical while Redis does not answer and
     /// each instance applies its own limits.
     SharedLimits,
+    /// Budgets shared through PostgreSQL ([`HealthMonitor::with_shared_budget`]):
+    /// critical while settlements wait for the database or since one was given up
+    /// (its cost is missing from the shared ledger).
+    SharedBudget,
 }
 
 /// Thresholds: `(warning, critical)` per check. Defaults are the product's targets.
@@ -190,6 +197,7 @@ pub struct HealthMonitor {
     callbacks: Vec<Callback>,
     #[cfg(feature = "redis")]
     shared_limits: Option<Arc<crate::pipeline::RedisRateLimits>>,
+    shared_budget: Option<Arc<crate::pipeline::PgBudget>>,
 }
 
 impl std::fmt::Debug for HealthMonitor {
@@ -291,7 +299,15 @@ impl HealthMonitor {
             callbacks: Vec::new(),
             #[cfg(feature = "redis")]
             shared_limits: None,
+            shared_budget: None,
         }
+    }
+
+    /// Also reports the budgets shared through PostgreSQL ([`Check::SharedBudget`]).
+    #[must_use]
+    pub fn with_shared_budget(mut self, budget: Arc<crate::pipeline::PgBudget>) -> Self {
+        self.shared_budget = Some(budget);
+        self
     }
 
     /// Also reports the rate limits shared through Redis ([`Check::SharedLimits`]).
@@ -507,6 +523,23 @@ impl HealthMonitor {
                 recommendation: s.degraded.then(|| {
                     format!(
                         "Redis does not answer ({}): each instance applies its own rate limits, so N instances admit up to N allowances",
+                        s.last_error.unwrap_or_default()
+                    )
+                }),
+            });
+        }
+        if let Some(b) = &self.shared_budget {
+            let s = b.status();
+            let bad = s.pending > 0 || s.abandoned > 0;
+            checks.push(CheckStatus {
+                check: Check::SharedBudget,
+                status: if bad { Status::Critical } else { Status::Healthy },
+                value: Some(s.pending as f64),
+                recommendation: bad.then(|| {
+                    format!(
+                        "{} settlements wait for PostgreSQL, {} given up (their cost is missing from the shared budgets): {}",
+                        s.pending,
+                        s.abandoned,
                         s.last_error.unwrap_or_default()
                     )
                 }),

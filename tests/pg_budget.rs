@@ -450,8 +450,26 @@ async fn a_postgres_restart_mid_call_loses_no_money_and_counts_none_twice() {
     assert_eq!(o.cost_nanos, one_call());
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(b.status().pending, 1, "{:?}", b.status());
+    let monitor =
+        kasama::health::HealthMonitor::new(Arc::new(kasama::metrics::InMemoryMetrics::new()))
+            .with_shared_budget(b.clone());
+    let check = |r: kasama::health::HealthReport| {
+        r.checks
+            .into_iter()
+            .find(|c| c.check == kasama::health::Check::SharedBudget)
+            .expect("the shared budget is checked")
+            .status
+    };
+    assert_eq!(
+        check(monitor.evaluate().await),
+        kasama::health::Status::Critical
+    );
     assert!(cluster.start());
     b.flush().await;
+    assert_eq!(
+        check(monitor.evaluate().await),
+        kasama::health::Status::Healthy
+    );
     let s = b.status();
     assert_eq!((s.settled, s.abandoned, s.pending), (1, 0, 0), "{s:?}");
     let spent = b.spent(u).await.unwrap();

@@ -347,9 +347,16 @@ impl PgBudget {
         let user_id = user.as_uuid();
         let work = async {
             let c = inner.pool.get().await.map_err(|e| db_error(&e))?;
+            // Prepared once per connection: one round trip per reservation.
+            let st = c
+                .prepare_cached(
+                    "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                )
+                .await
+                .map_err(|e| db_error(&e))?;
             let row = c
                 .query_one(
-                    "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                    &st,
                     &[
                         &id,
                         &user_id,
