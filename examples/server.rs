@@ -13,7 +13,9 @@
 //!   superuser), e.g. `postgres://kasama_login:…@db:5432/app?sslmode=verify-full&sslrootcert=/etc/kasama/db-ca.pem`.
 //!   Unset: everything in memory. A superuser, a `BYPASSRLS` role or the tables'
 //!   owner is refused (exit code 2). Partitions are kept ahead by a daily maintenance
-//!   task.
+//!   task. The AI budgets are then kept in the database too (`PgBudget`): every
+//!   instance of this server enforces the same daily and monthly caps, across
+//!   restarts.
 //! - `KASAMA_MIGRATION_URL`: the schema owner's URL, used only to apply the migrations
 //!   at start-up. Unset: migrations are not run (apply them beforehand, e.g. with
 //!   `examples/migrate.rs`).
@@ -37,7 +39,7 @@ use std::time::Duration;
 use kasama::agent::SimulatedAgent;
 use kasama::health::HealthMonitor;
 use kasama::metrics::{FanOut, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
-use kasama::pipeline::AiPipeline;
+use kasama::pipeline::{AiPipeline, PgBudget};
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime};
 use kasama::repository::MeteredRepository;
@@ -63,6 +65,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(MetricsFacadeSink::new()),
     ]));
     let mut maintenance = None;
+    let mut budget = None;
     let (repo, realtime): (Arc<dyn Repository>, Arc<dyn Realtime>) = match env("DATABASE_URL") {
         Some(url) => {
             match env("KASAMA_MIGRATION_URL") {
@@ -84,6 +87,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(pg.clone()),
                 MaintenanceConfig::default(),
             )?);
+            budget = Some(Arc::new(PgBudget::new(pg.pool().clone())));
             let feed = PgRealtime::start_with_metrics(
                 PgRealtimeConfig {
                     url,
@@ -106,7 +110,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
     };
     let l = |ms| Duration::from_millis(ms);
-    let pipeline = AiPipeline::builder(repo.clone())
+    let mut pipeline = AiPipeline::builder(repo.clone())
         .backend(Arc::new(
             SimulatedAgent::builder("primary")
                 .latency(l(300), l(900))
@@ -122,7 +126,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             SemanticCache::builder(Arc::new(HashingEmbedder::new())).build()?,
         ))
         .metrics(sink.clone());
-    let health = HealthMonitor::new(metrics.clone()).with_repository(repo.clone());
+    let mut health = HealthMonitor::new(metrics.clone()).with_repository(repo.clone());
+    if let Some(b) = budget {
+        pipeline = pipeline.shared_budget(b.clone());
+        health = health.with_shared_budget(b);
+    }
     #[cfg(feature = "redis")]
     let (pipeline, health) = match env("REDIS_URL") {
         Some(url) => {
