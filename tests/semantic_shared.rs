@@ -502,3 +502,54 @@ async fn a_role_that_bypasses_rls_is_refused_as_listener() {
     assert!(!format!("{store:?}").contains("password"));
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_app_role_sees_only_its_users_rows_outside_the_service() {
+    let db = db().await;
+    let one = instance(&db).await;
+    let (a, b) = (UserId::new(), UserId::new());
+    for u in [a, b] {
+        one.cache
+            .store(&ask(u, Q), &answer("listen"), None)
+            .await
+            .unwrap();
+    }
+    let mut app = db.app().await;
+    // No scope: nothing.
+    let tx = app.transaction().await.unwrap();
+    assert_eq!(count(&tx).await, 0);
+    tx.rollback().await.unwrap();
+    // As user a: a's row only; writing b's row is refused.
+    let tx = app.transaction().await.unwrap();
+    tx.execute(
+        "SELECT set_config('app.user_id', $1, true)",
+        &[&a.to_string()],
+    )
+    .await
+    .unwrap();
+    assert_eq!(count(&tx).await, 1);
+    let refused = tx
+        .execute(
+            "UPDATE semantic_entries SET question = 'x' WHERE user_id = $1",
+            &[&b.as_uuid()],
+        )
+        .await
+        .unwrap();
+    assert_eq!(refused, 0, "b's row is invisible to a");
+    tx.rollback().await.unwrap();
+    // As the service: both.
+    let tx = app.transaction().await.unwrap();
+    tx.execute("SELECT set_config('app.service', 'on', true)", &[])
+        .await
+        .unwrap();
+    assert_eq!(count(&tx).await, 2);
+    tx.rollback().await.unwrap();
+    db.finish().await;
+}
+
+async fn count(tx: &tokio_postgres::Transaction<'_>) -> i64 {
+    tx.query_one("SELECT count(*) FROM semantic_entries", &[])
+        .await
+        .unwrap()
+        .get(0)
+}
