@@ -499,7 +499,8 @@ async fn a_role_that_bypasses_rls_is_refused_as_listener() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(!store.status().listening);
-    assert!(!format!("{store:?}").contains("password"));
+    let cfg = PgSemanticStoreConfig::new("postgres://kasama:hunter2@db.example.com/app");
+    assert!(!format!("{cfg:?}").contains("hunter2"), "{cfg:?}");
     db.finish().await;
 }
 
