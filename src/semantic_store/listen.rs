@@ -2,7 +2,8 @@
 //! the entries announced and passes them to the subscribed caches; it reconnects with
 //! backoff, checks itself with a heartbeat, and announces a resync on every connect.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
+use std::sync::{Arc, Mutex};
 
 use backon::BackoffBuilder;
 use futures_util::StreamExt;
@@ -28,7 +29,7 @@ pub(super) async fn supervise(
     conn: (tokio_postgres::Config, Connector),
     repo: PgRepository,
     changes: broadcast::Sender<SharedChange>,
-    status: std::sync::Arc<Mutex<ListenerStatus>>,
+    status: Arc<Mutex<ListenerStatus>>,
 ) {
     let fresh = || {
         backon::ExponentialBuilder::default()
@@ -108,17 +109,21 @@ async fn listen(
     reconnect: bool,
 ) -> std::result::Result<(), Listen> {
     let (client, mut connection) = config.connect(tls.clone()).await?;
-    let (tx, mut rx) = mpsc::unbounded_channel::<String>();
+    // Bounded: past `buffer` waiting notifications the rest are dropped and the
+    // caches catch up from the table instead.
+    let (tx, mut rx) = mpsc::channel::<String>(cfg.buffer);
+    let overflowed = Arc::new(AtomicBool::new(false));
+    let overflow = overflowed.clone();
     // The connection must be polled for notifications to arrive; this task does it.
     let driver = tokio::spawn(async move {
         let mut messages = futures_util::stream::poll_fn(move |cx| connection.poll_message(cx));
         while let Some(m) = messages.next().await {
             match m {
-                Ok(AsyncMessage::Notification(n)) => {
-                    if tx.send(n.payload().to_string()).is_err() {
-                        break;
-                    }
-                }
+                Ok(AsyncMessage::Notification(n)) => match tx.try_send(n.payload().to_string()) {
+                    Ok(()) => {}
+                    Err(mpsc::error::TrySendError::Full(_)) => overflow.store(true, SeqCst),
+                    Err(mpsc::error::TrySendError::Closed(_)) => break,
+                },
                 Ok(_) => {}
                 Err(e) => {
                     tracing::warn!(error = %e, "semantic store: listener connection failed");
@@ -179,6 +184,10 @@ async fn listen(
                     }
                 }
                 pass_on(repo, changes, &mut stored).await;
+                if overflowed.swap(false, SeqCst) {
+                    tracing::warn!("semantic store: notifications came faster than they were read; resync");
+                    let _ = changes.send(SharedChange::Resync);
+                }
             }
             _ = heartbeat.tick() => {
                 match tokio::time::timeout(cfg.heartbeat_timeout, client.simple_query("SELECT 1")).await {

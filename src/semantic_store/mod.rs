@@ -62,8 +62,9 @@ pub struct PgSemanticStoreConfig {
     /// Most rows the table keeps; the sweep deletes the oldest beyond it. Default:
     /// 1,000,000.
     pub max_rows: u64,
-    /// Changes buffered per subscribing cache before it falls behind (and then
-    /// catches up from the table). Default: 1024.
+    /// Changes buffered per subscribing cache before it falls behind, and
+    /// notifications buffered by the listener before it drops them (either way the
+    /// caches then catch up from the table). Default: 1024.
     pub buffer: usize,
     /// **Dangerous.** Accept a listener role for which row-level security does not
     /// apply, as [`PgConfig::allow_rls_bypass`](crate::PgConfig::allow_rls_bypass).
