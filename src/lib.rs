@@ -12,6 +12,7 @@ pub mod pipeline;
 pub mod realtime;
 pub mod repository;
 pub mod semantic;
+pub mod semantic_store;
 #[cfg(feature = "server")]
 pub mod server;
 mod text;

@@ -35,7 +35,8 @@ mod verify;
 pub use crate::agent::{CacheTier, Scope};
 pub use budget::{AuditTicket, ErrorBudget, ErrorEstimate};
 pub use cache::{
-    CachedAnswer, Decision, Lookup, MAX_TTL, SemanticCache, SemanticCacheBuilder, SemanticStats,
+    CachedAnswer, Decision, LoadQuery, Lookup, MAX_TTL, SemanticCache, SemanticCacheBuilder,
+    SemanticStats, SemanticStore, SharedChange, SharedEntry,
 };
 pub use hashing::HashingEmbedder;
 #[cfg(feature = "local-embeddings")]

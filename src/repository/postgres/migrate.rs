@@ -64,6 +64,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "budgets",
         sql: include_str!("../../../migrations/0007_budgets.sql"),
     },
+    Migration {
+        version: 8,
+        name: "semantic_entries",
+        sql: include_str!("../../../migrations/0008_semantic_entries.sql"),
+    },
 ];
 
 /// Checksums of earlier texts of a migration that a database may have applied and

@@ -193,6 +193,7 @@ impl SemanticCacheBuilder {
             ef_search: self.ef_search,
             state: RwLock::new(State::default()),
             counters: Default::default(),
+            sharing: None,
         })
     }
 }

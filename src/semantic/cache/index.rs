@@ -21,6 +21,8 @@ pub(super) struct Entry {
     pub(super) embedding: Vec<f32>,
     pub(super) answer: CachedAnswer,
     pub(super) expires: Instant,
+    /// Its row in a shared store, when the cache has one.
+    pub(super) shared_id: Option<uuid::Uuid>,
 }
 
 /// Scopes below this size are scanned exactly; above it an HNSW graph is kept.

@@ -3,14 +3,17 @@
 //! This file holds the cache and its lookup (exact text, then the nearest stored
 //! questions, each checked by the verifiers); `index.rs` how entries are kept,
 //! `store.rs` how they are added and dropped, `builder.rs` the settings, `types.rs`
-//! what the cache hands out.
+//! what the cache hands out, `shared.rs` how instances share entries through a
+//! [`SemanticStore`].
 
 mod builder;
 mod index;
+mod shared;
 mod store;
 mod types;
 
 pub use builder::{MAX_TTL, SemanticCacheBuilder};
+pub use shared::{LoadQuery, SemanticStore, SharedChange, SharedEntry};
 pub use types::{CachedAnswer, Decision, Lookup, SemanticStats};
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -71,6 +74,9 @@ pub struct SemanticCache {
     rng: AtomicU64,
     state: RwLock<State>,
     counters: Counters,
+    /// The store shared with other instances, when built with
+    /// [`SemanticCacheBuilder::build_shared`].
+    sharing: Option<shared::Sharing>,
 }
 
 impl std::fmt::Debug for SemanticCache {
@@ -80,6 +86,7 @@ impl std::fmt::Debug for SemanticCache {
             .field("threshold", &self.threshold)
             .field("semantic", &self.semantic)
             .field("budget", &self.budget)
+            .field("shared", &self.sharing.is_some())
             .field("stats", &self.stats())
             .finish_non_exhaustive()
     }

@@ -2,6 +2,7 @@
 //! when a user is forgotten.
 
 use std::sync::atomic::Ordering::Relaxed;
+use std::time::Duration;
 
 use tokio::time::Instant;
 
@@ -16,8 +17,15 @@ use crate::semantic::normalise;
 impl SemanticCache {
     /// Stores `resp` as the answer to `req`, reusing `embedding` from a miss when given.
     ///
+    /// With a shared store ([`SemanticCacheBuilder::build_shared`]) the answer is
+    /// then persisted there too, which tells the other instances; it is held in this
+    /// instance's memory either way.
+    ///
     /// # Errors
-    /// `InvalidInput` for an invalid request or embedding; the embedder's errors.
+    /// `InvalidInput` for an invalid request or embedding; the embedder's errors; the
+    /// shared store's errors (the answer is kept in memory all the same).
+    ///
+    /// [`SemanticCacheBuilder::build_shared`]: super::SemanticCacheBuilder::build_shared
     pub async fn store(
         &self,
         req: &AiRequest,
@@ -31,7 +39,46 @@ impl SemanticCache {
             None => self.embed_one(&question).await?,
         };
         let scope = self.scope_of(req);
+        let answer = CachedAnswer {
+            output: resp.output.clone(),
+            model: resp.model.clone(),
+            usage: resp.usage,
+            question: question.clone(),
+        };
+        match &self.sharing {
+            None => {
+                self.insert(scope, question, embedding, answer, self.ttl, None);
+                Ok(())
+            }
+            Some(shared) => {
+                let entry = self.shared_entry(scope, question, embedding, answer);
+                self.insert(
+                    entry.scope.clone(),
+                    entry.question.clone(),
+                    entry.embedding.clone(),
+                    entry.answer.clone(),
+                    self.ttl,
+                    Some(entry.id),
+                );
+                shared.store.persist(&entry).await
+            }
+        }
+    }
+
+    /// Puts one entry in `scope`, replacing the entry of the same (normalised)
+    /// question, then drops expired entries at the front of the queue and the oldest
+    /// past the capacity. `ttl` is at most the cache's.
+    pub(super) fn insert(
+        &self,
+        scope: Scope,
+        question: String,
+        embedding: Vec<f32>,
+        answer: CachedAnswer,
+        ttl: Duration,
+        shared_id: Option<uuid::Uuid>,
+    ) {
         let now = Instant::now();
+        let expires = now + ttl.min(self.ttl);
         let mut s = self.write();
         let seq = s.next_seq;
         s.next_seq += 1;
@@ -39,14 +86,10 @@ impl SemanticCache {
             seq,
             norm: normalise_text(&question),
             embedding,
-            answer: CachedAnswer {
-                output: resp.output.clone(),
-                model: resp.model.clone(),
-                usage: resp.usage,
-                question: question.clone(),
-            },
+            answer,
             question,
-            expires: now + self.ttl,
+            expires,
+            shared_id,
         };
         self.expire(&mut s, now);
         let idx = s.scopes.entry(scope.clone()).or_default();
@@ -57,7 +100,7 @@ impl SemanticCache {
         let idx = s.scopes.get_mut(&scope).expect("just inserted");
         idx.insert(entry, self.dim);
         s.entries += 1;
-        s.order.push_back((scope, seq, now + self.ttl));
+        s.order.push_back((scope, seq, expires));
         while s.entries > self.capacity {
             let Some((sc, seq, _)) = s.order.pop_front() else {
                 break;
@@ -67,7 +110,6 @@ impl SemanticCache {
             }
         }
         Self::tidy_order(&mut s);
-        Ok(())
     }
 
     /// Drops queue items of entries that are gone once they outnumber the live ones,
@@ -79,7 +121,7 @@ impl SemanticCache {
         }
     }
 
-    fn drop_entry(s: &mut State, scope: &Scope, seq: u64) -> bool {
+    pub(super) fn drop_entry(s: &mut State, scope: &Scope, seq: u64) -> bool {
         let Some(idx) = s.scopes.get_mut(scope) else {
             return false;
         };
@@ -106,7 +148,20 @@ impl SemanticCache {
     }
 
     /// Removes every entry of `user` (e.g. when they delete their account).
+    ///
+    /// With a shared store, the user's rows are deleted there too, which tells the
+    /// other instances — in the background, as this call does not wait: await
+    /// [`forget_user_everywhere`](Self::forget_user_everywhere) to know it is done.
     pub fn forget_user(&self, user: UserId) -> usize {
+        let n = self.forget_locally(user);
+        if let Some(shared) = &self.sharing {
+            shared.forget_in_background(user);
+        }
+        n
+    }
+
+    /// Removes `user`'s entries from this instance's memory only.
+    pub(super) fn forget_locally(&self, user: UserId) -> usize {
         self.forget_evidence(user);
         let mut s = self.write();
         let doomed: Vec<Scope> = s
