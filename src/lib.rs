@@ -21,6 +21,8 @@ mod text;
 mod config_serde;
 
 pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
+#[cfg(feature = "redis")]
+pub use cache::RedisCache;
 pub use cache::{Cache, CachedRepository, MemoryCache};
 pub use error::{Error, Result};
 pub use pipeline::AiPipeline;

@@ -1,11 +1,16 @@
 //! Key → bytes caching with a TTL: the [`Cache`] trait, [`MemoryCache`] (sharded
-//! `lru` with per-entry expiry, bounded by entries and bytes), and
-//! [`CachedRepository`], read-through caching of [`Repository`](crate::Repository)
-//! reads that a write to the same user's data invalidates.
+//! `lru` with per-entry expiry, bounded by entries and bytes), `RedisCache`
+//! (feature `redis`: one cache shared by every instance), and [`CachedRepository`],
+//! read-through caching of [`Repository`](crate::Repository) reads that a write to
+//! the same user's data invalidates.
 
 mod memory;
+#[cfg(feature = "redis")]
+mod redis;
 mod repository;
 
+#[cfg(feature = "redis")]
+pub use self::redis::{RedisCache, RedisCacheBuilder};
 pub use memory::{MemoryCache, MemoryCacheBuilder};
 pub use repository::CachedRepository;
 

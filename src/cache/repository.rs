@@ -29,12 +29,18 @@ use crate::repository::Repository;
 /// cached before it becomes unreachable (and ages out). A read racing with the write
 /// may store the old value, but under the old generation, where no later read looks.
 /// A lost generation (evicted, expired) is replaced by a fresh random one, which again
-/// only hides entries. With a cache shared by several app instances (Redis), this holds
-/// across instances; with one [`MemoryCache`](super::MemoryCache) per instance, a write
-/// on one instance does not invalidate another's copy before its TTL.
+/// only hides entries. With a cache shared by several app instances
+/// (`RedisCache`, feature `redis`), this holds across instances: once a write has
+/// returned on one instance, no instance serves what was cached before it. With one
+/// [`MemoryCache`](super::MemoryCache) per instance, a write on one instance does not
+/// invalidate another's copy before its TTL.
 ///
 /// **Failures**: a cache that fails is treated as a miss (reads) or skipped (stores);
-/// the repository's answer always wins.
+/// the repository's answer always wins. A read whose generation could not be read or
+/// stored is answered by the repository and not cached. The one thing a failing
+/// cache can cost is freshness: if the cache cannot be reached to replace the
+/// generation after a write (logged as an error), other instances may serve the old
+/// value until its TTL.
 #[derive(Debug)]
 pub struct CachedRepository<R, C> {
     inner: R,
@@ -87,20 +93,52 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
         &self.cache
     }
 
-    async fn generation(&self, gen_key: &str) -> u64 {
-        if let Ok(Some(b)) = self.cache.get(gen_key).await
-            && let Ok(arr) = <[u8; 8]>::try_from(&b[..])
-        {
-            return u64::from_le_bytes(arr);
+    // Why read-after-write holds with a cache shared by several instances (each step
+    // below is one cache call, applied atomically by the cache, e.g. one Redis
+    // command):
+    //
+    // 1. A generation value is random and never reused, so it becomes current at one
+    //    moment: when the cache applies the SET that stores it.
+    // 2. A value is stored under generation `g` only by a read that *saw* `g` current
+    //    before it began loading: it got `g` from the cache, or its own SET of `g`
+    //    was confirmed. So everything under `g` was loaded after `g` became current.
+    // 3. A write replaces the generation after it has committed and before it
+    //    returns. Any generation current after the write returned became current at
+    //    or after that replacement, so after the commit; by (2) every value under it
+    //    was loaded after the commit.
+    //
+    // (2) is why a read that could not confirm its generation stores nothing: a SET
+    // the cache call gave up on (timeout) may still be applied later — after another
+    // instance's write replaced the generation — and would make current again a
+    // generation under which this read, loading before that write, stored the old
+    // value. (3) fails only when the cache cannot be reached after a write; that is
+    // logged and ages out with the TTL.
+
+    /// The current generation under `gen_key`, creating one if there is none;
+    /// `None` when the cache failed (then nothing may be stored, see above).
+    async fn generation(&self, gen_key: &str) -> Option<u64> {
+        match self.cache.get(gen_key).await {
+            Ok(Some(b)) => {
+                if let Ok(arr) = <[u8; 8]>::try_from(&b[..]) {
+                    return Some(u64::from_le_bytes(arr));
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: generation lookup failed; reading through");
+                return None;
+            }
         }
         self.bump_key(gen_key).await
     }
 
-    async fn bump_key(&self, gen_key: &str) -> u64 {
+    /// Stores a fresh generation under `gen_key`; `None` when the cache did not
+    /// confirm it.
+    async fn bump_key(&self, gen_key: &str) -> Option<u64> {
         let g = rand_u64();
         // Generations outlive the entries they guard, so losing one early is rare;
         // losing one is safe anyway (see the type's docs).
-        if let Err(e) = self
+        match self
             .cache
             .set(
                 gen_key,
@@ -109,13 +147,29 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
             )
             .await
         {
-            tracing::warn!(error = %e, "cache: could not store a generation");
+            Ok(()) => Some(g),
+            Err(e) => {
+                tracing::warn!(error = %e, "cache: could not store a generation");
+                None
+            }
         }
-        g
+    }
+
+    /// Invalidates what is cached under `gen_key` after a write: a new generation,
+    /// or, failing that, none (the next read makes a fresh one).
+    async fn invalidate(&self, gen_key: &str) {
+        if self.bump_key(gen_key).await.is_none()
+            && let Err(e) = self.cache.remove(gen_key).await
+        {
+            tracing::error!(
+                error = %e,
+                "cache: could not invalidate after a write; other instances may serve the old value until its TTL"
+            );
+        }
     }
 
     async fn bump(&self, user: UserId) {
-        self.bump_key(&user_gen(user)).await;
+        self.invalidate(&user_gen(user)).await;
     }
 
     async fn through<T, F>(&self, gen_key: String, what: String, load: F) -> Result<T>
@@ -123,7 +177,10 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
         T: Serialize + DeserializeOwned,
         F: Future<Output = Result<T>>,
     {
-        let g = self.generation(&gen_key).await;
+        let Some(g) = self.generation(&gen_key).await else {
+            self.count(false);
+            return load.await;
+        };
         let key = format!("{gen_key}:{g:016x}:{what}");
         match self.cache.get(&key).await {
             Ok(Some(b)) => {
@@ -270,7 +327,7 @@ impl<R: Repository, C: Cache> Repository for CachedRepository<R, C> {
     async fn create_practice(&self, a: Actor, n: NewPractice) -> Result<Practice> {
         let r = self.inner.create_practice(a, n).await;
         if r.is_ok() {
-            self.bump_key(CATALOGUE).await;
+            self.invalidate(CATALOGUE).await;
         }
         r
     }

@@ -16,6 +16,7 @@
 //! tries. Errors that are not retryable are never retried: they set rows aside as
 //! above.
 
+use backon::BackoffBuilder;
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -329,7 +330,11 @@ async fn write_with_retries(
     attempts: u32,
     room: &(dyn Fn() -> Room + Sync),
 ) -> (Result<u64>, bool) {
-    let mut delay = Duration::from_millis(100);
+    let mut delays = backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(100))
+        .with_max_delay(Duration::from_secs(5))
+        .without_max_times()
+        .build();
     let mut unseen = false;
     let mut attempt = 1;
     let mut after_close = 0;
@@ -350,8 +355,7 @@ async fn write_with_retries(
             Err(e) if e.is_retryable() && again(attempt) => {
                 tracing::warn!(error = %e, attempt, "recording interactions failed; retrying");
                 unseen = true;
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                tokio::time::sleep(delays.next().unwrap_or(Duration::from_secs(5))).await;
                 attempt = attempt.saturating_add(1);
             }
             r => return (r, unseen || attempt > 1),

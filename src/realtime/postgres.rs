@@ -4,6 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use backon::BackoffBuilder;
 use chrono::Utc;
 use futures_util::StreamExt;
 use tokio::sync::mpsc;
@@ -31,9 +32,11 @@ pub struct PgRealtimeConfig {
     /// [`PgRepository::connect`](crate::PgRepository::connect). Default:
     /// `postgres://postgres@127.0.0.1:5432/postgres`.
     pub url: String,
-    /// First reconnect delay; doubles per failed attempt. Default: 1 s.
+    /// First reconnect delay; doubles per failed attempt. Each wait is drawn at
+    /// random between half and all of the delay (jitter, so that instances that
+    /// lost the server together do not come back together). Default: 1 s.
     pub reconnect_min: Duration,
-    /// Longest reconnect delay. Default: 30 s.
+    /// Longest reconnect delay: no wait is longer. Default: 30 s.
     pub reconnect_max: Duration,
     /// Heartbeat interval. Default: 30 s.
     pub heartbeat: Duration,
@@ -179,10 +182,16 @@ fn set(status: &Mutex<RealtimeStatus>, f: impl FnOnce(&mut RealtimeStatus)) {
     f(&mut status.lock().unwrap_or_else(|e| e.into_inner()));
 }
 
-/// ±20 % jitter, from the clock's low bits (no RNG needed for this).
-fn jitter(d: Duration) -> Duration {
-    let n = Utc::now().timestamp_subsec_nanos() % 401;
-    d.mul_f64(0.8 + f64::from(n) / 1000.0)
+/// The reconnect waits: `reconnect_min` doubling up to `reconnect_max`, each drawn
+/// between half and all of it. backon's jitter adds up to 100 % to a delay, so it
+/// runs on half the configured delays: `[d/2, d)`, never past `reconnect_max`.
+fn reconnect_backoff(cfg: &PgRealtimeConfig) -> backon::ExponentialBackoff {
+    backon::ExponentialBuilder::default()
+        .with_min_delay(cfg.reconnect_min / 2)
+        .with_max_delay(cfg.reconnect_max / 2)
+        .with_jitter()
+        .without_max_times()
+        .build()
 }
 
 async fn supervise(
@@ -194,11 +203,13 @@ async fn supervise(
 ) {
     let mut first = true;
     let mut attempts: u32 = 0;
+    let mut waits = reconnect_backoff(&cfg);
     loop {
         match listen(&cfg, &conn, &hub, &status, &metrics, first).await {
             Ok(()) => {
                 // Connected, then lost: start the backoff afresh.
                 attempts = 0;
+                waits = reconnect_backoff(&cfg);
                 first = false;
             }
             Err(Listen::Db(e)) => {
@@ -213,7 +224,7 @@ async fn supervise(
                 return;
             }
         }
-        attempts += 1;
+        attempts = attempts.saturating_add(1);
         set(&status, |s| {
             s.state = if first {
                 FeedState::Connecting
@@ -223,10 +234,8 @@ async fn supervise(
             s.attempts = attempts;
             s.backend_pid = None;
         });
-        let exp = cfg
-            .reconnect_min
-            .saturating_mul(1u32 << (attempts - 1).min(16));
-        tokio::time::sleep(jitter(exp.min(cfg.reconnect_max))).await;
+        let wait = waits.next().unwrap_or(cfg.reconnect_max);
+        tokio::time::sleep(wait.min(cfg.reconnect_max)).await;
     }
 }
 

@@ -4,7 +4,8 @@
 //! must agree to pass.
 //!
 //! This file is the harness: which repositories run the suite (the `conformance!`
-//! macro: in memory, through the cache, on PostgreSQL) and the helpers every part
+//! macro: in memory, through the cache, on PostgreSQL, and — feature `redis` —
+//! through a Redis cache over memory and over PostgreSQL) and the helpers every part
 //! shares. Each aggregate's checks are in a module of their own.
 
 #[path = "../common/mod.rs"]
@@ -79,6 +80,39 @@ macro_rules! conformance {
                 }
             )*
         }
+        /// Through the cache again, the cache being Redis (a fresh key prefix per test,
+        /// as one deployment each).
+        #[cfg(feature = "redis")]
+        mod redis_cached {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(std::sync::Arc::new(kasama::CachedRepository::new(
+                        kasama::InMemoryRepository::new(),
+                        crate::redis_cache().await,
+                        std::time::Duration::from_secs(300),
+                    )))
+                    .await;
+                }
+            )*
+        }
+        /// PostgreSQL behind a Redis cache: the set-up of several app instances.
+        #[cfg(feature = "redis")]
+        mod postgres_redis_cached {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    let Some(db) = crate::common::pg().await else { return };
+                    super::$name(std::sync::Arc::new(kasama::CachedRepository::new(
+                        db.repo.clone(),
+                        crate::redis_cache().await,
+                        std::time::Duration::from_secs(300),
+                    )))
+                    .await;
+                    db.finish().await;
+                }
+            )*
+        }
     };
 }
 
@@ -126,6 +160,23 @@ async fn isolation_holds_where_rls_does_not_apply() {
     assert_eq!(seen, 1, "the bypass role must really bypass RLS");
     isolation(Arc::new(repo)).await;
     db.finish().await;
+}
+
+/// A `RedisCache` on the local Redis under a key prefix no other test uses; fails
+/// (never skips) when Redis is not there.
+#[cfg(feature = "redis")]
+async fn redis_cache() -> kasama::RedisCache {
+    assert!(
+        tokio::net::TcpStream::connect("127.0.0.1:6379")
+            .await
+            .is_ok(),
+        "the redis_cached suites need Redis on 127.0.0.1:6379"
+    );
+    kasama::RedisCache::builder("redis://127.0.0.1:6379")
+        .prefix(format!("kasama-conf-{}", uuid::Uuid::new_v4().simple()))
+        .timeout(std::time::Duration::from_secs(2))
+        .build()
+        .unwrap()
 }
 
 // ---- Helpers the parts share ----
