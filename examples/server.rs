@@ -13,18 +13,20 @@
 //!   superuser), e.g. `postgres://kasama_login:…@db:5432/app?sslmode=verify-full&sslrootcert=/etc/kasama/db-ca.pem`.
 //!   Unset: everything in memory. A superuser, a `BYPASSRLS` role or the tables'
 //!   owner is refused (exit code 2). Partitions are kept ahead by a daily maintenance
-//!   task. The AI budgets are then kept in the database too (`PgBudget`): every
-//!   instance of this server enforces the same daily and monthly caps, across
-//!   restarts.
+//!   task. The AI budgets (`PgBudget`) and the semantic cache's answers
+//!   (`PgSemanticStore`) are then kept in the database too: every instance of this
+//!   server enforces the same daily and monthly caps, across restarts, and answers
+//!   from what any instance cached.
 //! - `KASAMA_MIGRATION_URL`: the schema owner's URL, used only to apply the migrations
 //!   at start-up. Unset: migrations are not run (apply them beforehand, e.g. with
 //!   `examples/migrate.rs`).
 //! - `KASAMA_ADDR`: where to listen. Default `127.0.0.1:8080`.
-//! - `REDIS_URL` (built with feature `redis`): the AI and API rate limits are held
-//!   in Redis and shared by every instance of this server (keys under
-//!   `KASAMA_REDIS_PREFIX`, default `kasama`); unset, each instance limits alone. A
-//!   Redis that goes away makes each instance fall back to its own limits, and
-//!   `/health` critical until it answers again.
+//! - `REDIS_URL` (built with feature `redis`): the AI and API rate limits and the
+//!   query cache (`CachedRepository` over `RedisCache`) are held in Redis and shared
+//!   by every instance of this server (keys under `KASAMA_REDIS_PREFIX`, default
+//!   `kasama`); unset, each instance limits and caches alone. A Redis that goes away
+//!   makes each instance fall back to its own limits (a cache that fails is a miss),
+//!   and `/health` critical until it answers again.
 //!
 //! On start it creates a demo user and prints a token for it, and an operator token
 //! for `/health`'s details and `/api/metrics`, so `curl -H "Authorization: Bearer
@@ -39,7 +41,7 @@ use std::time::Duration;
 use kasama::agent::SimulatedAgent;
 use kasama::health::HealthMonitor;
 use kasama::metrics::{FanOut, InMemoryMetrics, MetricsFacadeSink, MetricsSink};
-use kasama::pipeline::{AiPipeline, PgBudget};
+use kasama::pipeline::{AiPipeline, RateLimitConfig, SharedConfig, SharedParts};
 use kasama::prelude::*;
 use kasama::realtime::{Hub, MemoryRealtime, PgRealtime, PgRealtimeConfig, Realtime};
 use kasama::repository::MeteredRepository;
@@ -65,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Arc::new(MetricsFacadeSink::new()),
     ]));
     let mut maintenance = None;
-    let mut budget = None;
+    let mut shared_db = None;
     let (repo, realtime): (Arc<dyn Repository>, Arc<dyn Realtime>) = match env("DATABASE_URL") {
         Some(url) => {
             match env("KASAMA_MIGRATION_URL") {
@@ -87,7 +89,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Arc::new(pg.clone()),
                 MaintenanceConfig::default(),
             )?);
-            budget = Some(Arc::new(PgBudget::new(pg.pool().clone())));
+            shared_db = Some(pg.clone());
             let feed = PgRealtime::start_with_metrics(
                 PgRealtimeConfig {
                     url,
@@ -109,8 +111,30 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             )
         }
     };
+    // Budgets and semantic-cache entries in PostgreSQL (with DATABASE_URL); rate limits
+    // and the query cache in Redis (with REDIS_URL): one line chooses them.
+    let shared = SharedParts::connect(
+        &SharedConfig::from_env(),
+        shared_db,
+        RateLimitConfig::default(),
+    )?;
+    #[cfg(feature = "redis")]
+    let repo: Arc<dyn Repository> = match &shared.query_cache {
+        Some(c) => {
+            eprintln!(
+                "query cache and rate limits shared through Redis (keys under {}:)",
+                c.prefix()
+            );
+            Arc::new(CachedRepository::new(
+                repo,
+                c.clone(),
+                Duration::from_secs(300),
+            ))
+        }
+        None => repo,
+    };
     let l = |ms| Duration::from_millis(ms);
-    let mut pipeline = AiPipeline::builder(repo.clone())
+    let pipeline = AiPipeline::builder(repo.clone())
         .backend(Arc::new(
             SimulatedAgent::builder("primary")
                 .latency(l(300), l(900))
@@ -122,32 +146,16 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .failure_rate(0.1)
                 .build()?,
         ))
-        .semantic_cache(Arc::new(
-            SemanticCache::builder(Arc::new(HashingEmbedder::new())).build()?,
-        ))
+        .semantic_cache(
+            shared
+                .semantic_cache(SemanticCache::builder(Arc::new(HashingEmbedder::new())))
+                .await?,
+        )
+        .shared(&shared)
         .metrics(sink.clone());
-    let mut health = HealthMonitor::new(metrics.clone()).with_repository(repo.clone());
-    if let Some(b) = budget {
-        pipeline = pipeline.shared_budget(b.clone());
-        health = health.with_shared_budget(b);
-    }
-    #[cfg(feature = "redis")]
-    let (pipeline, health) = match env("REDIS_URL") {
-        Some(url) => {
-            let prefix = env("KASAMA_REDIS_PREFIX").unwrap_or_else(|| "kasama".into());
-            let shared = Arc::new(kasama::pipeline::RedisRateLimits::new(
-                &url,
-                &prefix,
-                kasama::pipeline::RateLimitConfig::default(),
-            )?);
-            eprintln!("rate limits shared through Redis (keys under {prefix}:)");
-            (
-                pipeline.shared_rate_limits(shared.clone()),
-                health.with_shared_limits(shared),
-            )
-        }
-        None => (pipeline, health),
-    };
+    let health = HealthMonitor::new(metrics.clone())
+        .with_repository(repo.clone())
+        .with_shared(&shared);
     let pipeline = Arc::new(pipeline.build()?);
     let demo = UserId::new();
     repo.create_profile(

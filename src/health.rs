@@ -303,6 +303,20 @@ impl HealthMonitor {
         }
     }
 
+    /// Also reports every shared part `parts` holds ([`Check::SharedBudget`],
+    /// [`Check::SharedLimits`]).
+    #[must_use]
+    pub fn with_shared(mut self, parts: &crate::pipeline::SharedParts) -> Self {
+        if let Some(b) = &parts.budget {
+            self.shared_budget = Some(b.clone());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(l) = &parts.rate_limits {
+            self.shared_limits = Some(l.clone());
+        }
+        self
+    }
+
     /// Also reports the budgets shared through PostgreSQL ([`Check::SharedBudget`]).
     #[must_use]
     pub fn with_shared_budget(mut self, budget: Arc<crate::pipeline::PgBudget>) -> Self {

@@ -48,6 +48,7 @@ mod recorder;
 mod redis_limits;
 mod router;
 mod settle;
+mod shared;
 
 pub use crate::agent::Price;
 pub use batch::{BatchConfig, BatchStats};
@@ -59,6 +60,7 @@ pub use recorder::{Recorder, RecorderConfig, RecorderStats};
 #[cfg(feature = "redis")]
 pub use redis_limits::{DEFAULT_REDIS_TIMEOUT, RedisRateLimits, SharedLimitStatus};
 pub use router::{BackendStatus, Router, RouterConfig};
+pub use shared::{SharedConfig, SharedParts};
 
 /// governor's quota type, re-exported for [`RateLimitConfig`].
 pub use governor::Quota;
@@ -219,6 +221,20 @@ impl AiPipelineBuilder {
     /// [`budgets`](Self::budgets).
     pub fn shared_budget(mut self, budget: Arc<PgBudget>) -> Self {
         self.shared_budget = Some(budget);
+        self
+    }
+
+    /// Takes every part `parts` holds (budgets, rate limits) in place of this
+    /// instance's own; parts it does not hold stay as they are. The semantic cache is
+    /// given separately ([`SharedParts::semantic_cache`] builds it).
+    pub fn shared(mut self, parts: &SharedParts) -> Self {
+        if let Some(b) = &parts.budget {
+            self.shared_budget = Some(b.clone());
+        }
+        #[cfg(feature = "redis")]
+        if let Some(l) = &parts.rate_limits {
+            self.shared_limits = Some(l.clone());
+        }
         self
     }
 

@@ -169,9 +169,16 @@ impl SharedParts {
     ///
     /// # Errors
     /// The builder's.
-    pub async fn semantic_cache(&self, builder: SemanticCacheBuilder) -> Result<Arc<SemanticCache>> {
+    pub async fn semantic_cache(
+        &self,
+        builder: SemanticCacheBuilder,
+    ) -> Result<Arc<SemanticCache>> {
         match &self.semantic_store {
-            Some(store) => builder.build_shared(store.clone() as Arc<dyn crate::semantic::SemanticStore>).await,
+            Some(store) => {
+                builder
+                    .build_shared(store.clone() as Arc<dyn crate::semantic::SemanticStore>)
+                    .await
+            }
             None => Ok(Arc::new(builder.build()?)),
         }
     }
