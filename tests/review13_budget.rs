@@ -103,7 +103,9 @@ async fn a_reservation_that_timed_out_leaves_no_hold_behind() {
 
     // PostgreSQL is slow for this user (here: a lock) past the budget's timeout.
     let blocker = lock_day_line(&db, u).await;
-    let r = budget.reserve(u, SubscriptionTier::Free, 1_000, &caps).await;
+    let r = budget
+        .reserve(u, SubscriptionTier::Free, 1_000, &caps)
+        .await;
     assert!(
         matches!(r, Err(Error::Timeout { .. })),
         "the reservation timed out: {r:?}"
@@ -119,7 +121,9 @@ async fn a_reservation_that_timed_out_leaves_no_hold_behind() {
         "a timed-out reservation's hold stays in the shared ledger until it expires"
     );
     // So the user is not locked out of a budget they never spent.
-    let again = budget.reserve(u, SubscriptionTier::Free, 1_000, &caps).await;
+    let again = budget
+        .reserve(u, SubscriptionTier::Free, 1_000, &caps)
+        .await;
     assert!(again.is_ok(), "refused without having spent: {again:?}");
     db.finish().await;
 }
