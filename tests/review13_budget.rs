@@ -6,6 +6,8 @@
 //!   and the request was refused or abandoned.
 //! - Amounts past `i64::MAX` overflow the reservation's arithmetic in SQL: a refusal
 //!   becomes a retryable "database unavailable" error.
+//! - The SQL functions end with `set_config('app.service', '', true)`: called inside
+//!   a host's service transaction they switch it out of service mode.
 //!
 //! Real PostgreSQL (fails without it); real time, polled with generous deadlines, no
 //! assertion on durations.
@@ -225,6 +227,35 @@ async fn one_huge_hold_does_not_turn_every_later_reservation_into_an_error() {
     match budget.reserve(u, SubscriptionTier::Free, 1, &caps).await {
         Err(Error::BudgetExceeded { scope }) => assert_eq!(scope, "user daily"),
         other => panic!("expected BudgetExceeded(user daily), got {other:?}"),
+    }
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_budget_functions_leave_a_callers_service_flag_as_they_found_it() {
+    let db = require_pg().await;
+    let app = db.app().await;
+    // A host's service transaction that also settles a hold (or reserves one).
+    for call in [
+        "SELECT kasama_budget_settle(gen_random_uuid(), 0)",
+        "SELECT kasama_budget_reserve(gen_random_uuid(), gen_random_uuid(), current_date, \
+         1, false, 1000, NULL, NULL, NULL, NULL)",
+        "SELECT kasama_budget_sweep()",
+    ] {
+        app.batch_execute("BEGIN; SELECT set_config('app.service', 'on', true)")
+            .await
+            .unwrap();
+        app.batch_execute(call).await.unwrap();
+        let flag: String = app
+            .query_one("SELECT current_setting('app.service', true)", &[])
+            .await
+            .unwrap()
+            .get(0);
+        app.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(
+            flag, "on",
+            "{call} switched the caller's transaction out of service mode"
+        );
     }
     db.finish().await;
 }
