@@ -61,7 +61,7 @@ LANGUAGE plpgsql
 SET search_path = public, pg_temp
 AS $$
 DECLARE
-    v_month date := date_trunc('month', p_day)::date;
+    v_month date := date_trunc('month', p_day::timestamp)::date;
     v_nil uuid := '00000000-0000-0000-0000-000000000000';
 BEGIN
     IF p_cost <= 0 THEN
@@ -70,11 +70,11 @@ BEGIN
     INSERT INTO ai_budget_spend AS s (user_id, period, starts, spent_nanos)
     VALUES (p_user, 'day', p_day, p_cost), (p_user, 'month', v_month, p_cost)
     ON CONFLICT (user_id, period, starts)
-        DO UPDATE SET spent_nanos = s.spent_nanos + EXCLUDED.spent_nanos;
+        DO UPDATE SET spent_nanos = LEAST(s.spent_nanos::numeric + EXCLUDED.spent_nanos, 9223372036854775807)::bigint;
     INSERT INTO ai_budget_spend AS s (user_id, period, starts, spent_nanos)
     VALUES (v_nil, 'day', p_day, p_cost), (v_nil, 'month', v_month, p_cost)
     ON CONFLICT (user_id, period, starts)
-        DO UPDATE SET spent_nanos = s.spent_nanos + EXCLUDED.spent_nanos;
+        DO UPDATE SET spent_nanos = LEAST(s.spent_nanos::numeric + EXCLUDED.spent_nanos, 9223372036854775807)::bigint;
 END
 $$;
 
@@ -93,18 +93,22 @@ LANGUAGE plpgsql
 SET search_path = public, pg_temp
 AS $$
 DECLARE
-    v_month date := date_trunc('month', p_day)::date;
+    v_month date := date_trunc('month', p_day::timestamp)::date;
     v_nil uuid := '00000000-0000-0000-0000-000000000000';
-    v_spent bigint;
-    v_held bigint;
+    -- numeric: spent + held + amount may pass bigint's range.
+    v_spent numeric;
+    v_held numeric;
     v_refused text;
+    v_service text := coalesce(current_setting('app.service', true), '');
 BEGIN
     PERFORM set_config('app.service', 'on', true);
     IF p_amount < 0 THEN
         RAISE EXCEPTION 'kasama_budget_reserve: negative amount';
     END IF;
+    -- A hold of this id, or the mark a release left for a reservation that had not
+    -- landed yet (a caller that gave up): nothing more is held.
     IF EXISTS (SELECT 1 FROM ai_budget_holds WHERE id = p_hold) THEN
-        PERFORM set_config('app.service', '', true);
+        PERFORM set_config('app.service', v_service, true);
         RETURN NULL;
     END IF;
 
@@ -160,14 +164,17 @@ BEGIN
         VALUES (p_hold, p_user, p_day, p_amount,
                 now() + make_interval(secs => p_ttl_ms / 1000.0));
     END IF;
-    PERFORM set_config('app.service', '', true);
+    PERFORM set_config('app.service', v_service, true);
     RETURN v_refused;
 END
 $$;
 
 -- Ends the hold `p_hold` and books `p_cost` (0 for a call never made or failed).
 -- Returns whether the hold was there: false for a settlement already done (a retry
--- after a lost reply), which books nothing.
+-- after a lost reply), which books nothing. When there is no hold, an expired
+-- 0-amount mark is left under its id (the nil user; swept a day later), so a
+-- reservation that had not landed yet when its caller gave up and released it can
+-- never land afterwards.
 CREATE FUNCTION kasama_budget_settle(p_hold uuid, p_cost bigint) RETURNS boolean
 LANGUAGE plpgsql
 SET search_path = public, pg_temp
@@ -175,14 +182,25 @@ AS $$
 DECLARE
     v_user uuid;
     v_day date;
+    v_nil uuid := '00000000-0000-0000-0000-000000000000';
+    v_service text := coalesce(current_setting('app.service', true), '');
 BEGIN
     PERFORM set_config('app.service', 'on', true);
     IF p_cost < 0 THEN
         RAISE EXCEPTION 'kasama_budget_settle: negative cost';
     END IF;
+    -- Waits for a reservation of this id still in flight, then either marks the id
+    -- (no hold: nothing to book) or finds the hold.
+    INSERT INTO ai_budget_holds (id, user_id, day, amount_nanos, expires_at)
+    VALUES (p_hold, v_nil, (now() AT TIME ZONE 'UTC')::date, 0, now())
+    ON CONFLICT (id) DO NOTHING;
+    IF FOUND THEN
+        PERFORM set_config('app.service', v_service, true);
+        RETURN false;
+    END IF;
     SELECT user_id, day INTO v_user, v_day FROM ai_budget_holds WHERE id = p_hold;
-    IF NOT FOUND THEN
-        PERFORM set_config('app.service', '', true);
+    IF NOT FOUND OR v_user = v_nil THEN
+        PERFORM set_config('app.service', v_service, true);
         RETURN false;
     END IF;
     -- The user's day row first (the order every reservation takes).
@@ -191,11 +209,11 @@ BEGIN
     DELETE FROM ai_budget_holds WHERE id = p_hold;
     IF NOT FOUND THEN
         -- Settled by a concurrent retry meanwhile.
-        PERFORM set_config('app.service', '', true);
+        PERFORM set_config('app.service', v_service, true);
         RETURN false;
     END IF;
     PERFORM kasama_budget_book(v_user, v_day, p_cost);
-    PERFORM set_config('app.service', '', true);
+    PERFORM set_config('app.service', v_service, true);
     RETURN true;
 END
 $$;
@@ -210,15 +228,16 @@ DECLARE
     v_today date := (now() AT TIME ZONE 'UTC')::date;
     n bigint;
     m bigint;
+    v_service text := coalesce(current_setting('app.service', true), '');
 BEGIN
     PERFORM set_config('app.service', 'on', true);
     DELETE FROM ai_budget_holds WHERE expires_at < now() - interval '1 day';
     GET DIAGNOSTICS n = ROW_COUNT;
     DELETE FROM ai_budget_spend
         WHERE (period = 'day' AND starts < v_today - 2)
-           OR (period = 'month' AND starts < date_trunc('month', v_today - 40)::date);
+           OR (period = 'month' AND starts < date_trunc('month', (v_today - 40)::timestamp)::date);
     GET DIAGNOSTICS m = ROW_COUNT;
-    PERFORM set_config('app.service', '', true);
+    PERFORM set_config('app.service', v_service, true);
     RETURN n + m;
 END
 $$;

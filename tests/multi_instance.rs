@@ -217,19 +217,25 @@ async fn an_answer_through_instance_1_is_a_hit_on_instance_3_and_writes_are_read
         .await
         .unwrap();
     assert_eq!(first.cache, CacheTier::Miss);
-    // Delivered over NOTIFY: poll (a deadline, not a timing assertion).
+    // Delivered over NOTIFY: wait until instance 3's index holds it (a deadline,
+    // not a timing assertion), then ask through its pipeline.
+    let cache3 = v[2].pipeline.semantic_cache().unwrap().clone();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let hit = loop {
-        let o = v[2]
-            .pipeline
-            .complete(q(), SubscriptionTier::Free)
-            .await
-            .unwrap();
-        if o.cache != CacheTier::Miss || tokio::time::Instant::now() > deadline {
-            break o;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    while !matches!(
+        cache3.lookup(&q()).await.unwrap(),
+        kasama::semantic::Lookup::Hit { .. }
+    ) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never reached instance 3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hit = v[2]
+        .pipeline
+        .complete(q(), SubscriptionTier::Free)
+        .await
+        .unwrap();
     assert_eq!(hit.cache, CacheTier::Exact, "{hit:?}");
     assert_eq!(hit.response.output, first.response.output);
     assert_eq!(hit.cost_nanos, 0);

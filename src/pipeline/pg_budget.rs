@@ -150,6 +150,15 @@ fn db_error(e: &dyn std::fmt::Display) -> Error {
     }
 }
 
+/// A database error with PostgreSQL's code and message (tokio-postgres' own text is
+/// just "db error"); never the connection string.
+fn pg_error(e: &tokio_postgres::Error) -> Error {
+    match e.as_db_error() {
+        Some(d) => db_error(&format!("{}: {}", d.code().code(), d.message())),
+        None => db_error(e),
+    }
+}
+
 fn nanos(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
@@ -345,6 +354,14 @@ impl PgBudget {
         let cap = |c: Option<u64>| c.map(nanos);
         let ttl_ms = i64::try_from(inner.hold_ttl.as_millis()).unwrap_or(i64::MAX);
         let user_id = user.as_uuid();
+        // Released (by a task) unless handed out: a reservation that timed out, failed
+        // or whose caller went away may still land in the database later, and the
+        // release then finds it, or marks its id so it cannot land.
+        let mut guard = BudgetHold {
+            inner: inner.clone(),
+            id,
+            done: false,
+        };
         let work = async {
             let c = inner.pool.get().await.map_err(|e| db_error(&e))?;
             // Prepared once per connection: one round trip per reservation.
@@ -353,7 +370,7 @@ impl PgBudget {
                     "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
                 .await
-                .map_err(|e| db_error(&e))?;
+                .map_err(|e| pg_error(&e))?;
             let row = c
                 .query_one(
                     &st,
@@ -371,7 +388,7 @@ impl PgBudget {
                     ],
                 )
                 .await
-                .map_err(|e| db_error(&e))?;
+                .map_err(|e| pg_error(&e))?;
             Ok::<Option<String>, Error>(row.get(0))
         };
         let refused = match tokio::time::timeout(inner.timeout, work).await {
@@ -391,17 +408,15 @@ impl PgBudget {
             }
         };
         if let Some(scope) = refused {
+            // Refused: nothing was held.
+            guard.done = true;
             inner.refused.fetch_add(1, SeqCst);
             return Err(Error::BudgetExceeded {
                 scope: scope.into(),
             });
         }
         inner.reserved.fetch_add(1, SeqCst);
-        Ok(BudgetHold {
-            inner: inner.clone(),
-            id,
-            done: false,
-        })
+        Ok(guard)
     }
 
     /// `user`'s spend in the shared ledger today and this month.
