@@ -247,8 +247,10 @@ async fn an_answer_through_instance_1_is_a_hit_on_instance_3_and_writes_are_read
         let name = format!("name {n}");
         // Warm instance 1's cache with the current value first.
         v[0].repo.get_profile(Actor::User(u), u).await.unwrap();
-        let mut upd = ProfileUpdate::default();
-        upd.display_name = Some(name.clone());
+        let upd = ProfileUpdate {
+            display_name: Some(name.clone()),
+            ..Default::default()
+        };
         v[1].repo
             .update_profile(Actor::User(u), u, upd)
             .await
