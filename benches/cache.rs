@@ -1,8 +1,12 @@
 //! `MemoryCache` get/set against a bare `lru::LruCache` behind a `Mutex`, in the same
-//! run: single-threaded, and with 2 threads hammering the same cache.
+//! run: single-threaded, and with 2 threads hammering the same cache. With feature
+//! `redis`: `RedisCache::get` against a bare Redis `GET` round trip on the same kind
+//! of connection (the `redis` crate's connection manager), on the local Redis
+//! (127.0.0.1:6379), same key and 256-byte value.
 //!
 //! ```text
 //! cargo bench --bench cache
+//! cargo bench --features redis --bench cache -- redis_get
 //! ```
 
 use std::hint::black_box;
@@ -107,9 +111,58 @@ fn benches(c: &mut Criterion) {
     }
 }
 
+#[cfg(feature = "redis")]
+fn redis_benches(c: &mut Criterion) {
+    use kasama::RedisCache;
+    use kasama::cache::Cache;
+
+    const REDIS: &str = "redis://127.0.0.1:6379";
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let prefix = format!("kasama-bench-{}", uuid::Uuid::new_v4().simple());
+    let (cache, conn) = rt.block_on(async {
+        let cache = RedisCache::builder(REDIS).prefix(&prefix).build().unwrap();
+        let client = redis::Client::open(REDIS).unwrap();
+        let conn = redis::aio::ConnectionManager::new(client)
+            .await
+            .expect("the bench needs Redis on 127.0.0.1:6379");
+        cache.set("k", value(), None).await.unwrap();
+        (cache, conn)
+    });
+    let full_key = format!("{prefix}:k");
+    let mut g = c.benchmark_group("redis_get");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("bare_get_round_trip", |b| {
+        b.to_async(&rt).iter(|| {
+            let mut c = conn.clone();
+            let k = full_key.clone();
+            async move {
+                let v: Option<Vec<u8>> =
+                    redis::cmd("GET").arg(&k).query_async(&mut c).await.unwrap();
+                black_box(v.expect("present"))
+            }
+        })
+    });
+    g.bench_function("redis_cache_get", |b| {
+        b.to_async(&rt)
+            .iter(|| async { black_box(cache.get("k").await.unwrap().expect("present")) })
+    });
+    g.finish();
+    assert_eq!(cache.errors(), 0, "every get was answered by Redis");
+    rt.block_on(async {
+        cache.remove("k").await.unwrap();
+    });
+}
+
+#[cfg(not(feature = "redis"))]
 criterion_group! {
     name = group;
     config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
     targets = benches
+}
+#[cfg(feature = "redis")]
+criterion_group! {
+    name = group;
+    config = Criterion::default().measurement_time(Duration::from_secs(3)).warm_up_time(Duration::from_secs(1));
+    targets = benches, redis_benches
 }
 criterion_main!(group);

@@ -118,7 +118,7 @@ impl RedisCacheBuilder {
     /// `InvalidInput` naming `url` when it is not a `redis://`/`rediss://` URL (the
     /// error never quotes it), `prefix` when it breaks the rule above,
     /// `default_ttl`/`timeout` when zero, `max_value_bytes` when zero or over Redis'
-    /// limit of 512 MiB.
+    /// limit of 512 MiB; `Config` when called outside a Tokio runtime.
     pub fn build(self) -> Result<RedisCache> {
         if self.prefix.is_empty()
             || self.prefix.len() > 64
@@ -143,6 +143,14 @@ impl RedisCacheBuilder {
                 "max_value_bytes",
                 format!("{}, must be 1 to 512 MiB", self.max_value_bytes),
             ));
+        }
+        // The connection manager spawns its task at once: without a runtime it would
+        // panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config {
+                what: "redis cache".into(),
+                reason: "build it inside a Tokio runtime (it starts a connection task)".into(),
+            });
         }
         // The parse error may quote the URL (and its password): not passed on.
         let client = redis::Client::open(self.url.as_str())
@@ -299,7 +307,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn bad_settings_are_refused_naming_the_field() {
+    fn outside_a_runtime_build_is_an_error_not_a_panic() {
+        let e = RedisCache::connect("redis://127.0.0.1:6379").unwrap_err();
+        assert!(matches!(e, Error::Config { .. }), "{e:?}");
+    }
+
+    #[tokio::test]
+    async fn bad_settings_are_refused_naming_the_field() {
         let url = "redis://127.0.0.1:6379";
         for p in ["", "has space", &"x".repeat(65), "ünï"] {
             let e = RedisCache::builder(url).prefix(p).build().unwrap_err();
