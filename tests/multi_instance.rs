@@ -265,3 +265,19 @@ async fn an_answer_through_instance_1_is_a_hit_on_instance_3_and_writes_are_read
     }
     db.finish().await;
 }
+
+#[test]
+fn connecting_outside_a_runtime_is_an_error_and_nothing_configured_is_all_in_memory() {
+    let config = SharedConfig {
+        database_url: Some("postgres://kasama_login:secret@127.0.0.1/app".into()),
+        redis_url: Some("redis://:secret@127.0.0.1:6379".into()),
+        redis_prefix: String::new(),
+    };
+    let e = SharedParts::connect(&config, None, RateLimitConfig::default()).unwrap_err();
+    assert!(matches!(e, Error::Config { .. }), "{e:?}");
+    assert!(!format!("{config:?}").contains("secret"));
+    let none =
+        SharedParts::connect(&SharedConfig::default(), None, RateLimitConfig::default()).unwrap();
+    assert!(none.budget.is_none() && none.semantic_store.is_none() && none.repository().is_none());
+    assert!(none.rate_limits.is_none() && none.query_cache.is_none());
+}

@@ -112,13 +112,22 @@ impl SharedParts {
     ///
     /// # Errors
     /// `InvalidInput` or `Config` for a URL that cannot be used; `InvalidInput` for
-    /// `REDIS_URL` without the `redis` feature.
+    /// `REDIS_URL` without the `redis` feature; `Config` when called outside a tokio
+    /// runtime with anything to connect (the connections run as tasks).
     pub fn connect(
         config: &SharedConfig,
         repository: Option<PgRepository>,
         limits: RateLimitConfig,
     ) -> Result<Self> {
         let mut parts = Self::default();
+        if (config.database_url.is_some() || config.redis_url.is_some())
+            && tokio::runtime::Handle::try_current().is_err()
+        {
+            return Err(crate::error::Error::Config {
+                what: "shared parts".into(),
+                reason: "connect them inside a tokio runtime".into(),
+            });
+        }
         if let Some(url) = &config.database_url {
             let repo = match repository {
                 Some(r) => r,
