@@ -9,6 +9,7 @@
 //!   and monthly caps).
 //! - `reserve_user_and_global_caps`: with global daily and monthly caps too (the
 //!   global line is locked as well).
+//! - `reserve_user_caps_1000_users`: the same spread over 1,000 users.
 //! - `reserve_then_settle` beside `two_bare_updates`: the whole life of a hold.
 //!
 //! Needs PostgreSQL at `$DATABASE_URL` (default
@@ -154,6 +155,30 @@ fn benches(c: &mut Criterion) {
             })
         });
     }
+    // The same, spread over 1,000 users (as traffic is): each user's own holds,
+    // live and dead, are few.
+    let many: Vec<UserId> = (0..1000).map(|_| UserId::new()).collect();
+    g.bench_function("reserve_user_caps_1000_users", |b| {
+        b.to_async(&rt).iter_custom(|n| {
+            let budget = s.budget.clone();
+            let many = many.clone();
+            async move {
+                let mut took = Duration::ZERO;
+                for i in 0..n {
+                    let u = many[(i % 1000) as usize];
+                    let t = Instant::now();
+                    let h = budget
+                        .reserve(u, SubscriptionTier::Free, 1, &defaults)
+                        .await
+                        .unwrap();
+                    took += t.elapsed();
+                    h.settle(0);
+                    budget.flush().await;
+                }
+                took
+            }
+        })
+    });
     g.bench_function("two_bare_updates", |b| {
         b.to_async(&rt).iter(|| async {
             bare(&s.raw).await;
