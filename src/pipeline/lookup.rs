@@ -1,13 +1,15 @@
 //! The semantic-cache step of [`AiPipeline::complete`]: the lookup, a paid
-//! verifier's hold and settlement, and a hit answered from the cache.
+//! verifier's hold and settlement, and a hit answered from the cache; and the budget
+//! holds (this instance's ledger and the shared one) both steps take.
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
+use super::cost::Reservation;
 use super::{AiOutcome, AiPipeline, settle};
 use crate::agent::{AiRequest, AiResponse};
 use crate::domain::SubscriptionTier;
-use crate::error::Error;
+use crate::error::{Error, Result};
 use crate::semantic::{AuditTicket, Lookup};
 
 /// What the lookup decided.
@@ -136,5 +138,31 @@ impl AiPipeline {
             audit,
             verified,
         }
+    }
+}
+
+impl AiPipeline {
+    /// Holds `amount` in this instance's ledger and, when the pipeline has one, in the
+    /// shared one (`whole`: see [`Ledger::reserve_within`]).
+    pub(super) async fn reserve(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        amount: u64,
+        whole: bool,
+    ) -> Result<Reservation> {
+        let ledger = &self.books.ledger;
+        let mut hold = if whole {
+            ledger.reserve_within(req.user_id, tier, amount)?
+        } else {
+            ledger.reserve(req.user_id, tier, amount)?
+        };
+        if let Some(shared) = &self.books.shared_budget {
+            let h = shared
+                .hold(req.user_id, tier, amount, whole, ledger.budgets())
+                .await?;
+            hold.attach(h);
+        }
+        Ok(hold)
     }
 }

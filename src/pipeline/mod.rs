@@ -449,30 +449,6 @@ impl AiPipeline {
         })
     }
 
-    /// Holds `amount` in this instance's ledger and, when the pipeline has one, in the
-    /// shared one (`whole`: see [`Ledger::reserve_within`]).
-    async fn reserve(
-        &self,
-        req: &AiRequest,
-        tier: SubscriptionTier,
-        amount: u64,
-        whole: bool,
-    ) -> Result<Reservation> {
-        let ledger = &self.books.ledger;
-        let mut hold = if whole {
-            ledger.reserve_within(req.user_id, tier, amount)?
-        } else {
-            ledger.reserve(req.user_id, tier, amount)?
-        };
-        if let Some(shared) = &self.books.shared_budget {
-            let h = shared
-                .hold(req.user_id, tier, amount, whole, ledger.budgets())
-                .await?;
-            hold.attach(h);
-        }
-        Ok(hold)
-    }
-
     /// Admits one API request for `user` by the API rate limit: shared through Redis
     /// when the pipeline was given [`shared_rate_limits`](AiPipelineBuilder::shared_rate_limits)
     /// (feature `redis`), else this instance's ([`AiPipeline::rate_limits`]). The
