@@ -9,7 +9,6 @@
 //! 5 s guard".
 #![cfg(feature = "redis")]
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,26 +17,14 @@ use kasama::RedisCache;
 use kasama::cache::{Cache, CachedRepository};
 use kasama::prelude::*;
 
+mod common;
+
+use common::redis::{Throwaway, free_port, fresh_prefix, require_redis};
+
 const REDIS: &str = "redis://127.0.0.1:6379";
 
 fn b(s: &str) -> Bytes {
     Bytes::copy_from_slice(s.as_bytes())
-}
-
-/// A key prefix no other test run uses.
-fn fresh_prefix() -> String {
-    format!("kasama-test-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Fails (never skips) when the local Redis is not there.
-async fn require_redis() {
-    let ok = tokio::net::TcpStream::connect("127.0.0.1:6379")
-        .await
-        .is_ok();
-    assert!(
-        ok,
-        "these tests need Redis on 127.0.0.1:6379 (`redis-server --daemonize yes`)"
-    );
 }
 
 fn cache(prefix: &str) -> RedisCache {
@@ -165,60 +152,6 @@ async fn two_prefixes_do_not_see_each_other() {
     let (one, two) = (cache(&p), cache(&p));
     one.set("shared", b("x"), None).await.unwrap();
     assert_eq!(two.get("shared").await.unwrap(), Some(b("x")));
-}
-
-/// A throwaway Redis on a free port; killed on drop.
-struct Throwaway {
-    port: u16,
-    child: Child,
-}
-
-impl Throwaway {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        Self { port, child }
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// A call that must end within 5 s whatever Redis does.

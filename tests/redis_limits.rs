@@ -11,13 +11,14 @@
 #![cfg(feature = "redis")]
 
 use std::num::NonZeroU32;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use kasama::pipeline::{Quota, RateLimitConfig, RedisRateLimits, TierQuotas};
 use kasama::prelude::*;
 
 mod common;
+
+use common::redis::{Throwaway, free_port, fresh_prefix, require_redis};
 
 const REDIS: &str = "redis://127.0.0.1:6379";
 
@@ -38,22 +39,6 @@ fn config() -> RateLimitConfig {
         ..c.api_per_user
     };
     c
-}
-
-/// A key prefix no other test run uses.
-fn fresh_prefix() -> String {
-    format!("kasama-test-{}", uuid::Uuid::new_v4().simple())
-}
-
-/// Fails (never skips) when the local Redis is not there: `.ci/run` starts it.
-async fn require_redis() {
-    let ok = tokio::net::TcpStream::connect("127.0.0.1:6379")
-        .await
-        .is_ok();
-    assert!(
-        ok,
-        "these tests need Redis on 127.0.0.1:6379 (`redis-server --daemonize yes`; `.ci/run` starts it)"
-    );
 }
 
 #[tokio::test]
@@ -132,60 +117,6 @@ async fn a_refusal_uses_up_nothing_of_the_global_allowance() {
     );
     let e = a.check_ai(UserId::new(), SubscriptionTier::Free).await;
     assert!(matches!(e, Err(Error::RateLimited { .. })), "{e:?}");
-}
-
-/// A throwaway Redis on a free port; killed on drop.
-struct Throwaway {
-    port: u16,
-    child: Child,
-}
-
-impl Throwaway {
-    fn start(port: u16) -> Self {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .args(["--bind", "127.0.0.1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (Debian package redis-server)");
-        Self { port, child }
-    }
-
-    async fn wait_ready(&self) {
-        for _ in 0..200 {
-            if tokio::net::TcpStream::connect(("127.0.0.1", self.port))
-                .await
-                .is_ok()
-            {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!("redis-server did not start on port {}", self.port);
-    }
-}
-
-impl Drop for Throwaway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[tokio::test]

@@ -7,6 +7,7 @@
 pub mod cluster;
 pub mod fixtures;
 pub mod pipeline;
+pub mod redis;
 pub mod semantic;
 #[cfg(feature = "server")]
 pub mod ws;
