@@ -54,14 +54,14 @@ fn goal(user: UserId) -> NewGoal {
     }
 }
 
+/// Instance 1: writes over a slow link.
+type One = CachedRepository<Arc<InMemoryRepository>, SlowLink>;
+/// Instance 2: reads over a fast one.
+type Two = CachedRepository<Arc<InMemoryRepository>, Arc<MemoryCache>>;
+
 /// Instance 1 writes over a slow link; instance 2 reads over a fast one; both share
 /// one cache and one repository.
-fn two_instances(
-    repo: Arc<InMemoryRepository>,
-) -> (
-    CachedRepository<Arc<InMemoryRepository>, SlowLink>,
-    CachedRepository<Arc<InMemoryRepository>, Arc<MemoryCache>>,
-) {
+fn two_instances(repo: Arc<InMemoryRepository>) -> (One, Two) {
     let shared = Arc::new(MemoryCache::new());
     let one = CachedRepository::new(
         repo.clone(),
