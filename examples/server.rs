@@ -118,8 +118,14 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         shared_db,
         RateLimitConfig::default(),
     )?;
+    // The Redis query cache only over a shared (PostgreSQL) repository: instances
+    // with data of their own must not serve each other's reads.
     #[cfg(feature = "redis")]
-    let repo: Arc<dyn Repository> = match &shared.query_cache {
+    let repo: Arc<dyn Repository> = match shared
+        .query_cache
+        .as_ref()
+        .filter(|_| shared.repository().is_some())
+    {
         Some(c) => {
             eprintln!(
                 "query cache and rate limits shared through Redis (keys under {}:)",

@@ -202,7 +202,12 @@ impl MemoryCache {
                 ),
             ));
         }
-        let expires = Instant::now() + ttl;
+        // A TTL past what the clock can hold is "as long as possible" (a year), not a
+        // panic.
+        let now = Instant::now();
+        let expires = now
+            .checked_add(ttl)
+            .unwrap_or_else(|| now + Duration::from_secs(365 * 86_400));
         let mut s = self.shard(key);
         if let Some((k, old)) = s.map.push(key.into(), Entry { value, expires }) {
             s.bytes -= cost(&k, &old.value);

@@ -36,6 +36,12 @@ use crate::error::{Error, Result};
 ///   keyspace`, `INFO stats`), not per prefix, so they are not reported as this
 ///   cache's.
 ///
+/// - **Persistence and replicas**: run this cache's Redis without persistence
+///   (`save ""`, `appendonly no`) and without failing over to replicas. A Redis
+///   restored from a snapshot or an append-only file, or a replica that lags, brings
+///   back generations a write had replaced — and with them values older than that
+///   write (`tests/review13b_redis_restart.rs`, ignored: a known gap).
+///
 /// Redis Cluster is not supported. Its `Debug` shows the prefix and settings, never
 /// the URL (which may hold a password).
 pub struct RedisCache {

@@ -33,7 +33,14 @@ use crate::repository::Repository;
 /// (`RedisCache`, feature `redis`), this holds across instances: once a write has
 /// returned on one instance, no instance serves what was cached before it. With one
 /// [`MemoryCache`](super::MemoryCache) per instance, a write on one instance does not
-/// invalidate another's copy before its TTL.
+/// invalidate another's copy before its TTL. The generation is replaced by a task of
+/// its own, so a caller that goes away after its write committed still invalidates.
+///
+/// Known gaps (tests in `tests/review13b_*.rs`, ignored): a change-feed event goes
+/// out at commit, one cache round trip before the writing instance replaces the
+/// generation, so a read it prompts on another instance may still be served the old
+/// value; erasing a user hides their cached values (a new generation) until their TTL
+/// rather than deleting them from the cache.
 ///
 /// **Failures**: a cache that fails is treated as a miss (reads) or skipped (stores);
 /// the repository's answer always wins. A read whose generation could not be read or
@@ -44,7 +51,7 @@ use crate::repository::Repository;
 #[derive(Debug)]
 pub struct CachedRepository<R, C> {
     inner: R,
-    cache: C,
+    cache: std::sync::Arc<C>,
     ttl: Duration,
     metrics: Option<std::sync::Arc<dyn crate::metrics::MetricsSink>>,
 }
@@ -56,7 +63,7 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
     pub fn new(inner: R, cache: C, ttl: Duration) -> Self {
         Self {
             inner,
-            cache,
+            cache: std::sync::Arc::new(cache),
             ttl,
             metrics: None,
         }
@@ -143,7 +150,7 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
             .set(
                 gen_key,
                 Bytes::copy_from_slice(&g.to_le_bytes()),
-                Some(self.ttl * 4),
+                Some(self.ttl.saturating_mul(4)),
             )
             .await
         {
@@ -156,15 +163,35 @@ impl<R: Repository, C: Cache> CachedRepository<R, C> {
     }
 
     /// Invalidates what is cached under `gen_key` after a write: a new generation,
-    /// or, failing that, none (the next read makes a fresh one).
+    /// or, failing that, none (the next read makes a fresh one). Done by a task of its
+    /// own, so a caller that goes away once its write has committed (a client that
+    /// disconnects, a timeout) does not leave other instances serving the old value.
     async fn invalidate(&self, gen_key: &str) {
-        if self.bump_key(gen_key).await.is_none()
-            && let Err(e) = self.cache.remove(gen_key).await
-        {
-            tracing::error!(
-                error = %e,
-                "cache: could not invalidate after a write; other instances may serve the old value until its TTL"
-            );
+        let (cache, key, ttl) = (self.cache.clone(), gen_key.to_string(), self.ttl);
+        let task = async move {
+            let g = rand_u64();
+            let set = cache
+                .set(
+                    &key,
+                    Bytes::copy_from_slice(&g.to_le_bytes()),
+                    Some(ttl.saturating_mul(4)),
+                )
+                .await;
+            if let Err(e) = set {
+                tracing::warn!(error = %e, "cache: could not store a generation");
+                if let Err(e) = cache.remove(&key).await {
+                    tracing::error!(
+                        error = %e,
+                        "cache: could not invalidate after a write; other instances may serve the old value until its TTL"
+                    );
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                let _ = rt.spawn(task).await;
+            }
+            Err(_) => task.await,
         }
     }
 

@@ -123,8 +123,15 @@ impl RedisRateLimits {
     /// # Errors
     /// `InvalidInput` naming `url` when it cannot be parsed, or `prefix` when it is
     /// empty, longer than 64 bytes or holds anything but ASCII letters, digits, `-`,
-    /// `_`, `.` and `:`.
+    /// `_`, `.` and `:`; `Config` outside a tokio runtime.
     pub fn new(url: &str, prefix: &str, config: RateLimitConfig) -> Result<Self> {
+        // The connection manager runs as a task: outside a runtime it would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config {
+                what: "redis rate limits".into(),
+                reason: "build them inside a tokio runtime".into(),
+            });
+        }
         if prefix.is_empty()
             || prefix.len() > 64
             || !prefix

@@ -389,7 +389,9 @@ pub trait Repository: Send + Sync + 'static {
     /// in one transaction, and says how many rows of each went. Idempotent: a user
     /// with no data gives an all-zero report. The change feed reports the deleted
     /// rows of the tables it covers. Caches in front of the repository
-    /// ([`CachedRepository`](crate::CachedRepository)) forget the user too; the
+    /// ([`CachedRepository`](crate::CachedRepository)) stop serving the user's values
+    /// at once (a new generation) and drop them at their TTL (a shared Redis cache
+    /// still holds them until then); the
     /// semantic cache is the host's to clear
     /// (`SemanticCache::forget_user`).
     ///

@@ -165,8 +165,15 @@ impl PgSemanticStore {
     /// `InvalidInput` for a listener URL that cannot work whatever the server does
     /// (unparsable, an unknown `sslmode`, `verify-ca`/`verify-full` without a readable
     /// `sslrootcert`), a zero `buffer`, `heartbeat`, `sweep_every` or `max_rows`, or
-    /// a `max_rows` past `i64::MAX`.
+    /// a `max_rows` past `i64::MAX`; `Config` outside a tokio runtime.
     pub fn start(repo: PgRepository, config: PgSemanticStoreConfig) -> Result<Arc<Self>> {
+        // The listener runs as a task: outside a runtime spawning it would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config {
+                what: "semantic store".into(),
+                reason: "start it inside a tokio runtime".into(),
+            });
+        }
         let conn = connect_config(&config.url)?;
         if config.buffer == 0 {
             return Err(Error::invalid("buffer", "must be at least 1"));
