@@ -125,13 +125,6 @@ impl RedisRateLimits {
     /// empty, longer than 64 bytes or holds anything but ASCII letters, digits, `-`,
     /// `_`, `.` and `:`; `Config` outside a tokio runtime.
     pub fn new(url: &str, prefix: &str, config: RateLimitConfig) -> Result<Self> {
-        // The connection manager runs as a task: outside a runtime it would panic.
-        if tokio::runtime::Handle::try_current().is_err() {
-            return Err(Error::Config {
-                what: "redis rate limits".into(),
-                reason: "build them inside a tokio runtime".into(),
-            });
-        }
         if prefix.is_empty()
             || prefix.len() > 64
             || !prefix
@@ -146,6 +139,13 @@ impl RedisRateLimits {
         // The parse error may quote the URL (and its password): not passed on.
         let client = redis::Client::open(url)
             .map_err(|_| Error::invalid("url", "not a redis:// or rediss:// URL"))?;
+        // The connection manager runs as a task: outside a runtime it would panic.
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(Error::Config {
+                what: "redis rate limits".into(),
+                reason: "build them inside a tokio runtime".into(),
+            });
+        }
         let timeout = DEFAULT_REDIS_TIMEOUT;
         let conn = ConnectionManager::new_lazy_with_config(client, Self::manager(timeout))
             .map_err(|e| Error::Backend {
