@@ -78,6 +78,18 @@ BEGIN
 END
 $$;
 
+-- Whether a cap refuses: without `whole`, once spent + held reaches it (a soft cap);
+-- with it, when spent + held + amount would pass it. Numeric: the sum may pass
+-- bigint's range.
+CREATE FUNCTION kasama_budget_refuses(
+    p_spent numeric, p_held numeric, p_amount bigint, p_whole boolean, p_cap bigint
+) RETURNS boolean
+LANGUAGE sql IMMUTABLE
+AS $$
+    SELECT CASE WHEN p_whole THEN p_spent + p_held + p_amount > p_cap
+                ELSE p_spent + p_held >= p_cap END
+$$;
+
 -- Holds `p_amount` for the call `p_hold` unless a cap would be passed; returns NULL
 -- when held (or when a hold of that id already exists: a retried reservation), else
 -- the cap that refused ('user daily', 'user monthly', 'global daily',
@@ -120,8 +132,7 @@ BEGIN
     IF p_user_day_cap IS NOT NULL THEN
         SELECT coalesce(sum(amount_nanos), 0) INTO v_held FROM ai_budget_holds
             WHERE user_id = p_user AND day = p_day AND expires_at > now();
-        IF (p_whole AND v_spent + v_held + p_amount > p_user_day_cap)
-            OR (NOT p_whole AND v_spent + v_held >= p_user_day_cap) THEN
+        IF kasama_budget_refuses(v_spent, v_held, p_amount, p_whole, p_user_day_cap) THEN
             v_refused := 'user daily';
         END IF;
     END IF;
@@ -130,8 +141,7 @@ BEGIN
             WHERE user_id = p_user AND period = 'month' AND starts = v_month;
         SELECT coalesce(sum(amount_nanos), 0) INTO v_held FROM ai_budget_holds
             WHERE user_id = p_user AND day >= v_month AND expires_at > now();
-        IF (p_whole AND v_spent + v_held + p_amount > p_user_month_cap)
-            OR (NOT p_whole AND v_spent + v_held >= p_user_month_cap) THEN
+        IF kasama_budget_refuses(v_spent, v_held, p_amount, p_whole, p_user_month_cap) THEN
             v_refused := 'user monthly';
         END IF;
     END IF;
@@ -143,8 +153,7 @@ BEGIN
         IF p_global_day_cap IS NOT NULL THEN
             SELECT coalesce(sum(amount_nanos), 0) INTO v_held FROM ai_budget_holds
                 WHERE day = p_day AND expires_at > now();
-            IF (p_whole AND v_spent + v_held + p_amount > p_global_day_cap)
-                OR (NOT p_whole AND v_spent + v_held >= p_global_day_cap) THEN
+            IF kasama_budget_refuses(v_spent, v_held, p_amount, p_whole, p_global_day_cap) THEN
                 v_refused := 'global daily';
             END IF;
         END IF;
@@ -153,8 +162,7 @@ BEGIN
                 WHERE user_id = v_nil AND period = 'month' AND starts = v_month;
             SELECT coalesce(sum(amount_nanos), 0) INTO v_held FROM ai_budget_holds
                 WHERE day >= v_month AND expires_at > now();
-            IF (p_whole AND v_spent + v_held + p_amount > p_global_month_cap)
-                OR (NOT p_whole AND v_spent + v_held >= p_global_month_cap) THEN
+            IF kasama_budget_refuses(v_spent, v_held, p_amount, p_whole, p_global_month_cap) THEN
                 v_refused := 'global monthly';
             END IF;
         END IF;
@@ -243,10 +251,12 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION kasama_budget_book(uuid, date, bigint) FROM PUBLIC;
+REVOKE ALL ON FUNCTION kasama_budget_refuses(numeric, numeric, bigint, boolean, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kasama_budget_reserve(uuid, uuid, date, bigint, boolean, bigint, bigint, bigint, bigint, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kasama_budget_settle(uuid, bigint) FROM PUBLIC;
 REVOKE ALL ON FUNCTION kasama_budget_sweep() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION kasama_budget_book(uuid, date, bigint) TO kasama_app;
+GRANT EXECUTE ON FUNCTION kasama_budget_refuses(numeric, numeric, bigint, boolean, bigint) TO kasama_app;
 GRANT EXECUTE ON FUNCTION
     kasama_budget_reserve(uuid, uuid, date, bigint, boolean, bigint, bigint, bigint, bigint, bigint),
     kasama_budget_settle(uuid, bigint),
