@@ -62,7 +62,7 @@ impl AiAgent for Gated {
         self.calls.fetch_add(1, SeqCst);
         self.gate.acquire().await.unwrap().forget();
         Ok(AiResponse {
-            output: serde_json::json!({ "text": format!("answer to {}", req.prompt_text()) }),
+            output: serde_json::json!({ "text": format!("answer to {}", req.question()) }),
             usage: USAGE,
             usage_estimated: false,
             model: "m".into(),

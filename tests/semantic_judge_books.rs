@@ -64,7 +64,7 @@ impl AiAgent for Judge {
         tokio::time::sleep(self.latency).await;
         let input_tokens = if self.per_char {
             let sys = req.params.system_prompt.as_deref().unwrap_or("");
-            u32::try_from(req.prompt_text().chars().count() + sys.chars().count()).unwrap()
+            u32::try_from(req.question().chars().count() + sys.chars().count()).unwrap()
         } else {
             120
         };

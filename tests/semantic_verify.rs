@@ -191,7 +191,7 @@ impl AiAgent for Judge {
     }
     async fn complete(&self, r: &AiRequest) -> kasama::Result<AiResponse> {
         self.seen.lock().unwrap().push(r.clone());
-        let text = r.prompt_text();
+        let text = r.question();
         let reply = match self.mode {
             "fail" => {
                 return Err(kasama::Error::Timeout {
@@ -256,7 +256,7 @@ async fn the_llm_judge_decides_and_its_cost_is_counted() {
         let seen = agent.seen.lock().unwrap();
         assert_eq!(seen[0].params.model, "judge-mini");
         assert_eq!(seen[0].params.temperature, 0.0);
-        assert!(seen[0].prompt_text().contains(STORED));
+        assert!(seen[0].question().contains(STORED));
     }
     // A look-alike the rules let through is refused by the judge ("NO").
     let agent = Arc::new(Judge {

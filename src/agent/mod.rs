@@ -6,14 +6,19 @@
 #[cfg(feature = "openai")]
 pub(crate) mod openai;
 mod price;
+pub mod prompt;
 mod scope;
 mod simulated;
+mod stream;
+pub mod structured;
 
 #[cfg(feature = "openai")]
 pub use openai::{OpenAiCompatibleAgent, OpenAiCompatibleAgentBuilder};
 pub use price::Price;
+pub use prompt::{ChatMessage, PromptTemplate, PromptTemplates, Role};
 pub use scope::{CacheTier, Scope};
 pub use simulated::{SimulatedAgent, SimulatedAgentBuilder};
+pub use stream::{AiStream, StreamEvent, output_text};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +63,19 @@ pub struct AiRequest {
     pub user_id: UserId,
     /// Which agent.
     pub agent: AgentType,
-    /// The input: a string (the question) or a JSON object (at most 64 KiB).
+    /// The input: a string (the question) or a JSON object (at most 64 KiB) whose
+    /// `question`, `message`, `text` or `prompt` field is the question and whose other
+    /// fields are context the model sees (see [`prompt`]).
     pub input: Value,
+    /// The user's data the answer draws on (JSON, at most 64 KiB; `null`: none), as a
+    /// [`ContextProvider`](crate::context::ContextProvider) reads it. It reaches the
+    /// model in the system message and is part of a cached answer's scope.
+    #[serde(default)]
+    pub context: Value,
+    /// The conversation so far, oldest first (at most 200 turns): sent between the
+    /// system message and the question, and part of a cached answer's scope.
+    #[serde(default)]
+    pub history: Vec<ChatMessage>,
     /// Model parameters.
     pub params: ModelParams,
     /// Priority (high is never held back by batching).
@@ -73,9 +89,25 @@ impl AiRequest {
             user_id,
             agent,
             input: input.into(),
+            context: Value::Null,
+            history: Vec::new(),
             params: ModelParams::default(),
             priority: PriorityLevel::Medium,
         }
+    }
+
+    /// This request with `context` as its user data.
+    #[must_use]
+    pub fn with_context(mut self, context: Value) -> Self {
+        self.context = context;
+        self
+    }
+
+    /// This request with `history` as its conversation so far.
+    #[must_use]
+    pub fn with_history(mut self, history: Vec<ChatMessage>) -> Self {
+        self.history = history;
+        self
     }
 
     /// # Errors
@@ -97,23 +129,23 @@ impl AiRequest {
         if let Some(p) = &self.params.system_prompt {
             validate::text("system_prompt", p, validate::MAX_TEXT_CHARS)?;
         }
+        validate::json("context", &self.context)?;
+        if self.history.len() > MAX_HISTORY {
+            return Err(Error::invalid(
+                "history",
+                format!("{} turns (most {MAX_HISTORY})", self.history.len()),
+            ));
+        }
+        let bytes: usize = self.history.iter().map(|m| m.content.len()).sum();
+        if bytes > validate::MAX_JSON_BYTES * 4 {
+            return Err(Error::invalid("history", "longer than 256 KiB"));
+        }
         Ok(())
     }
-
-    /// The text the request asks about: the input itself when it is a string, else
-    /// its `question`, `message`, `text` or `prompt` field, else the input as JSON.
-    pub fn prompt_text(&self) -> String {
-        if let Some(s) = self.input.as_str() {
-            return s.to_string();
-        }
-        for k in ["question", "message", "text", "prompt"] {
-            if let Some(s) = self.input.get(k).and_then(Value::as_str) {
-                return s.to_string();
-            }
-        }
-        self.input.to_string()
-    }
 }
+
+/// Most conversation turns a request carries.
+pub const MAX_HISTORY: usize = 200;
 
 /// Tokens billed for one call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -168,6 +200,18 @@ pub trait AiAgent: Send + Sync + 'static {
     async fn complete_batch(&self, requests: &[AiRequest]) -> Vec<Result<AiResponse>> {
         futures_util::future::join_all(requests.iter().map(|r| self.complete(r))).await
     }
+
+    /// Answers one request as a stream: text as it is produced, then the whole
+    /// answer (see [`AiStream`]). Errors before the first event as
+    /// [`complete`](AiAgent::complete)'s; an error mid-stream is the stream's last
+    /// item. Dropping the stream cancels the call. Default: [`complete`](AiAgent::complete),
+    /// then the whole answer as one chunk.
+    ///
+    /// # Errors
+    /// As [`complete`](AiAgent::complete).
+    async fn stream(&self, request: &AiRequest) -> Result<AiStream> {
+        Ok(AiStream::whole(self.complete(request).await?))
+    }
 }
 
 fn _object_safe(_: &dyn AiAgent) {}
@@ -185,6 +229,9 @@ impl<A: AiAgent + ?Sized> AiAgent for Arc<A> {
     }
     async fn complete_batch(&self, requests: &[AiRequest]) -> Vec<Result<AiResponse>> {
         (**self).complete_batch(requests).await
+    }
+    async fn stream(&self, request: &AiRequest) -> Result<AiStream> {
+        (**self).stream(request).await
     }
 }
 

@@ -163,26 +163,6 @@ impl OpenAiCompatibleAgentBuilder {
     }
 }
 
-fn system_prompt(agent: AgentType) -> &'static str {
-    match agent {
-        AgentType::AssessmentAnalyst => {
-            "You analyse relationship assessments and explain the results kindly and precisely."
-        }
-        AgentType::LearningCoach => {
-            "You are a relationship coach who suggests concrete, small practices."
-        }
-        AgentType::ProgressTracker => {
-            "You summarise a user's practice progress and encourage them."
-        }
-        AgentType::InsightGenerator => {
-            "You find patterns in a user's relationship data and state them clearly."
-        }
-        AgentType::CommunicationAdvisor => {
-            "You help people phrase difficult conversations with empathy."
-        }
-    }
-}
-
 /// Parses a `Retry-After` value: delay seconds or an HTTP date.
 pub(crate) fn retry_after(v: Option<&reqwest::header::HeaderValue>) -> Duration {
     let Some(s) = v.and_then(|v| v.to_str().ok()) else {
@@ -271,21 +251,19 @@ impl AiAgent for OpenAiCompatibleAgent {
                 .cloned()
                 .unwrap_or_else(|| self.default_model.clone())
         };
-        let system = req
-            .params
-            .system_prompt
-            .as_deref()
-            .unwrap_or(system_prompt(req.agent));
-        let user = req.prompt_text();
-        let body = json!({
+        let messages = req.messages();
+        let mut body = json!({
             "model": model,
-            "messages": [
-                {"role": "system", "content": system},
-                {"role": "user", "content": user},
-            ],
+            "messages": messages
+                .iter()
+                .map(|m| json!({"role": m.role.as_str(), "content": m.content}))
+                .collect::<Vec<_>>(),
             "max_tokens": req.params.max_tokens,
             "temperature": req.params.temperature,
         });
+        if let Some(format) = super::structured::response_format(req.agent) {
+            body["response_format"] = format;
+        }
         let v = post_json(
             &self.client,
             &self.url,
@@ -350,8 +328,9 @@ impl AiAgent for OpenAiCompatibleAgent {
                 tracing::warn!(backend = %self.name, "response without usage; tokens estimated");
                 (
                     Usage {
-                        input_tokens: estimate_tokens(system)
-                            .saturating_add(estimate_tokens(&user)),
+                        input_tokens: messages
+                            .iter()
+                            .fold(0u32, |n, m| n.saturating_add(estimate_tokens(&m.content))),
                         output_tokens: estimate_tokens(content),
                     },
                     true,

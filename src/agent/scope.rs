@@ -22,6 +22,10 @@ pub struct Scope {
     pub params: String,
     /// The user, for personal agents; `None` for shared ones.
     pub user: Option<UserId>,
+    /// [`AiRequest::fingerprint`]: everything else that reaches the model (context,
+    /// history, system prompt, parameters). The same question over other data is
+    /// another scope.
+    pub context: String,
 }
 
 impl Scope {
@@ -37,6 +41,7 @@ impl Scope {
             model: p.model.clone(),
             params: format!("{}|{:.3}|{system:016x}", p.max_tokens, p.temperature),
             user: personal.then_some(req.user_id),
+            context: req.fingerprint(),
         }
     }
 }

@@ -164,6 +164,7 @@ impl SimulatedAgent {
         req.agent.hash(&mut h);
         req.input.to_string().hash(&mut h);
         req.params.model.hash(&mut h);
+        req.fingerprint().hash(&mut h);
         let key = h.finish();
         let n = {
             let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
@@ -192,15 +193,11 @@ impl SimulatedAgent {
 }
 
 fn answer(agent: AgentType, pick: u64, question: &str) -> serde_json::Value {
+    if agent == AgentType::AssessmentAnalyst {
+        return analysis(pick);
+    }
     let (field, options): (&str, &[&str]) = match agent {
-        AgentType::AssessmentAnalyst => (
-            "analysis",
-            &[
-                "Your answers point to a secure attachment style with some anxious moments under stress.",
-                "You value quality time most; small daily rituals will matter more than big gestures.",
-                "Conflict tends to escalate when needs go unspoken; naming them early helps.",
-            ],
-        ),
+        AgentType::AssessmentAnalyst => unreachable!("answered above"),
         AgentType::LearningCoach => (
             "advice",
             &[
@@ -240,6 +237,38 @@ fn answer(agent: AgentType, pick: u64, question: &str) -> serde_json::Value {
     })
 }
 
+/// The assessment analyst's structured answer
+/// ([`AssessmentAnalysis`](super::structured::AssessmentAnalysis)).
+fn analysis(pick: u64) -> serde_json::Value {
+    const INSIGHTS: [&str; 3] = [
+        "Your answers point to a secure attachment style with some anxious moments under stress.",
+        "You value quality time most; small daily rituals will matter more than big gestures.",
+        "Conflict tends to escalate when needs go unspoken; naming them early helps.",
+    ];
+    const STRENGTHS: [&str; 3] = [
+        "You listen closely when your partner is upset.",
+        "You repair quickly after a disagreement.",
+        "You say thank you often and mean it.",
+    ];
+    const GROWTH: [&str; 3] = [
+        "Saying what you need before frustration builds.",
+        "Slowing down when a talk gets heated.",
+        "Asking for reassurance directly.",
+    ];
+    const PRACTICES: [&str; 3] = [
+        "Daily ten-minute check-in",
+        "Active listening: reflect before you reply",
+        "Weekly appreciation letter",
+    ];
+    let i = (pick % 3) as usize;
+    json!({
+        "insights": [INSIGHTS[i]],
+        "strengths": [STRENGTHS[i], STRENGTHS[(i + 1) % 3]],
+        "growth_areas": [GROWTH[i]],
+        "suggested_practices": [PRACTICES[i], PRACTICES[(i + 2) % 3]],
+    })
+}
+
 #[async_trait]
 impl AiAgent for SimulatedAgent {
     fn name(&self) -> &str {
@@ -267,19 +296,18 @@ impl AiAgent for SimulatedAgent {
                 source: "simulated failure (503)".into(),
             });
         }
-        let question = req.prompt_text();
-        let system = req
-            .params
-            .system_prompt
-            .as_deref()
-            .map_or(40, estimate_tokens);
+        let question = req.question();
+        let prompt = req
+            .messages()
+            .iter()
+            .fold(0u32, |n, m| n.saturating_add(estimate_tokens(&m.content)));
         let output = answer(req.agent, d, &question);
         let out_tokens = (estimate_tokens(&output.to_string()).saturating_add((d % 40) as u32))
             .min(req.params.max_tokens);
         Ok(AiResponse {
             output,
             usage: Usage {
-                input_tokens: estimate_tokens(&question).saturating_add(system),
+                input_tokens: prompt,
                 output_tokens: out_tokens,
             },
             usage_estimated: false,

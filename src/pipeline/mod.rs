@@ -49,6 +49,7 @@ mod redis_limits;
 mod router;
 mod settle;
 mod shared;
+mod stream;
 
 pub use crate::agent::Price;
 pub use batch::{BatchConfig, BatchStats};
@@ -61,6 +62,7 @@ pub use recorder::{Recorder, RecorderConfig, RecorderStats};
 pub use redis_limits::{DEFAULT_REDIS_TIMEOUT, RedisRateLimits, SharedLimitStatus};
 pub use router::{BackendStatus, Router, RouterConfig};
 pub use shared::{SharedConfig, SharedParts};
+pub use stream::{OutcomeStream, StreamItem};
 
 /// governor's quota type, re-exported for [`RateLimitConfig`].
 pub use governor::Quota;
@@ -120,6 +122,7 @@ pub struct AiPipelineBuilder {
     #[cfg(feature = "redis")]
     shared_limits: Option<Arc<RedisRateLimits>>,
     shared_budget: Option<Arc<PgBudget>>,
+    prompts: Option<Arc<crate::agent::PromptTemplates>>,
 }
 
 impl std::fmt::Debug for AiPipelineBuilder {
@@ -224,6 +227,15 @@ impl AiPipelineBuilder {
         self
     }
 
+    /// The prompt templates of the agent kinds: a request without its own
+    /// `system_prompt` is sent with its kind's template from `prompts` (the cache
+    /// scope covers it). Default: none given, so each backend uses the shipped
+    /// templates ([`PromptTemplates::default`](crate::agent::PromptTemplates)).
+    pub fn prompts(mut self, prompts: crate::agent::PromptTemplates) -> Self {
+        self.prompts = Some(Arc::new(prompts));
+        self
+    }
+
     /// Takes every part `parts` holds (budgets, rate limits) in place of this
     /// instance's own; parts it does not hold stay as they are. The semantic cache is
     /// given separately ([`SharedParts::semantic_cache`] builds it).
@@ -250,6 +262,15 @@ impl AiPipelineBuilder {
         }
         check_duration("cache_timeout", self.cache_timeout)?;
         self.recorder.validate()?;
+        if let Some(p) = &self.prompts {
+            for a in crate::domain::AgentType::ALL {
+                crate::domain::validate::text(
+                    "prompts.system",
+                    &p.get(*a).system,
+                    crate::domain::validate::MAX_TEXT_CHARS,
+                )?;
+            }
+        }
         let backends = self
             .backends
             .into_iter()
@@ -287,6 +308,7 @@ impl AiPipelineBuilder {
             router,
             batcher,
             metrics: self.metrics,
+            prompts: self.prompts,
         })
     }
 }
@@ -301,6 +323,7 @@ pub struct AiPipeline {
     router: Arc<Router>,
     batcher: Arc<Batcher>,
     metrics: Arc<dyn MetricsSink>,
+    prompts: Option<Arc<crate::agent::PromptTemplates>>,
 }
 
 impl std::fmt::Debug for AiPipeline {
@@ -330,6 +353,7 @@ impl AiPipeline {
             #[cfg(feature = "redis")]
             shared_limits: None,
             shared_budget: None,
+            prompts: None,
         }
     }
 
@@ -348,6 +372,7 @@ impl AiPipeline {
     /// answered, charged or recorded then), `CircuitOpen`, `Timeout`, `Backend`.
     pub async fn complete(&self, req: AiRequest, tier: SubscriptionTier) -> Result<AiOutcome> {
         let start = Instant::now();
+        let req = self.stamp(req);
         // Counted in flight until this future ends (or is dropped): shutdown waits.
         let Some(_inflight) = settle::enter(&self.books, false) else {
             let e = batch::shut_down();
@@ -385,17 +410,12 @@ impl AiPipeline {
             },
             None => listed,
         };
-        // Input: the question (or the whole input, if larger), the request's own
-        // system prompt, and up to 200 tokens of default system prompt and framing.
-        let input_tokens = estimate_tokens(&req.prompt_text())
-            .max(estimate_tokens(&req.input.to_string()))
-            .saturating_add(
-                req.params
-                    .system_prompt
-                    .as_deref()
-                    .map_or(0, estimate_tokens),
-            )
-            .saturating_add(200);
+        // Input: every message the backend receives (system prompt with the context,
+        // history, question) and up to 200 tokens of framing.
+        let input_tokens = req
+            .messages()
+            .iter()
+            .fold(200u32, |n, m| n.saturating_add(estimate_tokens(&m.content)));
         let worst = price.cost_nanos(crate::agent::Usage {
             input_tokens,
             output_tokens: req.params.max_tokens,
@@ -447,6 +467,17 @@ impl AiPipeline {
                 source: "the batch ended without an answer".into(),
             })
         })
+    }
+
+    /// `req` with its kind's template as its system prompt when it has none and the
+    /// pipeline was given [`prompts`](AiPipelineBuilder::prompts).
+    pub(crate) fn stamp(&self, mut req: AiRequest) -> AiRequest {
+        if req.params.system_prompt.is_none()
+            && let Some(p) = &self.prompts
+        {
+            req.params.system_prompt = Some(p.get(req.agent).system.clone());
+        }
+        req
     }
 
     /// Admits one API request for `user` by the API rate limit: shared through Redis

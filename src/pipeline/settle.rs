@@ -156,6 +156,23 @@ impl Books {
         mut deliver: impl FnMut(T, Result<AiOutcome>),
     ) {
         let n = claims.len();
+        // An answer of the wrong shape (a structured answer that is not one) was
+        // billed by the provider but is no answer: the first claim pays for it, and
+        // it is neither delivered nor cached.
+        let mut billed_error = 0u64;
+        let result = match (result, claims.first()) {
+            (Ok(r), Some((first, _))) => {
+                match crate::agent::structured::check_output(first.req.agent, &r.output) {
+                    Ok(()) => Ok(r),
+                    Err(e) => {
+                        billed_error = self.cost_of(&r);
+                        tracing::warn!(error = %e, backend = %r.backend, "an answer of the wrong shape");
+                        Err(e)
+                    }
+                }
+            }
+            (r, _) => r,
+        };
         match result {
             Ok(response) => {
                 let cost = self.cost_of(&response);
@@ -222,9 +239,15 @@ impl Books {
                     } else {
                         e.as_ref().expect("one error").duplicate()
                     };
-                    // The reservation is released: a failed call is not billed.
-                    drop(c.hold);
-                    self.failed(&c.req, c.start, &err, c.verified);
+                    // The reservation is released: a failed call is not billed —
+                    // unless the backend billed it (an answer of the wrong shape),
+                    // which its first claim pays.
+                    let billed = if i == 0 { billed_error } else { 0 };
+                    match c.hold {
+                        Some(hold) if billed > 0 => self.ledger.settle(hold, c.req.agent, billed),
+                        hold => drop(hold),
+                    }
+                    self.failed(&c.req, c.start, &err, c.verified + billed);
                     deliver(to, Err(err));
                 }
             }
@@ -240,7 +263,7 @@ impl Books {
         req: &AiRequest,
         fresh: &Value,
     ) {
-        let (question, fresh, limit) = (req.prompt_text(), fresh.clone(), self.cache_timeout);
+        let (question, fresh, limit) = (req.question(), fresh.clone(), self.cache_timeout);
         tokio::spawn(async move {
             let judged = cache.judge_audit(ticket, &question, &fresh);
             if tokio::time::timeout(limit, judged).await.is_err() {

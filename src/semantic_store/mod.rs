@@ -153,7 +153,7 @@ impl Drop for PgSemanticStore {
     }
 }
 
-const COLUMNS: &str = "id, agent, model, params, user_id, embedder, norm, question, embedding, \
+const COLUMNS: &str = "id, agent, model, params, context, user_id, embedder, norm, question, embedding, \
     answer, created_at, expires_at";
 
 impl PgSemanticStore {
@@ -304,6 +304,7 @@ fn entry_of(r: &Row) -> Option<SharedEntry> {
                 model: r.try_get("model").map_err(|e| e.to_string())?,
                 params: r.try_get("params").map_err(|e| e.to_string())?,
                 user: user.map(UserId),
+                context: r.try_get("context").map_err(|e| e.to_string())?,
             },
             question: r.try_get("question").map_err(|e| e.to_string())?,
             normalised: r.try_get("norm").map_err(|e| e.to_string())?,
@@ -342,10 +343,10 @@ impl SemanticStore for PgSemanticStore {
                 "WITH up AS (
                     INSERT INTO semantic_entries
                         (id, agent, model, params, user_id, embedder, norm, question, embedding,
-                         answer, created_at, expires_at)
+                         answer, created_at, expires_at, context)
                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, now(),
-                            now() + $11::bigint * interval '1 millisecond')
-                    ON CONFLICT (agent, model, params, user_id, embedder, md5(norm)) DO UPDATE SET
+                            now() + $11::bigint * interval '1 millisecond', $12)
+                    ON CONFLICT (agent, model, params, context, user_id, embedder, md5(norm)) DO UPDATE SET
                         id = EXCLUDED.id, norm = EXCLUDED.norm, question = EXCLUDED.question,
                         embedding = EXCLUDED.embedding, answer = EXCLUDED.answer,
                         created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
@@ -364,6 +365,7 @@ impl SemanticStore for PgSemanticStore {
                     &e.embedding,
                     &answer,
                     &ttl_ms,
+                    &e.scope.context,
                 ],
             )
             .await?;

@@ -69,6 +69,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "semantic_entries",
         sql: include_str!("../../../migrations/0008_semantic_entries.sql"),
     },
+    Migration {
+        version: 9,
+        name: "semantic_context",
+        sql: include_str!("../../../migrations/0009_semantic_context.sql"),
+    },
 ];
 
 /// Checksums of earlier texts of a migration that a database may have applied and

@@ -175,7 +175,7 @@ impl SemanticCache {
     ) -> Result<Lookup> {
         req.validate()?;
         let scope = self.scope_of(req);
-        let question = req.prompt_text();
+        let question = req.question();
         let norm = normalise_text(&question);
         let now = Instant::now();
         {

@@ -33,7 +33,7 @@ impl SemanticCache {
         embedding: Option<Vec<f32>>,
     ) -> Result<()> {
         req.validate()?;
-        let question = req.prompt_text();
+        let question = req.question();
         let embedding = match embedding {
             Some(v) => normalise(v, self.dim)?,
             None => self.embed_one(&question).await?,

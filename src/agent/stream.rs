@@ -1,0 +1,80 @@
+//! Streamed answers: [`AiStream`], what [`AiAgent::stream`](super::AiAgent::stream)
+//! returns — text as the backend produces it, then the whole answer with its usage.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::Stream;
+use futures_util::stream::BoxStream;
+use serde_json::Value;
+
+use super::AiResponse;
+use crate::error::Result;
+
+/// One event of a streamed answer.
+#[derive(Clone, Debug, PartialEq)]
+pub enum StreamEvent {
+    /// The next piece of the answer's text.
+    Delta(String),
+    /// The answer is complete: the whole of it (its output parsed as
+    /// [`AiResponse::output`] says), with the tokens billed. Always the last event
+    /// of a stream that did not fail.
+    Done(AiResponse),
+}
+
+/// A streamed answer: any number of [`StreamEvent::Delta`]s, then one
+/// [`StreamEvent::Done`]. An `Err` item ends the stream (the backend failed
+/// mid-answer); so does dropping the stream (the backend call is cancelled). A stream
+/// that ends without `Done` or an error ended early, and its consumer treats it as a
+/// retryable backend error.
+pub struct AiStream {
+    inner: BoxStream<'static, Result<StreamEvent>>,
+}
+
+impl std::fmt::Debug for AiStream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiStream").finish_non_exhaustive()
+    }
+}
+
+impl AiStream {
+    /// A stream of these events.
+    pub fn new(inner: impl Stream<Item = Result<StreamEvent>> + Send + 'static) -> Self {
+        Self {
+            inner: Box::pin(inner),
+        }
+    }
+
+    /// A whole answer as one chunk: its text ([`output_text`]) then `Done`. What
+    /// backends without streaming return.
+    pub fn whole(response: AiResponse) -> Self {
+        let text = output_text(&response.output);
+        Self::new(futures_util::stream::iter([
+            Ok(StreamEvent::Delta(text)),
+            Ok(StreamEvent::Done(response)),
+        ]))
+    }
+}
+
+impl Stream for AiStream {
+    type Item = Result<StreamEvent>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.inner.as_mut().poll_next(cx)
+    }
+}
+
+/// The text of an answer's output: its `"text"` field when it is `{"text": …}`
+/// alone, else the output as canonical JSON (a structured answer streams as its JSON).
+pub fn output_text(output: &Value) -> String {
+    if let Value::Object(m) = output
+        && m.len() == 1
+        && let Some(Value::String(s)) = m.get("text")
+    {
+        return s.clone();
+    }
+    if let Value::String(s) = output {
+        return s.clone();
+    }
+    super::prompt::canonical_json(output)
+}
