@@ -316,15 +316,17 @@ async fn raw_row(
 ) {
     let admin = db.admin().await;
     let id = uuid::Uuid::new_v4();
+    // The scope's context fingerprint of a plain question (no data, no history).
+    let context = ask(user, question).fingerprint();
     admin
         .execute(
             &format!(
-                "INSERT INTO semantic_entries (id, agent, model, params, user_id, embedder, norm,
-                     question, embedding, answer, expires_at)
-                 VALUES ($1, $2, '', '512|0.300|0000000000000000', $3, $4, lower($5), $5,
+                "INSERT INTO semantic_entries (id, agent, model, params, context, user_id, embedder,
+                     norm, question, embedding, answer, expires_at)
+                 VALUES ($1, $2, '', '512|0.300|0000000000000000', $6, $3, $4, lower($5), $5,
                          {embedding}, {answer}, now() + interval '1 hour')"
             ),
-            &[&id, &agent, &user.as_uuid(), &embedder, &question],
+            &[&id, &agent, &user.as_uuid(), &embedder, &question, &context],
         )
         .await
         .unwrap();
