@@ -66,14 +66,15 @@ pub fn response_format(agent: AgentType) -> Option<Value> {
 /// Checks that `output` has the shape `agent` answers with.
 ///
 /// # Errors
-/// A non-retryable [`Error::Backend`] ("structured output") saying what is wrong, for
+/// A non-retryable [`Error::Backend`] ("assessment analysis (the model answered in the
+/// wrong shape)", its source saying what is wrong), for
 /// an assessment analyst's answer that is not an [`AssessmentAnalysis`].
 pub fn check_output(agent: AgentType, output: &Value) -> Result<()> {
     if !wants_structured(agent) {
         return Ok(());
     }
     let bad = |why: String| Error::Backend {
-        what: "structured output".into(),
+        what: "assessment analysis (the model answered in the wrong shape)".into(),
         retryable: false,
         source: format!("the {agent} answer is not an assessment analysis: {why}").into(),
     };

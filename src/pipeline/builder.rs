@@ -4,14 +4,14 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+#[cfg(feature = "redis")]
+use super::RedisRateLimits;
 use super::batch::Batcher;
 use super::settle::{self, Books};
 use super::{
     AiPipeline, BatchConfig, Budgets, Ledger, PgBudget, Price, PriceTable, RateLimitConfig,
     RateLimits, Recorder, RecorderConfig, Router, RouterConfig, SharedParts, check_duration,
 };
-#[cfg(feature = "redis")]
-use super::RedisRateLimits;
 use crate::agent::AiAgent;
 use crate::error::{Error, Result};
 use crate::metrics::{MetricsSink, NoopMetrics};

@@ -37,9 +37,9 @@
 //! ```
 
 mod batch;
-mod builder;
 mod breaker;
 mod budgets;
+mod builder;
 mod cost;
 mod limits;
 mod lookup;
@@ -69,8 +69,8 @@ pub use stream::{OutcomeStream, StreamItem};
 /// governor's quota type, re-exported for [`RateLimitConfig`].
 pub use governor::Quota;
 
-use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
 
 use serde::Serialize;
 use tokio::time::Instant;
