@@ -1,5 +1,5 @@
 //! What reaches the model: [`ChatMessage`]s rendered from an [`AiRequest`] through a
-//! per-agent [`PromptTemplate`], and the canonical [`fingerprint`] of everything in
+//! per-agent [`PromptTemplate`], and the canonical [`fingerprint`](AiRequest::fingerprint) of everything in
 //! them but the question, which scopes a cached answer.
 //!
 //! A request's messages are, in order:
