@@ -227,6 +227,13 @@ impl AiRequest {
         canonical_json(&self.input)
     }
 
+    /// Whether the input is an object with a string question field.
+    fn has_question_field(&self) -> bool {
+        QUESTION_FIELDS
+            .iter()
+            .any(|k| self.input.get(*k).is_some_and(Value::is_string))
+    }
+
     /// Everything that reaches the model besides the question and the history: the
     /// request's [`context`](AiRequest::context) under `"data"` and the other fields
     /// of an object input under `"input"`; `None` when there is neither.
@@ -281,7 +288,9 @@ impl AiRequest {
     /// A canonical fingerprint (SHA-256, 32 hex digits) of everything that reaches
     /// the model except the question's words: the context, the history, the system
     /// prompt (or the kind's template), the model and its parameters, and whether a
-    /// structured answer is asked for. The same question over different data has a
+    /// structured answer is asked for. An input that is neither a string nor an object
+    /// with a question field is its own question *and* data, so it is fingerprinted
+    /// whole (canonically). The same question over different data has a
     /// different fingerprint; key order and whitespace in the context do not matter.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
@@ -291,6 +300,12 @@ impl AiRequest {
             h.update(s.as_bytes());
         };
         put("context", &self.context_text().unwrap_or_default());
+        if !self.input.is_string() && !self.has_question_field() {
+            // Without a question field the whole input is the question, data and all:
+            // it must scope the answer exactly, or `{"scores": 97}` and `{"scores": 12}`
+            // (texts that mean nearly the same) would share an answer.
+            put("input", &canonical_json(&self.input));
+        }
         for m in &self.history {
             put(m.role.as_str(), &m.content);
         }
@@ -461,5 +476,24 @@ mod tests {
         };
         assert_eq!(ask("How do I start?", 3), ask("Where do I begin?", 3));
         assert_ne!(ask("How do I start?", 3), ask("How do I start?", 4));
+    }
+
+    #[test]
+    fn an_input_without_a_question_field_is_fingerprinted_whole() {
+        // Its question is its canonical JSON, data and all: the data must scope it.
+        let user = UserId::new();
+        let f =
+            |input: Value| AiRequest::new(user, AgentType::InsightGenerator, input).fingerprint();
+        assert_ne!(
+            f(json!({"scores": {"communication": 97}})),
+            f(json!({"scores": {"communication": 12}}))
+        );
+        assert_eq!(
+            f(parsed(r#"{"a": 1, "b": [2, 3]}"#)),
+            f(parsed(r#"{ "b" : [2,3], "a" : 1 }"#)),
+            "canonically"
+        );
+        // A question field that is not a string is data too.
+        assert_ne!(f(json!({"question": 1})), f(json!({"question": 2})));
     }
 }
