@@ -17,8 +17,8 @@ pub use openai::{OpenAiCompatibleAgent, OpenAiCompatibleAgentBuilder};
 pub use price::Price;
 pub use prompt::{ChatMessage, PromptTemplate, PromptTemplates, Role};
 pub use scope::{CacheTier, Scope};
-pub use simulated::{SimulatedAgent, SimulatedAgentBuilder};
-pub use stream::{AiStream, StreamEvent, output_text};
+pub use simulated::{SIMULATED_TTFT_SHARE, SimulatedAgent, SimulatedAgentBuilder};
+pub use stream::{AiStream, StreamEvent, output_text, token_pieces};
 
 use std::sync::Arc;
 use std::time::Duration;

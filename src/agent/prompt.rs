@@ -1,5 +1,5 @@
 //! What reaches the model: [`ChatMessage`]s rendered from an [`AiRequest`] through a
-//! per-agent [`PromptTemplate`], and the canonical [`fingerprint`] of everything in
+//! per-agent [`PromptTemplate`], and the canonical [`fingerprint`](AiRequest::fingerprint) of everything in
 //! them but the question, which scopes a cached answer.
 //!
 //! A request's messages are, in order:
@@ -227,6 +227,13 @@ impl AiRequest {
         canonical_json(&self.input)
     }
 
+    /// Whether the input is an object with a string question field.
+    fn has_question_field(&self) -> bool {
+        QUESTION_FIELDS
+            .iter()
+            .any(|k| self.input.get(*k).is_some_and(Value::is_string))
+    }
+
     /// Everything that reaches the model besides the question and the history: the
     /// request's [`context`](AiRequest::context) under `"data"` and the other fields
     /// of an object input under `"input"`; `None` when there is neither.
@@ -281,7 +288,9 @@ impl AiRequest {
     /// A canonical fingerprint (SHA-256, 32 hex digits) of everything that reaches
     /// the model except the question's words: the context, the history, the system
     /// prompt (or the kind's template), the model and its parameters, and whether a
-    /// structured answer is asked for. The same question over different data has a
+    /// structured answer is asked for. An input that is neither a string nor an object
+    /// with a question field is its own question *and* data, so it is fingerprinted
+    /// whole (canonically). The same question over different data has a
     /// different fingerprint; key order and whitespace in the context do not matter.
     pub fn fingerprint(&self) -> String {
         let mut h = Sha256::new();
@@ -291,6 +300,12 @@ impl AiRequest {
             h.update(s.as_bytes());
         };
         put("context", &self.context_text().unwrap_or_default());
+        if !self.input.is_string() && !self.has_question_field() {
+            // Without a question field the whole input is the question, data and all:
+            // it must scope the answer exactly, or `{"scores": 97}` and `{"scores": 12}`
+            // (texts that mean nearly the same) would share an answer.
+            put("input", &canonical_json(&self.input));
+        }
         for m in &self.history {
             put(m.role.as_str(), &m.content);
         }
@@ -317,5 +332,168 @@ impl AiRequest {
             let _ = write!(out, "{b:02x}");
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::domain::UserId;
+
+    fn req(context: Value) -> AiRequest {
+        AiRequest::new(
+            UserId::new(),
+            AgentType::AssessmentAnalyst,
+            "What do my results say about how I communicate?",
+        )
+        .with_context(context)
+    }
+
+    fn parsed(text: &str) -> Value {
+        serde_json::from_str(text).expect("test JSON parses")
+    }
+
+    #[test]
+    fn key_order_and_whitespace_do_not_change_the_fingerprint() {
+        let a = parsed(
+            r#"{"scores":{"communication":97,"conflict":40},"answers":[1,2,{"q":"x","a":3}]}"#,
+        );
+        let b = parsed(
+            "{\n  \"answers\" : [ 1, 2, { \"a\" : 3, \"q\" : \"x\" } ],\n\t\"scores\" : {\n    \"conflict\": 40,\n    \"communication\": 97\n  }\n}",
+        );
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"answers":[1,2,{"a":3,"q":"x"}],"scores":{"communication":97,"conflict":40}}"#
+        );
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+        assert_eq!(req(a).fingerprint(), req(b).fingerprint());
+
+        // The same holds for the context fields of an object input.
+        let user = UserId::new();
+        let i1 = parsed(r#"{"question":"Why?","mood":3,"topic":{"b":1,"a":2}}"#);
+        let i2 = parsed(r#"{ "topic" : { "a" : 2, "b" : 1 }, "mood" : 3, "question" : "Why?" }"#);
+        assert_eq!(
+            AiRequest::new(user, AgentType::LearningCoach, i1).fingerprint(),
+            AiRequest::new(user, AgentType::LearningCoach, i2).fingerprint()
+        );
+    }
+
+    #[test]
+    fn the_fingerprint_is_32_hex_digits_and_stable() {
+        let f = req(json!({"scores": {"communication": 97}})).fingerprint();
+        assert_eq!(f.len(), 32);
+        assert!(
+            f.chars()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase())
+        );
+        assert_eq!(
+            f,
+            req(json!({"scores": {"communication": 97}})).fingerprint()
+        );
+    }
+
+    #[test]
+    fn everything_but_the_question_changes_the_fingerprint() {
+        let base = req(json!({"scores": {"communication": 97}}));
+        let f = base.fingerprint();
+
+        let other_data = req(json!({"scores": {"communication": 12}}));
+        assert_ne!(other_data.fingerprint(), f, "different context value");
+        assert_ne!(req(Value::Null).fingerprint(), f, "no context");
+        // A number and the same digits as a string are different data.
+        assert_ne!(
+            req(json!({"scores": {"communication": "97"}})).fingerprint(),
+            f
+        );
+
+        let turns = vec![
+            ChatMessage::new(Role::User, "I argue with my partner."),
+            ChatMessage::new(Role::Assistant, "What happens first?"),
+        ];
+        let with_history = base.clone().with_history(turns.clone());
+        assert_ne!(with_history.fingerprint(), f, "history");
+        let mut reversed = turns.clone();
+        reversed.reverse();
+        assert_ne!(
+            base.clone().with_history(reversed).fingerprint(),
+            with_history.fingerprint(),
+            "history order"
+        );
+        let mut roles_swapped = turns.clone();
+        roles_swapped[0].role = Role::Assistant;
+        assert_ne!(
+            base.clone().with_history(roles_swapped).fingerprint(),
+            with_history.fingerprint(),
+            "who said a turn"
+        );
+        let mut longer = turns;
+        longer.push(ChatMessage::new(Role::User, "And with my mother?"));
+        assert_ne!(
+            base.clone().with_history(longer).fingerprint(),
+            with_history.fingerprint(),
+            "one more turn"
+        );
+
+        let mut system = base.clone();
+        system.params.system_prompt = Some("You are terse.".into());
+        assert_ne!(system.fingerprint(), f, "system prompt");
+        let mut system2 = base.clone();
+        system2.params.system_prompt = Some("You are kind.".into());
+        assert_ne!(system2.fingerprint(), system.fingerprint());
+
+        let mut tokens = base.clone();
+        tokens.params.max_tokens = 513;
+        assert_ne!(tokens.fingerprint(), f, "max_tokens");
+
+        let mut temperature = base.clone();
+        temperature.params.temperature = 0.9;
+        assert_ne!(temperature.fingerprint(), f, "temperature");
+
+        let mut model = base.clone();
+        model.params.model = "gpt-4o".into();
+        assert_ne!(model.fingerprint(), f, "model");
+    }
+
+    #[test]
+    fn the_question_does_not_change_the_fingerprint() {
+        let base = req(json!({"scores": {"communication": 97}}));
+        let mut other = base.clone();
+        other.input = Value::from("Am I a good listener? Be honest.");
+        assert_ne!(base.question(), other.question());
+        assert_eq!(base.fingerprint(), other.fingerprint());
+
+        // An object input: its question field is the question, the rest is context.
+        let user = UserId::new();
+        let ask = |q: &str, mood: u8| {
+            AiRequest::new(
+                user,
+                AgentType::CommunicationAdvisor,
+                json!({"message": q, "mood": mood}),
+            )
+            .fingerprint()
+        };
+        assert_eq!(ask("How do I start?", 3), ask("Where do I begin?", 3));
+        assert_ne!(ask("How do I start?", 3), ask("How do I start?", 4));
+    }
+
+    #[test]
+    fn an_input_without_a_question_field_is_fingerprinted_whole() {
+        // Its question is its canonical JSON, data and all: the data must scope it.
+        let user = UserId::new();
+        let f =
+            |input: Value| AiRequest::new(user, AgentType::InsightGenerator, input).fingerprint();
+        assert_ne!(
+            f(json!({"scores": {"communication": 97}})),
+            f(json!({"scores": {"communication": 12}}))
+        );
+        assert_eq!(
+            f(parsed(r#"{"a": 1, "b": [2, 3]}"#)),
+            f(parsed(r#"{ "b" : [2,3], "a" : 1 }"#)),
+            "canonically"
+        );
+        // A question field that is not a string is data too.
+        assert_ne!(f(json!({"question": 1})), f(json!({"question": 2})));
     }
 }

@@ -9,7 +9,10 @@ use async_trait::async_trait;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{AiAgent, AiRequest, AiResponse, Usage, estimate_tokens};
+use super::{
+    AiAgent, AiRequest, AiResponse, AiStream, StreamEvent, Usage, estimate_tokens, output_text,
+    token_pieces,
+};
 use crate::domain::AgentType;
 use crate::error::{Error, Result};
 
@@ -19,6 +22,24 @@ use crate::error::{Error, Result};
 /// Everything random is drawn from the seed, the request's content and how many times
 /// that same request was seen, so a run is reproducible however requests interleave.
 /// Latency is slept on tokio's clock: under `start_paused` tests it costs no real time.
+///
+/// # Streaming
+///
+/// [`AiAgent::stream`] makes the same draws as [`AiAgent::complete`] (a request's
+/// n-th call, streamed or not, gets the same latency, failure and answer) and counts
+/// in [`calls`](SimulatedAgent::calls). The answer's text
+/// ([`output_text`](super::output_text) of the output `complete` returns) arrives in
+/// [`token_pieces`](super::token_pieces): the first piece after [`SIMULATED_TTFT_SHARE`] (30 %)
+/// of the drawn latency — a call that fails (failure rate, outage) fails then, before
+/// the stream starts — the others evenly over the remaining 70 %, and `Done`, with the
+/// usage `complete` reports, exactly at the drawn latency.
+///
+/// Failures after the first byte, for testing what consumes streams:
+/// [`fail_streams_after`](SimulatedAgentBuilder::fail_streams_after) (every stream,
+/// after a fixed number of pieces) and
+/// [`stream_failure_rate`](SimulatedAgentBuilder::stream_failure_rate) (a drawn share
+/// of streams, after a drawn number of pieces). Either ends the stream with a
+/// retryable [`Error::Backend`] at the moment the next event was due.
 #[derive(Debug)]
 pub struct SimulatedAgent {
     name: String,
@@ -29,6 +50,8 @@ pub struct SimulatedAgent {
     outages: Vec<(Duration, Duration)>,
     model: String,
     serves: Option<Vec<AgentType>>,
+    stream_failure_rate: f64,
+    fail_streams_after: Option<usize>,
     started: Instant,
     seen: Mutex<HashMap<u64, u32>>,
     calls: std::sync::atomic::AtomicU64,
@@ -46,7 +69,13 @@ pub struct SimulatedAgentBuilder {
     outages: Vec<(Duration, Duration)>,
     model: String,
     serves: Option<Vec<AgentType>>,
+    stream_failure_rate: f64,
+    fail_streams_after: Option<usize>,
 }
+
+/// The share of a simulated call's latency before its first streamed piece (the
+/// "time to first token"): 30 %.
+pub const SIMULATED_TTFT_SHARE: f64 = 0.3;
 
 impl SimulatedAgentBuilder {
     /// Seed of every random draw. Default: 0.
@@ -87,11 +116,38 @@ impl SimulatedAgentBuilder {
         self
     }
 
+    /// Share of streams, 0–1, that fail after their first byte: a stream drawn to
+    /// fail (from the seed, like every draw) ends with a retryable [`Error::Backend`]
+    /// after a drawn number of its pieces, at least one, in place of the next piece or
+    /// of `Done`. Calls to `complete` are not affected. Default: 0.
+    pub fn stream_failure_rate(mut self, rate: f64) -> Self {
+        self.stream_failure_rate = rate;
+        self
+    }
+
+    /// Every stream fails after `chunks` pieces of text: its next event (a piece, or
+    /// `Done` when the answer has no more than `chunks` pieces) is a retryable
+    /// [`Error::Backend`], at the moment that event was due. `0` fails a stream after
+    /// it started but before any text. Takes precedence over
+    /// [`stream_failure_rate`](Self::stream_failure_rate). Calls to `complete` are not
+    /// affected. Default: off.
+    pub fn fail_streams_after(mut self, chunks: usize) -> Self {
+        self.fail_streams_after = Some(chunks);
+        self
+    }
+
     /// # Errors
-    /// `InvalidInput` for a failure rate outside 0–1 or a p99 below the median.
+    /// `InvalidInput` for a failure rate or stream failure rate outside 0–1 or a p99
+    /// below the median.
     pub fn build(self) -> Result<SimulatedAgent> {
         if !(0.0..=1.0).contains(&self.failure_rate) {
             return Err(Error::invalid("failure_rate", "must be within 0..=1"));
+        }
+        if !(0.0..=1.0).contains(&self.stream_failure_rate) {
+            return Err(Error::invalid(
+                "stream_failure_rate",
+                "must be within 0..=1",
+            ));
         }
         if self.p99 < self.median {
             return Err(Error::invalid(
@@ -111,6 +167,8 @@ impl SimulatedAgentBuilder {
             outages: self.outages,
             model: self.model,
             serves: self.serves,
+            stream_failure_rate: self.stream_failure_rate,
+            fail_streams_after: self.fail_streams_after,
             started: Instant::now(),
             seen: Mutex::new(HashMap::new()),
             calls: Default::default(),
@@ -142,6 +200,8 @@ impl SimulatedAgent {
             outages: Vec::new(),
             model: "sim-1".into(),
             serves: None,
+            stream_failure_rate: 0.0,
+            fail_streams_after: None,
         }
     }
 
@@ -153,12 +213,12 @@ impl SimulatedAgent {
             .expect("valid settings")
     }
 
-    /// Calls answered or failed so far.
+    /// Calls answered or failed so far, streams included.
     pub fn calls(&self) -> u64 {
         self.calls.load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    fn draws(&self, req: &AiRequest) -> [u64; 4] {
+    fn draws(&self, req: &AiRequest) -> [u64; 5] {
         let mut h = std::collections::hash_map::DefaultHasher::new();
         req.user_id.hash(&mut h);
         req.agent.hash(&mut h);
@@ -173,7 +233,10 @@ impl SimulatedAgent {
             *n
         };
         let base = mix(self.seed ^ mix(key) ^ mix(u64::from(n)));
-        [base, mix(base), mix(mix(base)), mix(mix(mix(base)))]
+        let d2 = mix(base);
+        let d3 = mix(d2);
+        let d4 = mix(d3);
+        [base, d2, d3, d4, mix(d4)]
     }
 
     fn latency(&self, u1: f64, u2: f64) -> Duration {
@@ -280,22 +343,119 @@ impl AiAgent for SimulatedAgent {
     }
 
     async fn complete(&self, req: &AiRequest) -> Result<AiResponse> {
+        let call = self.call(req)?;
+        if !call.latency.is_zero() {
+            tokio::time::sleep(call.latency).await;
+        }
+        if call.fails {
+            return Err(self.failure("simulated failure (503)"));
+        }
+        let mut response = call.response;
+        response.latency = call.start.elapsed();
+        Ok(response)
+    }
+
+    async fn stream(&self, req: &AiRequest) -> Result<AiStream> {
+        let call = self.call(req)?;
+        let ttft = call.latency.mul_f64(SIMULATED_TTFT_SHARE);
+        tokio::time::sleep_until(call.start + ttft).await;
+        if call.fails {
+            return Err(self.failure("simulated failure (503)"));
+        }
+        let pieces: Vec<String> = token_pieces(&output_text(&call.response.output))
+            .into_iter()
+            .map(str::to_string)
+            .collect();
+        let n = pieces.len();
+        let fail_at = match self.fail_streams_after {
+            Some(k) => Some(k.min(n)),
+            None if unit(call.stream_draw) < self.stream_failure_rate => {
+                // After at least one piece (when there is one), at most all of them.
+                Some(if n == 0 {
+                    0
+                } else {
+                    1 + (mix(call.stream_draw) % n as u64) as usize
+                })
+            }
+            None => None,
+        };
+        let state = Emit {
+            pieces,
+            next: 0,
+            fail_at,
+            failure: Some(self.failure("simulated failure mid-stream")),
+            start: call.start,
+            ttft,
+            latency: call.latency,
+            response: Some(call.response),
+        };
+        Ok(AiStream::new(futures_util::stream::unfold(
+            state,
+            |mut st| async move {
+                let i = st.next;
+                let n = st.pieces.len();
+                if i > n {
+                    return None;
+                }
+                st.next += 1;
+                // Piece i at ttft + i/n of the rest; `Done` at the whole latency.
+                let due = if i < n {
+                    let rest = st.latency.saturating_sub(st.ttft);
+                    st.start + st.ttft + rest.mul_f64(i as f64 / n as f64)
+                } else {
+                    st.start + st.latency
+                };
+                tokio::time::sleep_until(due).await;
+                if st.fail_at == Some(i) {
+                    st.next = n + 1;
+                    return st.failure.take().map(|e| (Err(e), st));
+                }
+                if i < n {
+                    let piece = std::mem::take(&mut st.pieces[i]);
+                    return Some((Ok(StreamEvent::Delta(piece)), st));
+                }
+                let mut response = st.response.take()?;
+                response.latency = st.start.elapsed();
+                Some((Ok(StreamEvent::Done(response)), st))
+            },
+        )))
+    }
+}
+
+/// One call's draws, shared by `complete` and `stream`.
+struct Call {
+    start: Instant,
+    latency: Duration,
+    /// Fails before answering (failure rate or outage).
+    fails: bool,
+    /// Decides whether and where a stream fails mid-way.
+    stream_draw: u64,
+    /// The answer (its latency set when it is given).
+    response: AiResponse,
+}
+
+/// A simulated stream's state.
+struct Emit {
+    pieces: Vec<String>,
+    next: usize,
+    fail_at: Option<usize>,
+    failure: Option<Error>,
+    start: Instant,
+    ttft: Duration,
+    latency: Duration,
+    response: Option<AiResponse>,
+}
+
+impl SimulatedAgent {
+    /// Validates, counts and draws one call.
+    fn call(&self, req: &AiRequest) -> Result<Call> {
         req.validate()?;
         let start = Instant::now();
         self.calls
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let [a, b, c, d] = self.draws(req);
+        let [a, b, c, d, e] = self.draws(req);
         let latency = self.latency(unit(a), unit(b));
-        if !latency.is_zero() {
-            tokio::time::sleep(latency).await;
-        }
-        if self.in_outage(start) || unit(c) < self.failure_rate {
-            return Err(Error::Backend {
-                what: format!("simulated backend {}", self.name).into(),
-                retryable: true,
-                source: "simulated failure (503)".into(),
-            });
-        }
+        let fails = self.in_outage(start) || unit(c) < self.failure_rate;
         let question = req.question();
         let prompt = req
             .messages()
@@ -304,20 +464,34 @@ impl AiAgent for SimulatedAgent {
         let output = answer(req.agent, d, &question);
         let out_tokens = (estimate_tokens(&output.to_string()).saturating_add((d % 40) as u32))
             .min(req.params.max_tokens);
-        Ok(AiResponse {
-            output,
-            usage: Usage {
-                input_tokens: prompt,
-                output_tokens: out_tokens,
+        Ok(Call {
+            start,
+            latency,
+            fails,
+            stream_draw: e,
+            response: AiResponse {
+                output,
+                usage: Usage {
+                    input_tokens: prompt,
+                    output_tokens: out_tokens,
+                },
+                usage_estimated: false,
+                model: if req.params.model.is_empty() {
+                    self.model.clone()
+                } else {
+                    req.params.model.clone()
+                },
+                backend: self.name.clone(),
+                latency: Duration::ZERO,
             },
-            usage_estimated: false,
-            model: if req.params.model.is_empty() {
-                self.model.clone()
-            } else {
-                req.params.model.clone()
-            },
-            backend: self.name.clone(),
-            latency: start.elapsed(),
         })
+    }
+
+    fn failure(&self, why: &'static str) -> Error {
+        Error::Backend {
+            what: format!("simulated backend {}", self.name).into(),
+            retryable: true,
+            source: why.into(),
+        }
     }
 }

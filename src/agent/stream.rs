@@ -78,3 +78,46 @@ pub fn output_text(output: &Value) -> String {
     }
     super::prompt::canonical_json(output)
 }
+
+/// Splits `text` into token-sized pieces, as a model would stream it: each piece is
+/// the whitespace before a word and up to four of its characters (a longer word
+/// continues in pieces of four). The pieces concatenate to `text` exactly; their
+/// number is close to [`estimate_tokens`](super::estimate_tokens)`(text)`.
+pub fn token_pieces(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut piece_start = 0;
+    let mut word_chars = 0;
+    for (i, c) in text.char_indices() {
+        let starts_new = word_chars > 0 && (c.is_whitespace() || word_chars == 4);
+        if starts_new {
+            out.push(&text[piece_start..i]);
+            piece_start = i;
+            word_chars = 0;
+        }
+        if !c.is_whitespace() {
+            word_chars += 1;
+        }
+    }
+    if piece_start < text.len() {
+        out.push(&text[piece_start..]);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn token_pieces_split_words_and_rejoin_exactly() {
+        assert_eq!(
+            token_pieces("Try ten minutes of listening."),
+            ["Try", " ten", " minu", "tes", " of", " list", "enin", "g."]
+        );
+        assert_eq!(token_pieces("  a\n\nb "), ["  a", "\n\nb", " "]);
+        assert!(token_pieces("").is_empty());
+        let text = "Öffne dich – ❤ {\"a\":[1,2]} über   alles";
+        assert_eq!(token_pieces(text).concat(), text);
+        assert!(token_pieces(text).iter().all(|p| !p.is_empty()));
+    }
+}

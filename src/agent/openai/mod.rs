@@ -1,4 +1,9 @@
-//! `OpenAiCompatibleAgent`: any server speaking OpenAI's `/chat/completions`.
+//! `OpenAiCompatibleAgent`: any server speaking OpenAI's `/chat/completions`, whole
+//! ([`AiAgent::complete`]) or streamed as server-sent events ([`AiAgent::stream`],
+//! in `stream.rs`, with the event parser in `sse.rs`).
+
+mod sse;
+mod stream;
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -7,7 +12,7 @@ use async_trait::async_trait;
 use serde_json::{Value, json};
 use tokio::time::Instant;
 
-use super::{AiAgent, AiRequest, AiResponse, Usage, estimate_tokens};
+use super::{AiAgent, AiRequest, AiResponse, AiStream, ChatMessage, Usage, estimate_tokens};
 use crate::domain::AgentType;
 use crate::error::{Error, Result};
 
@@ -40,6 +45,7 @@ pub struct OpenAiCompatibleAgent {
     models: HashMap<AgentType, String>,
     default_model: String,
     timeout: Duration,
+    idle_timeout: Option<Duration>,
     client: reqwest::Client,
 }
 
@@ -53,6 +59,7 @@ pub struct OpenAiCompatibleAgentBuilder {
     models: HashMap<AgentType, String>,
     default_model: String,
     timeout: Duration,
+    idle_timeout: Option<Duration>,
     client: Option<reqwest::Client>,
 }
 
@@ -70,6 +77,7 @@ impl std::fmt::Debug for OpenAiCompatibleAgent {
             .field("models", &self.models)
             .field("default_model", &self.default_model)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -83,6 +91,7 @@ impl std::fmt::Debug for OpenAiCompatibleAgentBuilder {
             .field("models", &self.models)
             .field("default_model", &self.default_model)
             .field("timeout", &self.timeout)
+            .field("idle_timeout", &self.idle_timeout)
             .finish_non_exhaustive()
     }
 }
@@ -97,6 +106,7 @@ impl OpenAiCompatibleAgent {
             models: HashMap::new(),
             default_model: "gpt-4o-mini".into(),
             timeout: Duration::from_secs(30),
+            idle_timeout: None,
             client: None,
         }
     }
@@ -127,9 +137,19 @@ impl OpenAiCompatibleAgentBuilder {
         self
     }
 
-    /// How long one call may take. Default: 30 s.
+    /// How long one call may take. Default: 30 s. For a streamed call: how long to
+    /// wait for the response headers (see [`stream_idle_timeout`](Self::stream_idle_timeout)
+    /// for the body).
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+
+    /// How long a streamed answer may go silent: the longest wait for the next piece of
+    /// the body after the headers, the first token included. Default: the
+    /// [`timeout`](Self::timeout).
+    pub fn stream_idle_timeout(mut self, t: Duration) -> Self {
+        self.idle_timeout = Some(t);
         self
     }
 
@@ -140,7 +160,8 @@ impl OpenAiCompatibleAgentBuilder {
     }
 
     /// # Errors
-    /// `InvalidInput` for a base URL that is not `http(s)://…`, or a zero timeout.
+    /// `InvalidInput` for a base URL that is not `http(s)://…`, or a zero timeout or
+    /// idle timeout.
     pub fn build(self) -> Result<OpenAiCompatibleAgent> {
         let base = self.base_url.trim_end_matches('/');
         if !(base.starts_with("http://") || base.starts_with("https://"))
@@ -151,6 +172,9 @@ impl OpenAiCompatibleAgentBuilder {
         if self.timeout.is_zero() {
             return Err(Error::invalid("timeout", "must be positive"));
         }
+        if self.idle_timeout.is_some_and(|t| t.is_zero()) {
+            return Err(Error::invalid("stream_idle_timeout", "must be positive"));
+        }
         Ok(OpenAiCompatibleAgent {
             name: self.name,
             url: format!("{base}/chat/completions"),
@@ -158,6 +182,7 @@ impl OpenAiCompatibleAgentBuilder {
             models: self.models,
             default_model: self.default_model,
             timeout: self.timeout,
+            idle_timeout: self.idle_timeout,
             client: self.client.unwrap_or_default(),
         })
     }
@@ -186,26 +211,21 @@ pub(crate) fn http_error(what: &'static str, retryable: bool, msg: String) -> Er
     }
 }
 
-/// Sends `body` to `url` and returns the parsed JSON, mapping HTTP failures.
-pub(crate) async fn post_json(
-    client: &reqwest::Client,
-    url: &str,
-    key: Option<&str>,
-    body: &Value,
-    timeout: Duration,
-    what: &'static str,
-) -> Result<Value> {
-    let mut req = client.post(url).json(body).timeout(timeout);
-    if let Some(k) = key {
-        req = req.bearer_auth(k);
+/// The error of a request that got no response.
+pub(crate) fn send_error(e: reqwest::Error, what: &'static str) -> Error {
+    if e.is_timeout() {
+        Error::Timeout { what: what.into() }
+    } else {
+        http_error(what, true, format!("request failed: {}", e.without_url()))
     }
-    let resp = req.send().await.map_err(|e| {
-        if e.is_timeout() {
-            Error::Timeout { what: what.into() }
-        } else {
-            http_error(what, true, format!("request failed: {}", e.without_url()))
-        }
-    })?;
+}
+
+/// Maps an HTTP error status: 429 → [`Error::RateLimited`] with its `Retry-After`,
+/// 5xx → retryable [`Error::Backend`], other non-2xx → non-retryable.
+pub(crate) fn check_status(
+    resp: reqwest::Response,
+    what: &'static str,
+) -> Result<reqwest::Response> {
     let status = resp.status();
     if status.as_u16() == 429 {
         return Err(Error::RateLimited {
@@ -219,39 +239,93 @@ pub(crate) async fn post_json(
             format!("HTTP {status}"),
         ));
     }
-    let bytes = resp.bytes().await.map_err(|e| {
-        if e.is_timeout() {
-            Error::Timeout { what: what.into() }
-        } else {
-            http_error(
-                what,
-                true,
-                format!("reading the body failed: {}", e.without_url()),
-            )
-        }
-    })?;
+    Ok(resp)
+}
+
+/// The error of a body that could not be read to its end.
+pub(crate) fn body_error(e: reqwest::Error, what: &'static str) -> Error {
+    if e.is_timeout() {
+        Error::Timeout { what: what.into() }
+    } else {
+        http_error(
+            what,
+            true,
+            format!("reading the body failed: {}", e.without_url()),
+        )
+    }
+}
+
+/// Sends `body` to `url` and returns the parsed JSON, mapping HTTP failures.
+pub(crate) async fn post_json(
+    client: &reqwest::Client,
+    url: &str,
+    key: Option<&str>,
+    body: &Value,
+    timeout: Duration,
+    what: &'static str,
+) -> Result<Value> {
+    let mut req = client.post(url).json(body).timeout(timeout);
+    if let Some(k) = key {
+        req = req.bearer_auth(k);
+    }
+    let resp = req.send().await.map_err(|e| send_error(e, what))?;
+    let resp = check_status(resp, what)?;
+    let bytes = resp.bytes().await.map_err(|e| body_error(e, what))?;
     serde_json::from_slice(&bytes)
         .map_err(|e| http_error(what, true, format!("malformed JSON: {e}")))
 }
 
-#[async_trait]
-impl AiAgent for OpenAiCompatibleAgent {
-    fn name(&self) -> &str {
-        &self.name
+/// An answer's text as its output: the JSON object it is, else `{"text": …}`.
+pub(crate) fn parse_output(content: &str) -> Value {
+    match serde_json::from_str::<Value>(content) {
+        Ok(o @ Value::Object(_)) => o,
+        _ => json!({ "text": content }),
     }
+}
 
-    async fn complete(&self, req: &AiRequest) -> Result<AiResponse> {
-        req.validate()?;
-        let start = Instant::now();
-        let model = if !req.params.model.is_empty() {
+/// Usage estimated from the text sent and received (about four characters a token).
+pub(crate) fn estimated_usage(messages: &[ChatMessage], answer: &str) -> Usage {
+    Usage {
+        input_tokens: messages
+            .iter()
+            .fold(0u32, |n, m| n.saturating_add(estimate_tokens(&m.content))),
+        output_tokens: estimate_tokens(answer),
+    }
+}
+
+/// A token count from a `usage` object; past `u32::MAX` it saturates rather than
+/// wrapping to a small bill.
+pub(crate) fn usage_tokens(usage: Option<&Value>, key: &str) -> Option<u32> {
+    usage
+        .and_then(|u| u.get(key))
+        .and_then(Value::as_u64)
+        .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// The exact usage in a `usage` object, if it has both counts.
+pub(crate) fn reported_usage(usage: Option<&Value>) -> Option<Usage> {
+    Some(Usage {
+        input_tokens: usage_tokens(usage, "prompt_tokens")?,
+        output_tokens: usage_tokens(usage, "completion_tokens")?,
+    })
+}
+
+impl OpenAiCompatibleAgent {
+    /// The model a request is sent with: its own, else its kind's, else the default.
+    fn model_of(&self, req: &AiRequest) -> String {
+        if !req.params.model.is_empty() {
             req.params.model.clone()
         } else {
             self.models
                 .get(&req.agent)
                 .cloned()
                 .unwrap_or_else(|| self.default_model.clone())
-        };
-        let messages = req.messages();
+        }
+    }
+
+    /// The `/chat/completions` body of a request, streamed or not: the same model,
+    /// messages, parameters and `response_format` either way.
+    fn body(req: &AiRequest, model: &str, messages: &[ChatMessage], stream: bool) -> Value {
         let mut body = json!({
             "model": model,
             "messages": messages
@@ -264,24 +338,27 @@ impl AiAgent for OpenAiCompatibleAgent {
         if let Some(format) = super::structured::response_format(req.agent) {
             body["response_format"] = format;
         }
-        let v = post_json(
-            &self.client,
-            &self.url,
-            self.api_key.as_deref(),
-            &body,
-            self.timeout,
-            "chat completion",
-        )
-        .await?;
+        if stream {
+            body["stream"] = Value::Bool(true);
+            body["stream_options"] = json!({ "include_usage": true });
+        }
+        body
+    }
+
+    /// A whole (non-streamed) completion's answer.
+    fn parse_completion(
+        &self,
+        v: &Value,
+        messages: &[ChatMessage],
+        model: &str,
+        start: Instant,
+    ) -> Result<AiResponse> {
         let message = v.pointer("/choices/0/message");
         let content = message
             .and_then(|m| m.get("content"))
             .and_then(Value::as_str);
         let output = match content {
-            Some(content) => match serde_json::from_str::<Value>(content) {
-                Ok(o @ Value::Object(_)) => o,
-                _ => json!({ "text": content }),
-            },
+            Some(content) => parse_output(content),
             // A 200 with a message but no text (a refusal, a tool call) or with usage
             // but no message is an answer the provider billed: an empty text with
             // what it said instead, never a retryable error (a retry is billed again).
@@ -310,31 +387,11 @@ impl AiAgent for OpenAiCompatibleAgent {
             }
         };
         let content = content.unwrap_or("");
-        let tokens = |k: &str| {
-            v.pointer(&format!("/usage/{k}"))
-                .and_then(Value::as_u64)
-                // A count past u32::MAX saturates rather than wrapping to a small bill.
-                .map(|n| u32::try_from(n).unwrap_or(u32::MAX))
-        };
-        let (usage, estimated) = match (tokens("prompt_tokens"), tokens("completion_tokens")) {
-            (Some(i), Some(o)) => (
-                Usage {
-                    input_tokens: i,
-                    output_tokens: o,
-                },
-                false,
-            ),
-            _ => {
+        let (usage, estimated) = match reported_usage(v.get("usage")) {
+            Some(u) => (u, false),
+            None => {
                 tracing::warn!(backend = %self.name, "response without usage; tokens estimated");
-                (
-                    Usage {
-                        input_tokens: messages
-                            .iter()
-                            .fold(0u32, |n, m| n.saturating_add(estimate_tokens(&m.content))),
-                        output_tokens: estimate_tokens(content),
-                    },
-                    true,
-                )
+                (estimated_usage(messages, content), true)
             }
         };
         Ok(AiResponse {
@@ -344,10 +401,39 @@ impl AiAgent for OpenAiCompatibleAgent {
             model: v
                 .get("model")
                 .and_then(Value::as_str)
-                .unwrap_or(&model)
+                .unwrap_or(model)
                 .to_string(),
             backend: self.name.clone(),
             latency: start.elapsed(),
         })
+    }
+}
+
+#[async_trait]
+impl AiAgent for OpenAiCompatibleAgent {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn complete(&self, req: &AiRequest) -> Result<AiResponse> {
+        req.validate()?;
+        let start = Instant::now();
+        let model = self.model_of(req);
+        let messages = req.messages();
+        let body = Self::body(req, &model, &messages, false);
+        let v = post_json(
+            &self.client,
+            &self.url,
+            self.api_key.as_deref(),
+            &body,
+            self.timeout,
+            "chat completion",
+        )
+        .await?;
+        self.parse_completion(&v, &messages, &model, start)
+    }
+
+    async fn stream(&self, req: &AiRequest) -> Result<AiStream> {
+        self.start_stream(req).await
     }
 }
