@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cache;
+pub mod context;
 pub mod domain;
 pub mod error;
 mod feed;
@@ -24,6 +25,7 @@ pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
 #[cfg(feature = "redis")]
 pub use cache::RedisCache;
 pub use cache::{Cache, CachedRepository, MemoryCache};
+pub use context::ContextProvider;
 pub use error::{Error, Result};
 pub use pipeline::AiPipeline;
 pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
