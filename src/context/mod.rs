@@ -21,6 +21,7 @@
 pub mod truncate;
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::sync::Arc;
 
 use chrono::{Duration, Utc};
@@ -338,13 +339,12 @@ impl Reader<'_> {
             let mut o = Map::new();
             o.insert("date".into(), json!(e.created_at.date_naive()));
             if let Some(pid) = e.practice_id {
-                if !titles.contains_key(&pid) {
-                    let t = match self.repo.get_practice(self.actor, pid).await {
+                if let Entry::Vacant(slot) = titles.entry(pid) {
+                    slot.insert(match self.repo.get_practice(self.actor, pid).await {
                         Ok(p) => Some(p.title),
                         Err(e) if e.is_not_found() => None,
                         Err(e) => return Err(e),
-                    };
-                    titles.insert(pid, t);
+                    });
                 }
                 if let Some(Some(t)) = titles.get(&pid) {
                     o.insert("practice".into(), json!(t));

@@ -46,10 +46,10 @@ pub(crate) fn fit(ctx: Value, budget: u32) -> Value {
     };
     // 1. Lists.
     let longest_list = max_len(&ctx, &|v| v.as_array().map(Vec::len));
-    if longest_list > 1 {
-        if let Some(k) = largest(1, longest_list - 1, |k| fits(&cut(k, None))) {
-            return cut(k, None);
-        }
+    if longest_list > 1
+        && let Some(k) = largest(1, longest_list - 1, |k| fits(&cut(k, None)))
+    {
+        return cut(k, None);
     }
     // 2. and 3. Strings, with lists at one element, then empty.
     let longest_string = max_len(&ctx, &|v| v.as_str().map(|s| s.chars().count()));
@@ -57,12 +57,12 @@ pub(crate) fn fit(ctx: Value, budget: u32) -> Value {
         if fits(&cut(k, None)) {
             return cut(k, None);
         }
-        if longest_string > MIN_STRING_CHARS {
-            if let Some(m) = largest(MIN_STRING_CHARS, longest_string - 1, |m| {
+        if longest_string > MIN_STRING_CHARS
+            && let Some(m) = largest(MIN_STRING_CHARS, longest_string - 1, |m| {
                 fits(&cut(k, Some(m)))
-            }) {
-                return cut(k, Some(m));
-            }
+            })
+        {
+            return cut(k, Some(m));
         }
     }
     // 4. Nothing.
