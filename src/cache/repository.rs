@@ -1,7 +1,7 @@
 //! [`CachedRepository`]: read-through caching of a [`Repository`] with per-user
 //! generations, so a read after a write never returns the old value.
 //!
-//! Over 600 lines because the `Repository` impl must list every method in one block:
+//! Longer than 600 lines because the `Repository` impl must list every method in one block:
 //! each is a few lines saying whether it is a cached read (and under which key) or a
 //! write (and whose generation it replaces); the machinery above it is one piece.
 

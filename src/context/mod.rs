@@ -27,7 +27,7 @@ use std::sync::Arc;
 use chrono::{Duration, Utc};
 use serde_json::{Map, Value, json};
 
-use crate::agent::{ChatMessage, estimate_tokens};
+use crate::agent::{ChatMessage, Role, estimate_tokens};
 use crate::domain::*;
 use crate::error::{Error, Result};
 use crate::repository::{MAX_CONVERSATION_READ, Repository};
@@ -182,10 +182,39 @@ impl ContextProvider {
                 break;
             }
             used += cost;
-            kept.push(ChatMessage::new(m.role, m.content.clone()));
+            kept.push(ChatMessage::new(m.role.into(), m.content.clone()));
         }
         kept.reverse();
         Ok(kept)
+    }
+}
+
+impl From<MessageRole> for Role {
+    fn from(r: MessageRole) -> Self {
+        match r {
+            MessageRole::User => Role::User,
+            MessageRole::Assistant => Role::Assistant,
+        }
+    }
+}
+
+impl TryFrom<Role> for MessageRole {
+    type Error = Error;
+
+    /// The stored role of a chat role.
+    ///
+    /// # Errors
+    /// [`Error::InvalidInput`] naming `role` for [`Role::System`]: system messages are
+    /// never stored.
+    fn try_from(r: Role) -> Result<Self> {
+        match r {
+            Role::User => Ok(MessageRole::User),
+            Role::Assistant => Ok(MessageRole::Assistant),
+            Role::System => Err(Error::invalid(
+                "role",
+                "system messages are not stored; only user and assistant turns are",
+            )),
+        }
     }
 }
 

@@ -15,7 +15,7 @@ fn new_conversation(u: UserId, title: &str) -> NewConversation {
     }
 }
 
-fn msg(c: ConversationId, role: Role, content: &str) -> NewConversationMessage {
+fn msg(c: ConversationId, role: MessageRole, content: &str) -> NewConversationMessage {
     NewConversationMessage {
         conversation_id: c,
         role,
@@ -53,9 +53,9 @@ pub(super) async fn conversations(repo: Repo) {
     let mut sent = Vec::new();
     for i in 0..7 {
         let role = if i % 2 == 0 {
-            Role::User
+            MessageRole::User
         } else {
-            Role::Assistant
+            MessageRole::Assistant
         };
         let m = repo
             .add_message(ua, msg(c1.id, role, &format!("turn {i}")))
@@ -91,7 +91,7 @@ pub(super) async fn conversations(repo: Repo) {
         .await
         .unwrap();
     // A new message moves c1 to the front (its time is at least c3's creation).
-    repo.add_message(ua, msg(c1.id, Role::User, "again"))
+    repo.add_message(ua, msg(c1.id, MessageRole::User, "again"))
         .await
         .unwrap();
     let list = repo.list_conversations(ua, a, 10).await.unwrap();
@@ -110,7 +110,7 @@ pub(super) async fn conversations(repo: Repo) {
     );
     // The service reads and writes anyone's; its message is stored under the owner.
     let by_service = repo
-        .add_message(S, msg(c2.id, Role::Assistant, "from the worker"))
+        .add_message(S, msg(c2.id, MessageRole::Assistant, "from the worker"))
         .await
         .unwrap();
     assert_eq!(by_service.user_id, a);
@@ -163,24 +163,32 @@ pub(super) async fn conversation_bad_input(repo: Repo) {
     ] {
         assert_eq!(
             field(
-                repo.add_message(ua, msg(c.id, Role::User, &content))
+                repo.add_message(ua, msg(c.id, MessageRole::User, &content))
                     .await
                     .unwrap_err()
             ),
             "content"
         );
     }
+    // A system message cannot be stored: there is no such stored role, and a chat
+    // role converts only when it is a user's or the agent's.
     assert_eq!(
-        field(
-            repo.add_message(ua, msg(c.id, Role::System, "be nice"))
-                .await
-                .unwrap_err()
-        ),
+        field(MessageRole::try_from(Role::System).unwrap_err()),
         "role"
+    );
+    assert_eq!(
+        MessageRole::try_from(Role::User).unwrap(),
+        MessageRole::User
+    );
+    assert!(
+        serde_json::from_value::<NewConversationMessage>(serde_json::json!({
+            "conversation_id": c.id, "role": "system", "content": "be nice"
+        }))
+        .is_err()
     );
     let longest = "ü".repeat(10_000);
     let m = repo
-        .add_message(ua, msg(c.id, Role::User, &longest))
+        .add_message(ua, msg(c.id, MessageRole::User, &longest))
         .await
         .unwrap();
     assert_eq!(m.content, longest);
@@ -209,7 +217,7 @@ pub(super) async fn conversation_bad_input(repo: Repo) {
     );
     let nowhere = ConversationId::new();
     assert!(
-        repo.add_message(ua, msg(nowhere, Role::User, "hi"))
+        repo.add_message(ua, msg(nowhere, MessageRole::User, "hi"))
             .await
             .unwrap_err()
             .is_not_found()
@@ -237,7 +245,7 @@ pub(super) async fn conversation_isolation(repo: Repo) {
         .await
         .unwrap();
     let ma = repo
-        .add_message(ua, msg(ca.id, Role::User, "a's secret"))
+        .add_message(ua, msg(ca.id, MessageRole::User, "a's secret"))
         .await
         .unwrap();
     let cb = repo
@@ -259,13 +267,13 @@ pub(super) async fn conversation_isolation(repo: Repo) {
             .is_not_found()
     );
     assert!(
-        repo.add_message(ub, msg(ca.id, Role::User, "b was here"))
+        repo.add_message(ub, msg(ca.id, MessageRole::User, "b was here"))
             .await
             .unwrap_err()
             .is_not_found()
     );
     assert!(
-        repo.add_message(ub, msg(ca.id, Role::Assistant, "b was here"))
+        repo.add_message(ub, msg(ca.id, MessageRole::Assistant, "b was here"))
             .await
             .unwrap_err()
             .is_not_found()

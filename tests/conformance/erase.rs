@@ -58,7 +58,7 @@ pub(super) async fn erase(repo: Repo) {
             )
             .await
             .unwrap();
-        for role in [kasama::agent::Role::User, kasama::agent::Role::Assistant] {
+        for role in [MessageRole::User, MessageRole::Assistant] {
             let m = NewConversationMessage {
                 conversation_id: conv.id,
                 role,

@@ -3,8 +3,7 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::agent::Role;
-use crate::domain::enums::AgentType;
+use crate::domain::enums::{AgentType, MessageRole};
 use crate::domain::ids::*;
 use crate::domain::validate as v;
 use crate::error::{Error, Result};
@@ -54,37 +53,31 @@ pub struct ConversationMessage {
     pub conversation_id: ConversationId,
     /// Whose conversation it is (always the conversation's owner).
     pub user_id: UserId,
-    /// Who said it: [`Role::User`] or [`Role::Assistant`].
-    pub role: Role,
+    /// Who said it.
+    pub role: MessageRole,
     /// What was said.
     pub content: String,
     /// When stored.
     pub created_at: DateTime<Utc>,
 }
 
-/// Input for a message. System messages are not stored: the system prompt is the
-/// agent's, rendered for every request.
+/// Input for a message. System messages are not stored (the system prompt is the
+/// agent's, rendered for every request), so a role is a [`MessageRole`].
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct NewConversationMessage {
     /// The conversation.
     pub conversation_id: ConversationId,
-    /// [`Role::User`] or [`Role::Assistant`].
-    pub role: Role,
+    /// Who said it.
+    pub role: MessageRole,
     /// The text (1–10,000 characters, not blank).
     pub content: String,
 }
 
 impl NewConversationMessage {
     /// # Errors
-    /// [`Error::InvalidInput`] naming `role` (a system message) or `content` (blank,
-    /// over 10,000 characters, or holding NUL).
+    /// [`Error::InvalidInput`] naming `content` (blank, over 10,000 characters, or
+    /// holding NUL).
     pub fn validate(&self) -> Result<()> {
-        if self.role == Role::System {
-            return Err(Error::invalid(
-                "role",
-                "only user and assistant messages are stored",
-            ));
-        }
         if self.content.trim().is_empty() {
             return Err(Error::invalid("content", "must not be empty"));
         }

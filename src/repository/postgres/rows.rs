@@ -209,22 +209,11 @@ pub(super) fn conversation(r: &Row) -> Result<Conversation> {
 pub(super) const MESSAGE_COLS: &str = "id, conversation_id, user_id, role, content, created_at";
 
 pub(super) fn message(r: &Row) -> Result<ConversationMessage> {
-    let role = match r.get::<_, &str>(3) {
-        "user" => crate::agent::Role::User,
-        "assistant" => crate::agent::Role::Assistant,
-        other => {
-            return Err(Error::Backend {
-                what: "reading a conversation message".into(),
-                retryable: false,
-                source: format!("unknown role {other:?}").into(),
-            });
-        }
-    };
     Ok(ConversationMessage {
         id: MessageId(r.get(0)),
         conversation_id: ConversationId(r.get(1)),
         user_id: UserId(r.get(2)),
-        role,
+        role: r.get::<_, &str>(3).parse()?,
         content: r.get(4),
         created_at: r.get(5),
     })
