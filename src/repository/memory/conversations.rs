@@ -65,31 +65,27 @@ pub(super) fn add_message(
     new: NewConversationMessage,
 ) -> Result<ConversationMessage> {
     new.validate()?;
-    let mut s = repo.write();
-    let owner = match s.conversations.get(&new.conversation_id) {
-        Some(c) if actor.may_access(c.user_id) => c.user_id,
+    let mut guard = repo.write();
+    let s = &mut *guard;
+    let c = match s.conversations.get_mut(&new.conversation_id) {
+        Some(c) if actor.may_access(c.user_id) => c,
         _ => return Err(not_found("conversation")),
     };
     s.last_message_id += 1;
-    // Never before the conversation's last message, so time order is insertion order
-    // even if the wall clock steps back.
-    let last = s
-        .messages
-        .get(&new.conversation_id)
-        .and_then(|v| v.last())
-        .map(|m| m.created_at);
-    let t = now().max(last.unwrap_or_default());
+    let id = MessageId(s.last_message_id);
+    // Never before the conversation's last change (as PostgreSQL's
+    // `greatest(now(), updated_at)`), so time order is insertion order even if the
+    // wall clock steps back.
+    let t = now().max(c.updated_at);
+    c.updated_at = t;
     let m = ConversationMessage {
-        id: MessageId(s.last_message_id),
+        id,
         conversation_id: new.conversation_id,
-        user_id: owner,
+        user_id: c.user_id,
         role: new.role,
         content: new.content,
         created_at: t,
     };
-    if let Some(c) = s.conversations.get_mut(&new.conversation_id) {
-        c.updated_at = m.created_at;
-    }
     s.messages
         .entry(new.conversation_id)
         .or_default()
