@@ -41,6 +41,7 @@ pub use tokio_postgres;
 pub mod prelude {
     pub use crate::agent::{AiAgent, AiRequest, AiResponse, ModelParams, SimulatedAgent, Usage};
     pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
+    pub use crate::context::ContextProvider;
     pub use crate::domain::*;
     pub use crate::error::{Error, Result};
     pub use crate::pipeline::{AiOutcome, AiPipeline};
