@@ -159,3 +159,73 @@ pub(crate) async fn history_keeps_the_newest_turns_that_fit(repo: Repo) {
         turns[5..].to_vec()
     );
 }
+
+/// A follow-up in one conversation is never keyed like the same words in another:
+/// the history is part of the request's fingerprint, and the same conversation state
+/// gives the same fingerprint.
+pub(crate) async fn a_follow_up_is_keyed_by_its_conversation(repo: Repo) {
+    let a = user(&repo, "Alex").await;
+    let ua = Actor::User(a);
+    let agent = AgentType::CommunicationAdvisor;
+    let mut threads = Vec::new();
+    for opener in [
+        "How do I talk to my partner about money?",
+        "How do I talk to my sister about our holidays?",
+    ] {
+        let c = repo
+            .create_conversation(
+                ua,
+                NewConversation {
+                    user_id: a,
+                    agent,
+                    title: opener.into(),
+                },
+            )
+            .await
+            .unwrap();
+        for (role, content) in [
+            (MessageRole::User, opener),
+            (MessageRole::Assistant, "Start with how you feel."),
+        ] {
+            let m = NewConversationMessage {
+                conversation_id: c.id,
+                role,
+                content: content.into(),
+            };
+            repo.add_message(ua, m).await.unwrap();
+        }
+        threads.push(c.id);
+    }
+    let cp = ContextProvider::new(repo.clone());
+    let ctx = cp
+        .context_for(a, agent, &question("and what about with my mother?"))
+        .await
+        .unwrap();
+    let follow_up = |history: Vec<ChatMessage>| {
+        AiRequest::new(a, agent, question("and what about with my mother?"))
+            .with_context(ctx.clone())
+            .with_history(history)
+            .fingerprint()
+    };
+    let h0 = cp.history_for(a, threads[0], 500).await.unwrap();
+    let h1 = cp.history_for(a, threads[1], 500).await.unwrap();
+    assert_eq!(h0.len(), 2);
+    assert_eq!(h0[0].role, Role::User);
+    assert_ne!(follow_up(h0.clone()), follow_up(h1));
+    assert_eq!(
+        follow_up(h0),
+        follow_up(cp.history_for(a, threads[0], 500).await.unwrap())
+    );
+    // A new turn in the thread is a new state, so a new key.
+    let before = follow_up(cp.history_for(a, threads[0], 500).await.unwrap());
+    let m = NewConversationMessage {
+        conversation_id: threads[0],
+        role: MessageRole::User,
+        content: "It went badly.".into(),
+    };
+    repo.add_message(ua, m).await.unwrap();
+    assert_ne!(
+        before,
+        follow_up(cp.history_for(a, threads[0], 500).await.unwrap())
+    );
+}

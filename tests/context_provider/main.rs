@@ -18,7 +18,8 @@ use serde_json::{Value, json};
 
 use agents::{changed_data_changes_the_context_and_the_fingerprint, each_agent_gets_its_data};
 use budget::{
-    history_keeps_the_newest_turns_that_fit, truncation_is_deterministic_and_within_budget,
+    a_follow_up_is_keyed_by_its_conversation, history_keeps_the_newest_turns_that_fit,
+    truncation_is_deterministic_and_within_budget,
 };
 use isolation::another_users_ids_are_refused;
 
@@ -68,6 +69,7 @@ on_every_repository!(
     truncation_is_deterministic_and_within_budget,
     another_users_ids_are_refused,
     history_keeps_the_newest_turns_that_fit,
+    a_follow_up_is_keyed_by_its_conversation,
 );
 
 /// A user with a profile whose preferences hold a relationship status, a partner's
