@@ -53,8 +53,8 @@ pub const PROFILE_PREFERENCE_KEYS: [&str; 6] = [
 pub const MESSAGE_OVERHEAD_TOKENS: u32 = 4;
 
 /// Builds the user-data context of an agent request and the conversation history
-/// that goes with it, reading as the user. Cheap to clone the repository into; hold
-/// one per app.
+/// that goes with it, reading as the user. Cheap to clone (it holds an `Arc`); one
+/// per app is enough.
 ///
 /// ```
 /// # async fn demo(repo: std::sync::Arc<dyn kasama::Repository>, user: kasama::domain::UserId) -> kasama::Result<()> {
@@ -111,7 +111,9 @@ impl ContextProvider {
     }
 
     /// The context of a request of `user` to `agent` with `input` (see the module
-    /// docs for what each kind gets), within the token budget.
+    /// docs for what each kind gets), within the token budget. Every read is made as
+    /// `Actor::User(user)`: pass the authenticated user, never an id from the request
+    /// body.
     ///
     /// # Errors
     /// [`Error::InvalidInput`] naming `assessment_id` when the input's is not a UUID
