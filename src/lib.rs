@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod cache;
+pub mod context;
 pub mod domain;
 pub mod error;
 mod feed;
@@ -24,6 +25,7 @@ pub use agent::{AiAgent, AiRequest, AiResponse, SimulatedAgent};
 #[cfg(feature = "redis")]
 pub use cache::RedisCache;
 pub use cache::{Cache, CachedRepository, MemoryCache};
+pub use context::ContextProvider;
 pub use error::{Error, Result};
 pub use pipeline::AiPipeline;
 pub use repository::{InMemoryRepository, PgConfig, PgRepository, Repository};
@@ -39,6 +41,7 @@ pub use tokio_postgres;
 pub mod prelude {
     pub use crate::agent::{AiAgent, AiRequest, AiResponse, ModelParams, SimulatedAgent, Usage};
     pub use crate::cache::{Cache, CacheStats, CachedRepository, MemoryCache};
+    pub use crate::context::ContextProvider;
     pub use crate::domain::*;
     pub use crate::error::{Error, Result};
     pub use crate::pipeline::{AiOutcome, AiPipeline};

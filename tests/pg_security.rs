@@ -174,11 +174,13 @@ async fn every_user_table_forces_rls_and_the_app_role_is_not_privileged() {
                 "progress",
                 "notifications",
                 "ai_interactions",
+                "conversations",
+                "conversation_messages",
             ]],
         )
         .await
         .unwrap();
-    assert_eq!(rows.len(), 9);
+    assert_eq!(rows.len(), 11);
     for r in rows {
         let (name, on, forced): (String, bool, bool) = (r.get(0), r.get(1), r.get(2));
         assert!(on && forced, "{name}: rls={on} forced={forced}");

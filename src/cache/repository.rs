@@ -1,5 +1,9 @@
 //! [`CachedRepository`]: read-through caching of a [`Repository`] with per-user
 //! generations, so a read after a write never returns the old value.
+//!
+//! Longer than 600 lines because the `Repository` impl must list every method in one block:
+//! each is a few lines saying whether it is a cached read (and under which key) or a
+//! write (and whose generation it replaces); the machinery above it is one piece.
 
 use std::future::Future;
 use std::time::Duration;
@@ -523,6 +527,39 @@ impl<R: Repository, C: Cache> Repository for CachedRepository<R, C> {
     async fn list_interactions(&self, a: Actor, u: UserId, p: Page) -> Result<Vec<AiInteraction>> {
         let what = format!("interactions:{u}:{}", page(p));
         self.user_read(a, what, self.inner.list_interactions(a, u, p))
+            .await
+    }
+    async fn create_conversation(&self, a: Actor, n: NewConversation) -> Result<Conversation> {
+        let owner = n.user_id;
+        let r = self.inner.create_conversation(a, n).await;
+        self.write(a, [owner], r, |_| None).await
+    }
+    async fn get_conversation(&self, a: Actor, id: ConversationId) -> Result<Conversation> {
+        let what = format!("conversation:{id}");
+        self.user_read(a, what, self.inner.get_conversation(a, id))
+            .await
+    }
+    async fn list_conversations(&self, a: Actor, u: UserId, l: u32) -> Result<Vec<Conversation>> {
+        let what = format!("conversations:{u}:{l}");
+        self.user_read(a, what, self.inner.list_conversations(a, u, l))
+            .await
+    }
+    async fn add_message(
+        &self,
+        a: Actor,
+        n: NewConversationMessage,
+    ) -> Result<ConversationMessage> {
+        let r = self.inner.add_message(a, n).await;
+        self.write(a, [], r, |m| Some(m.user_id)).await
+    }
+    async fn recent_messages(
+        &self,
+        a: Actor,
+        c: ConversationId,
+        l: u32,
+    ) -> Result<Vec<ConversationMessage>> {
+        let what = format!("messages:{c}:{l}");
+        self.user_read(a, what, self.inner.recent_messages(a, c, l))
             .await
     }
     async fn user_statistics(

@@ -84,6 +84,18 @@ str_enum! {
 }
 
 str_enum! {
+    /// Who said a stored conversation message. System messages are never stored (the
+    /// system prompt is rendered per request); `agent::Role` converts from and to it
+    /// (`MessageRole::try_from(Role::System)` is refused, naming `role`).
+    MessageRole, "role" {
+        /// The user.
+        User => "user",
+        /// The agent (the model's answer).
+        Assistant => "assistant",
+    }
+}
+
+str_enum! {
     /// What a notification is about.
     NotificationType, "notification_type" {
         /// Something was achieved.

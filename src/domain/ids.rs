@@ -68,4 +68,18 @@ id_type! {
     NotificationId,
     /// A recorded AI interaction.
     InteractionId,
+    /// A conversation (a thread of messages with one agent).
+    ConversationId,
+}
+
+/// One message of a conversation: a number the store assigns in increasing order, so
+/// messages written at the same instant still have a fixed order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MessageId(pub i64);
+
+impl std::fmt::Display for MessageId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
 }

@@ -2,7 +2,9 @@
 
 use serde_json::Value;
 
-use super::{MAX_ANSWERS_PER_CALL, MAX_IDS_PER_CALL, MAX_INTERACTIONS_PER_BATCH};
+use super::{
+    MAX_ANSWERS_PER_CALL, MAX_CONVERSATION_READ, MAX_IDS_PER_CALL, MAX_INTERACTIONS_PER_BATCH,
+};
 use crate::domain::*;
 use crate::error::{Error, Result};
 
@@ -105,4 +107,9 @@ pub(crate) fn note_ids(ids: &[NotificationId]) -> Result<()> {
 pub(crate) fn path_progress(step: i32, steps: usize) -> Result<i32> {
     validate::range("current_step", step.into(), 0, steps as i64)?;
     Ok((i64::from(step) * 100 / steps as i64) as i32)
+}
+
+/// The `limit` of a conversation read: 1 to [`MAX_CONVERSATION_READ`].
+pub(crate) fn conversation_limit(limit: u32) -> Result<()> {
+    validate::range("limit", limit.into(), 1, MAX_CONVERSATION_READ.into())
 }

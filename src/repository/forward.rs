@@ -85,6 +85,12 @@ macro_rules! __forward_repository {
             record_interaction(actor: Actor, new: NewAiInteraction) -> AiInteraction;
             record_interactions(actor: Actor, batch: &[NewAiInteraction]) -> u64;
             list_interactions(actor: Actor, user: UserId, page: Page) -> Vec<AiInteraction>;
+            // ---- conversations ----
+            create_conversation(actor: Actor, new: NewConversation) -> Conversation;
+            get_conversation(actor: Actor, id: ConversationId) -> Conversation;
+            list_conversations(actor: Actor, user: UserId, limit: u32) -> Vec<Conversation>;
+            add_message(actor: Actor, new: NewConversationMessage) -> ConversationMessage;
+            recent_messages(actor: Actor, conversation: ConversationId, limit: u32) -> Vec<ConversationMessage>;
             // ---- analytics ----
             user_statistics(actor: Actor, user: UserId, range: Option<DateRange>) -> UserStatistics;
             learning_recommendations(actor: Actor, user: UserId, limit: u32) -> Vec<Recommendation>;

@@ -342,6 +342,58 @@ pub trait Repository: Send + Sync + 'static {
         page: Page,
     ) -> Result<Vec<AiInteraction>>;
 
+    // ---- conversations ----
+
+    /// Starts a conversation of `new.user_id` with an agent kind.
+    ///
+    /// # Errors
+    /// `InvalidInput` (also for a user without a profile), `Forbidden` (another
+    /// user's).
+    async fn create_conversation(&self, actor: Actor, new: NewConversation)
+    -> Result<Conversation>;
+
+    /// Reads a conversation.
+    ///
+    /// # Errors
+    /// `NotFound` when it does not exist or is another user's.
+    async fn get_conversation(&self, actor: Actor, id: ConversationId) -> Result<Conversation>;
+
+    /// A user's `limit` (1–500) most recently active conversations: by `updated_at`,
+    /// then id, descending.
+    ///
+    /// # Errors
+    /// `InvalidInput`, `Forbidden` (another user's list).
+    async fn list_conversations(
+        &self,
+        actor: Actor,
+        user: UserId,
+        limit: u32,
+    ) -> Result<Vec<Conversation>>;
+
+    /// Adds a message to a conversation (stored under the conversation's owner) and
+    /// sets the conversation's `updated_at` to the message's time.
+    ///
+    /// # Errors
+    /// `InvalidInput` (a system message, blank or over-long content), `NotFound`
+    /// (no such conversation, or another user's).
+    async fn add_message(
+        &self,
+        actor: Actor,
+        new: NewConversationMessage,
+    ) -> Result<ConversationMessage>;
+
+    /// The last `limit` (1–500) messages of a conversation, returned **oldest first**
+    /// (by `created_at`, then id, which increases with every message stored).
+    ///
+    /// # Errors
+    /// `InvalidInput` (limit), `NotFound` (no such conversation, or another user's).
+    async fn recent_messages(
+        &self,
+        actor: Actor,
+        conversation: ConversationId,
+        limit: u32,
+    ) -> Result<Vec<ConversationMessage>>;
+
     // ---- analytics ----
 
     /// A user's statistics over `range` (default: the last 30 days).
@@ -385,7 +437,8 @@ pub trait Repository: Send + Sync + 'static {
     async fn system_health(&self, actor: Actor) -> Result<SystemHealth>;
 
     /// Erases every row of `user` — profile, assessments with their answers, goals,
-    /// progress, learning paths, notifications, AI interactions, in every partition —
+    /// progress, learning paths, notifications, AI interactions, conversations with
+    /// their messages, in every partition —
     /// in one transaction, and says how many rows of each went. Idempotent: a user
     /// with no data gives an all-zero report. The change feed reports the deleted
     /// rows of the tables it covers. Caches in front of the repository
@@ -416,3 +469,6 @@ pub const MAX_ANSWERS_PER_CALL: usize = 200;
 pub const MAX_INTERACTIONS_PER_BATCH: usize = 10_000;
 /// Most ids accepted in one [`Repository::mark_notifications_read`] call.
 pub const MAX_IDS_PER_CALL: usize = 1_000;
+/// Largest `limit` of [`Repository::list_conversations`] and
+/// [`Repository::recent_messages`].
+pub const MAX_CONVERSATION_READ: u32 = 500;

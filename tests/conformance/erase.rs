@@ -47,6 +47,25 @@ pub(super) async fn erase(repo: Repo) {
             interaction(u, AgentType::LearningCoach, 5, Some(at(2026, 3, 5, 0))),
         ];
         repo.record_interactions(ua, &batch).await.unwrap();
+        let conv = repo
+            .create_conversation(
+                ua,
+                NewConversation {
+                    user_id: u,
+                    agent: AgentType::LearningCoach,
+                    title: "C".into(),
+                },
+            )
+            .await
+            .unwrap();
+        for role in [MessageRole::User, MessageRole::Assistant] {
+            let m = NewConversationMessage {
+                conversation_id: conv.id,
+                role,
+                content: "hello".into(),
+            };
+            repo.add_message(ua, m).await.unwrap();
+        }
     }
 
     // Only the service erases.
@@ -68,9 +87,11 @@ pub(super) async fn erase(repo: Repo) {
             learning_paths: 1,
             notifications: 1,
             ai_interactions: 2,
+            conversations: 1,
+            conversation_messages: 2,
         }
     );
-    assert_eq!(report.total(), 15);
+    assert_eq!(report.total(), 18);
     // Nothing of a's is left, not even for the service.
     assert!(repo.get_profile(S, a).await.unwrap_err().is_not_found());
     let pg = Page::default();
@@ -90,6 +111,7 @@ pub(super) async fn erase(repo: Repo) {
             .is_empty()
     );
     assert!(repo.list_interactions(S, a, pg).await.unwrap().is_empty());
+    assert!(repo.list_conversations(S, a, 10).await.unwrap().is_empty());
     assert_eq!(
         repo.ai_cost_analysis(S, Some(a), None)
             .await
@@ -108,6 +130,15 @@ pub(super) async fn erase(repo: Repo) {
     );
     assert_eq!(repo.list_progress(ub, b, None, pg).await.unwrap().len(), 3);
     assert_eq!(repo.list_interactions(ub, b, pg).await.unwrap().len(), 2);
+    let kept = repo.list_conversations(ub, b, 10).await.unwrap();
+    assert_eq!(kept.len(), 1);
+    assert_eq!(
+        repo.recent_messages(ub, kept[0].id, 10)
+            .await
+            .unwrap()
+            .len(),
+        2
+    );
     // a's email is free again; erasing twice is harmless.
     assert_eq!(
         repo.erase_user(S, a).await.unwrap(),

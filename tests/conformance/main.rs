@@ -14,6 +14,7 @@ mod common;
 mod analytics;
 mod assessments;
 mod bad_input;
+mod conversations;
 mod erase;
 mod goals;
 mod interactions;
@@ -33,6 +34,7 @@ use serde_json::json;
 use analytics::{cost_analysis, recommendations, statistics, system_health};
 use assessments::assessments;
 use bad_input::bad_input;
+use conversations::{conversation_bad_input, conversation_isolation, conversations};
 use erase::erase;
 use goals::goals;
 use interactions::interactions;
@@ -131,6 +133,9 @@ conformance!(
     bad_input,
     isolation,
     erase,
+    conversations,
+    conversation_bad_input,
+    conversation_isolation,
 );
 
 /// Defence in depth: the isolation suite again, on a role for which row-level
@@ -158,7 +163,8 @@ async fn isolation_holds_where_rls_does_not_apply() {
         .unwrap()
         .get(0);
     assert_eq!(seen, 1, "the bypass role must really bypass RLS");
-    isolation(Arc::new(repo)).await;
+    isolation(Arc::new(repo.clone())).await;
+    conversation_isolation(Arc::new(repo)).await;
     db.finish().await;
 }
 

@@ -22,6 +22,10 @@ pub struct ErasureReport {
     pub notifications: u64,
     /// AI interactions.
     pub ai_interactions: u64,
+    /// Conversations.
+    pub conversations: u64,
+    /// Messages of those conversations.
+    pub conversation_messages: u64,
 }
 
 impl ErasureReport {
@@ -35,5 +39,7 @@ impl ErasureReport {
             + self.learning_paths
             + self.notifications
             + self.ai_interactions
+            + self.conversations
+            + self.conversation_messages
     }
 }

@@ -5,6 +5,7 @@
 //! callers may call it earlier to report errors sooner.
 
 mod assessments;
+mod conversations;
 mod erasure;
 mod goals;
 mod interactions;
@@ -15,6 +16,7 @@ mod profiles;
 mod progress;
 
 pub use assessments::*;
+pub use conversations::*;
 pub use erasure::*;
 pub use goals::*;
 pub use interactions::*;

@@ -60,6 +60,18 @@ pub(super) fn erase_user(
         r.ai_interactions += 1;
         events.push((T::AiInteractions, i.id.0));
     }
+    // Conversations are not in the change feed.
+    let conversations: Vec<ConversationId> = s
+        .conversations
+        .values()
+        .filter(|c| c.user_id == user)
+        .map(|c| c.id)
+        .collect();
+    for id in conversations {
+        s.conversations.remove(&id);
+        r.conversation_messages += s.messages.remove(&id).map_or(0, |v| v.len() as u64);
+        r.conversations += 1;
+    }
     if let Some(p) = s.profiles.remove(&user) {
         s.emails.remove(&p.email.to_lowercase());
         r.profiles = 1;

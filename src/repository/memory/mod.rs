@@ -7,6 +7,7 @@
 
 mod analytics;
 mod assessments;
+mod conversations;
 mod erasure;
 mod goals;
 mod interactions;
@@ -22,8 +23,8 @@ use std::sync::{Arc, RwLock};
 use chrono::{DateTime, SubsecRound, Utc};
 
 use self::{
-    analytics::*, assessments::*, erasure::*, goals::*, interactions::*, learning_paths::*,
-    notifications::*, practices::*, profiles::*, progress::*,
+    analytics::*, assessments::*, conversations::*, erasure::*, goals::*, interactions::*,
+    learning_paths::*, notifications::*, practices::*, profiles::*, progress::*,
 };
 use crate::domain::*;
 use crate::error::{Error, Result};
@@ -56,6 +57,9 @@ struct State {
     notifications: HashMap<NotificationId, Notification>,
     interactions: HashMap<UserId, Vec<AiInteraction>>,
     interaction_keys: HashSet<(InteractionId, DateTime<Utc>)>,
+    conversations: HashMap<ConversationId, Conversation>,
+    messages: HashMap<ConversationId, Vec<ConversationMessage>>,
+    last_message_id: i64,
 }
 
 /// Now, at the microsecond precision PostgreSQL stores.

@@ -74,6 +74,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "semantic_context",
         sql: include_str!("../../../migrations/0009_semantic_context.sql"),
     },
+    Migration {
+        version: 10,
+        name: "conversations",
+        sql: include_str!("../../../migrations/0010_conversations.sql"),
+    },
 ];
 
 /// Checksums of earlier texts of a migration that a database may have applied and

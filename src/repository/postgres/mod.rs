@@ -275,7 +275,7 @@ impl PgRepository {
 /// The user tables row-level security must protect.
 const USER_TABLES: &str = "'profiles', 'assessments', 'assessment_answers', 'goals', \
     'learning_paths', 'progress', 'notifications', 'ai_interactions', 'ai_budget_spend', \
-    'ai_budget_holds', 'semantic_entries'";
+    'ai_budget_holds', 'semantic_entries', 'conversations', 'conversation_messages'";
 
 /// Why [`check_role`] refused.
 pub(crate) enum RoleCheck {

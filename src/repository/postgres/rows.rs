@@ -191,3 +191,30 @@ pub(super) fn one<T>(rows: &[Row], entity: &'static str, f: fn(&Row) -> Result<T
         None => Err(Error::NotFound { entity }),
     }
 }
+
+pub(super) const CONVERSATION_COLS: &str =
+    "id, user_id, agent::text, title, created_at, updated_at";
+
+pub(super) fn conversation(r: &Row) -> Result<Conversation> {
+    Ok(Conversation {
+        id: ConversationId(r.get(0)),
+        user_id: UserId(r.get(1)),
+        agent: r.get::<_, &str>(2).parse()?,
+        title: r.get(3),
+        created_at: r.get(4),
+        updated_at: r.get(5),
+    })
+}
+
+pub(super) const MESSAGE_COLS: &str = "id, conversation_id, user_id, role, content, created_at";
+
+pub(super) fn message(r: &Row) -> Result<ConversationMessage> {
+    Ok(ConversationMessage {
+        id: MessageId(r.get(0)),
+        conversation_id: ConversationId(r.get(1)),
+        user_id: UserId(r.get(2)),
+        role: r.get::<_, &str>(3).parse()?,
+        content: r.get(4),
+        created_at: r.get(5),
+    })
+}

@@ -24,7 +24,14 @@ pub(super) async fn erase_user(
         .await
         .map_err(db_err)?;
     tx.execute(&lock, &[&user.0]).await.map_err(db_err)?;
-    let mut counts = [0u64; 8];
+    // A message is added under a lock on its conversation's row: lock them all, so a
+    // message being added now is either counted below or refused.
+    let lock = tx
+        .prepare_cached("SELECT 1 FROM conversations WHERE user_id = $1 FOR UPDATE")
+        .await
+        .map_err(db_err)?;
+    tx.execute(&lock, &[&user.0]).await.map_err(db_err)?;
+    let mut counts = [0u64; 10];
     // Children first, so no ON DELETE action turns a delete into an update event.
     for (i, table) in [
         "assessment_answers",
@@ -34,6 +41,8 @@ pub(super) async fn erase_user(
         "learning_paths",
         "notifications",
         "ai_interactions",
+        "conversation_messages",
+        "conversations",
         "profiles",
     ]
     .iter()
@@ -59,6 +68,8 @@ pub(super) async fn erase_user(
         learning_paths,
         notifications,
         ai_interactions,
+        conversation_messages,
+        conversations,
         profiles,
     ] = counts;
     Ok(ErasureReport {
@@ -70,5 +81,7 @@ pub(super) async fn erase_user(
         learning_paths,
         notifications,
         ai_interactions,
+        conversations,
+        conversation_messages,
     })
 }

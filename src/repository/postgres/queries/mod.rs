@@ -5,6 +5,7 @@
 
 mod analytics;
 mod assessments;
+mod conversations;
 mod erasure;
 mod goals;
 mod interactions;
@@ -17,8 +18,8 @@ mod progress;
 use uuid::Uuid;
 
 use self::{
-    analytics::*, assessments::*, erasure::*, goals::*, interactions::*, learning_paths::*,
-    notifications::*, practices::*, profiles::*, progress::*,
+    analytics::*, assessments::*, conversations::*, erasure::*, goals::*, interactions::*,
+    learning_paths::*, notifications::*, practices::*, profiles::*, progress::*,
 };
 use super::PgRepository;
 use crate::domain::{Actor, Page};
