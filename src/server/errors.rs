@@ -15,7 +15,7 @@ use crate::error::Error;
 #[derive(Debug)]
 pub struct ApiError {
     status: StatusCode,
-    body: Value,
+    pub(in crate::server) body: Value,
     retry_after: Option<Duration>,
 }
 

@@ -107,6 +107,7 @@ pub fn router_with(state: AppState, auth: AuthConfig) -> Router {
         .merge(routes::progress::routes(&auth))
         .merge(routes::stats::routes(&auth))
         .merge(routes::agents::routes(&auth))
+        .merge(routes::conversations::routes(&auth))
         .merge(routes::ops::api_routes());
     Router::new()
         .nest("/api", api)

@@ -4,6 +4,7 @@
 
 pub(super) mod agents;
 pub(super) mod assessments;
+pub(super) mod conversations;
 pub(super) mod goals;
 pub(super) mod ops;
 pub(super) mod profile;

@@ -1,0 +1,150 @@
+//! `/api/conversations`: the caller's conversations with an agent; a message posted
+//! to one is answered as server-sent events (as `/api/agents/{agent}/stream`), with
+//! the conversation's last turns (within the history budget, oldest dropped first)
+//! and the user's own data in the prompt. The user's message is stored once the
+//! pipeline admitted the request (a refusal stores nothing); the agent's answer is
+//! stored when it is complete. A client that
+//! goes away mid-answer leaves its message without an answer (the pipeline bills and
+//! records what the backend produced).
+
+use std::convert::Infallible;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::PageQuery;
+use super::agents::{events, request, sse};
+use crate::agent::output_text;
+use crate::context::ContextProvider;
+use crate::domain::{
+    Actor, AgentType, Conversation, ConversationId, MessageRole, NewConversation,
+    NewConversationMessage,
+};
+use crate::server::AppState;
+use crate::server::auth::{AuthUser, Authenticator};
+use crate::server::errors::{ApiError, ApiResult};
+
+/// Most messages `GET /api/conversations/{id}` returns (the latest).
+const SHOWN: u32 = 100;
+/// Most tokens of conversation history a prompt carries.
+pub(in crate::server) const HISTORY_TOKENS: u32 = 2_000;
+
+pub(in crate::server) fn routes(auth: &Authenticator) -> Router<AppState> {
+    Router::new()
+        .route(
+            "/conversations",
+            auth.guard(get(list_conversations).post(create_conversation)),
+        )
+        .route("/conversations/{id}", auth.guard(get(get_conversation)))
+        .route("/conversations/{id}/messages", auth.guard(post(post_message)))
+}
+
+#[derive(Deserialize)]
+struct NewConversationBody {
+    agent: String,
+    title: Option<String>,
+}
+
+async fn create_conversation(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Json(b): Json<NewConversationBody>,
+) -> Result<(StatusCode, Json<Conversation>), ApiError> {
+    let agent: AgentType = b.agent.parse()?;
+    let c = s
+        .repo
+        .create_conversation(
+            Actor::User(u.id),
+            NewConversation {
+                user_id: u.id,
+                agent,
+                title: b.title.unwrap_or_else(|| agent.as_str().replace('_', " ")),
+            },
+        )
+        .await?;
+    Ok((StatusCode::CREATED, Json(c)))
+}
+
+async fn list_conversations(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Query(q): Query<PageQuery>,
+) -> ApiResult<Vec<Conversation>> {
+    let limit = q.limit.unwrap_or(50);
+    Ok(Json(
+        s.repo
+            .list_conversations(Actor::User(u.id), u.id, limit)
+            .await?,
+    ))
+}
+
+async fn get_conversation(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<ConversationId>,
+) -> ApiResult<Value> {
+    let actor = Actor::User(u.id);
+    let c = s.repo.get_conversation(actor, id).await?;
+    let messages = s.repo.recent_messages(actor, id, SHOWN).await?;
+    Ok(Json(json!({ "conversation": c, "messages": messages })))
+}
+
+#[derive(Deserialize)]
+struct MessageBody {
+    content: String,
+}
+
+async fn post_message(
+    State(s): State<AppState>,
+    u: AuthUser,
+    Path(id): Path<ConversationId>,
+    Json(b): Json<MessageBody>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let actor = Actor::User(u.id);
+    crate::domain::validate::text("content", &b.content, crate::domain::validate::MAX_TEXT_CHARS)?;
+    let c = s.repo.get_conversation(actor, id).await?;
+    // The turns before this message: the history the answer is asked with.
+    let history = ContextProvider::new(s.repo.clone())
+        .history_for(u.id, id, HISTORY_TOKENS)
+        .await?;
+    let req = request(&s, &u, c.agent, Value::String(b.content.clone()))
+        .await?
+        .with_history(history);
+    // Refusals (rate limit, budget, bad input) come before the message is stored.
+    let stream = s.pipeline.stream(req, u.tier).await?;
+    s.repo
+        .add_message(
+            actor,
+            NewConversationMessage {
+                conversation_id: id,
+                role: MessageRole::User,
+                content: b.content,
+            },
+        )
+        .await?;
+    let repo = s.repo.clone();
+    Ok(sse(events(stream, move |out| {
+        let repo = repo.clone();
+        async move {
+            let stored = repo
+                .add_message(
+                    actor,
+                    NewConversationMessage {
+                        conversation_id: id,
+                        role: MessageRole::Assistant,
+                        content: output_text(&out.response.output),
+                    },
+                )
+                .await;
+            if let Err(e) = stored {
+                tracing::warn!(error = %e, conversation = %id, "the answer was not stored");
+            }
+        }
+    })))
+}
