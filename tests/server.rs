@@ -323,6 +323,18 @@ async fn metrics_health_and_the_dashboard_render() {
             .await
             .unwrap();
     }
+    // One streamed answer, read to its end: its time to first token is on the dashboard.
+    let streamed = http()
+        .post(format!("{}/api/agents/learning_coach/stream", s.base))
+        .bearer_auth(&t)
+        .json(&json!("how do I listen?"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(streamed.contains("event: done"), "{streamed}");
     let text = http()
         .get(format!("{}/metrics", s.base))
         .send()
@@ -363,9 +375,10 @@ async fn metrics_health_and_the_dashboard_render() {
         .await
         .unwrap();
     assert!(snap["ai"]["count"].as_u64().unwrap() >= 5);
-    // Each API request counted once: 10 calls, /metrics and /health (this one ends after
+    assert_eq!(snap["ai_first_token"]["all"]["count"], 1, "{snap}");
+    // Each API request counted once: 11 calls, /metrics and /health (this one ends after
     // the snapshot is taken).
-    assert_eq!(snap["api"]["count"], 12);
+    assert_eq!(snap["api"]["count"], 13);
 
     // The dashboard, in a real browser.
     let chromium = ["chromium", "chromium-browser"].into_iter().find(|b| {
@@ -419,6 +432,7 @@ async fn metrics_health_and_the_dashboard_render() {
         .unwrap();
     assert!(points >= 5, "{points} points drawn");
     assert!(dom.contains("AI requests"));
+    assert!(dom.contains("time to first token p50"), "{dom}");
 }
 
 fn signed(claims: Value) -> String {

@@ -1,13 +1,17 @@
 //! The day's AI requests: planned at seeded moments, then sent through the pipeline
-//! each at its moment.
+//! each at its moment. The personal agents' requests carry the user's own data (a
+//! `ContextProvider` reads it as the user); about a third of the communication
+//! advisor's and the learning coach's are turns of a conversation — the user's message
+//! stored, the answer streamed with the conversation's last turns, then stored.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
-use kasama::agent::AiRequest;
-use kasama::pipeline::AiPipeline;
+use kasama::agent::{AiRequest, output_text};
+use kasama::pipeline::{AiPipeline, StreamItem};
 use kasama::prelude::*;
 
 use crate::population::Users;
@@ -20,7 +24,12 @@ pub(crate) struct Request {
     user: (UserId, SubscriptionTier),
     agent: AgentType,
     text: String,
+    /// Asked as the next turn of the user's conversation with the agent.
+    turn: bool,
 }
+
+/// Most tokens of conversation history a turn carries.
+const HISTORY_TOKENS: u32 = 1_000;
 
 /// `n` requests over `day`, in order of time. A user sometimes repeats an earlier
 /// question word for word, sometimes paraphrases one, sometimes adds details.
@@ -49,11 +58,16 @@ pub(crate) fn plan(rng: &mut Rng, users: &Users, n: usize, day: Duration) -> Vec
         };
         asked[ui].push(text.clone());
         let at = Duration::from_millis(rng.next() % day.as_millis() as u64);
+        let turn = matches!(
+            agent,
+            AgentType::CommunicationAdvisor | AgentType::LearningCoach
+        ) && rng.chance(0.35);
         plan.push(Request {
             at,
             user: users[ui],
             agent,
             text,
+            turn,
         });
     }
     plan.sort_by_key(|r| r.at);
@@ -63,12 +77,96 @@ pub(crate) fn plan(rng: &mut Rng, users: &Users, n: usize, day: Duration) -> Vec
 /// How the requests ended: the number answered, and the others by error kind.
 pub(crate) type Outcomes = (usize, BTreeMap<String, usize>);
 
+/// What the conversations did.
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub(crate) struct Conversations {
+    /// Conversations started.
+    pub(crate) started: usize,
+    /// Turns asked (each answer streamed).
+    pub(crate) turns: usize,
+    /// Turns asked with earlier turns in their prompt.
+    pub(crate) with_history: usize,
+    /// Answers streamed to their end and stored.
+    pub(crate) answers_stored: usize,
+}
+
+/// One request: the user's data as context for the personal agents, and — for a
+/// conversation turn — its history; a turn is streamed and stored.
+async fn ask(
+    repo: &Arc<dyn Repository>,
+    pipeline: &AiPipeline,
+    ctx: &ContextProvider,
+    threads: &Mutex<BTreeMap<(UserId, AgentType), ConversationId>>,
+    convs: &Mutex<Conversations>,
+    r: Request,
+) -> Result<()> {
+    let (u, tier) = r.user;
+    let personal = pipeline
+        .semantic_cache()
+        .is_none_or(|c| c.is_personal(r.agent));
+    let context = if personal {
+        ctx.context_for(u, r.agent, &serde_json::Value::Null).await?
+    } else {
+        serde_json::Value::Null
+    };
+    let req = AiRequest::new(u, r.agent, r.text.clone()).with_context(context);
+    if !r.turn {
+        return pipeline.complete(req, tier).await.map(|_| ());
+    }
+    let me = Actor::User(u);
+    let known = threads.lock().unwrap().get(&(u, r.agent)).copied();
+    let id = match known {
+        Some(id) => id,
+        None => {
+            let c = repo
+                .create_conversation(me, NewConversation {
+                    user_id: u,
+                    agent: r.agent,
+                    title: "Today".into(),
+                })
+                .await?;
+            convs.lock().unwrap().started += 1;
+            *threads.lock().unwrap().entry((u, r.agent)).or_insert(c.id)
+        }
+    };
+    let history = ctx.history_for(u, id, HISTORY_TOKENS).await?;
+    let with_history = !history.is_empty();
+    let mut stream = pipeline.stream(req.with_history(history), tier).await?;
+    repo.add_message(me, NewConversationMessage {
+        conversation_id: id,
+        role: MessageRole::User,
+        content: r.text,
+    })
+    .await?;
+    {
+        let mut c = convs.lock().unwrap();
+        c.turns += 1;
+        c.with_history += usize::from(with_history);
+    }
+    while let Some(item) = stream.next().await {
+        if let StreamItem::Done(out) = item? {
+            repo.add_message(me, NewConversationMessage {
+                conversation_id: id,
+                role: MessageRole::Assistant,
+                content: output_text(&out.response.output),
+            })
+            .await?;
+            convs.lock().unwrap().answers_stored += 1;
+        }
+    }
+    Ok(())
+}
+
 /// Sends every request at its moment (a task each), with a progress bar; returns when
 /// all have ended.
 pub(crate) async fn run(
+    repo: &Arc<dyn Repository>,
     pipeline: &Arc<AiPipeline>,
     plan: Vec<Request>,
-) -> Result<Outcomes, Box<dyn std::error::Error>> {
+) -> std::result::Result<(Outcomes, Conversations), Box<dyn std::error::Error>> {
+    let ctx = Arc::new(ContextProvider::new(repo.clone()));
+    let threads: Arc<Mutex<BTreeMap<(UserId, AgentType), ConversationId>>> = Arc::default();
+    let convs: Arc<Mutex<Conversations>> = Arc::default();
     let bar = ProgressBar::new(plan.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} requests ({msg})").unwrap());
     let start = tokio::time::Instant::now();
@@ -76,12 +174,11 @@ pub(crate) async fn run(
     let mut tasks = Vec::new();
     for r in plan {
         let (pipeline, outcomes, bar) = (pipeline.clone(), outcomes.clone(), bar.clone());
-        let (u, tier) = r.user;
+        let (repo, ctx, threads, convs) =
+            (repo.clone(), ctx.clone(), threads.clone(), convs.clone());
         tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until(start + r.at).await;
-            let res = pipeline
-                .complete(AiRequest::new(u, r.agent, r.text), tier)
-                .await;
+            let res = ask(&repo, &pipeline, &ctx, &threads, &convs, r).await;
             let mut o = outcomes.lock().unwrap();
             match res {
                 Ok(_) => o.0 += 1,
@@ -95,5 +192,6 @@ pub(crate) async fn run(
     }
     bar.finish_with_message("done");
     let o = outcomes.lock().unwrap().clone();
-    Ok(o)
+    let c = *convs.lock().unwrap();
+    Ok((o, c))
 }

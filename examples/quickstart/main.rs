@@ -8,7 +8,9 @@
 //! ```
 //!
 //! Users across the three tiers take assessments, log practices and ask the five agents
-//! questions — some repeated, some paraphrased — spread over a day. Requests go through
+//! questions — some repeated, some paraphrased, some as turns of a conversation whose
+//! answers are streamed — spread over a day; the personal agents see the user's own
+//! data. Requests go through
 //! the AI pipeline (rate limits, semantic cache, budgets, batching and coalescing,
 //! routing over three simulated backends, one of them flaky with an outage), are
 //! recorded, counted by the change feed and measured. On the in-memory defaults the
@@ -93,7 +95,7 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
     // The day's AI requests, at seeded moments.
     let day = Duration::from_millis(24 * 3_600_000 / scale.day);
     let plan = day::plan(&mut rng, &users, a.requests, day);
-    let outcomes = day::run(&ai.pipeline, plan).await?;
+    let (outcomes, conversations) = day::run(&repo, &ai.pipeline, plan).await?;
     let recorded = ai.pipeline.shutdown().await?.written;
     monitor.evaluate().await;
     monitor_task.abort();
@@ -108,6 +110,7 @@ async fn run(a: Args, pg: Option<String>) -> Result<(), Box<dyn std::error::Erro
             users_by_tier: by_tier,
             requests: a.requests,
             outcomes,
+            conversations,
             realtime_events: events.load(Ordering::Relaxed),
             alerts: alerts.lock().unwrap().clone(),
             recorded,

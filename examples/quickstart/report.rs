@@ -7,7 +7,7 @@ use kasama::health::Alert;
 use kasama::metrics::InMemoryMetrics;
 use serde::Serialize;
 
-use crate::day::Outcomes;
+use crate::day::{Conversations, Outcomes};
 use crate::stack::Ai;
 
 #[derive(Serialize)]
@@ -21,6 +21,7 @@ pub(crate) struct Report {
     requests: usize,
     answered: usize,
     refused_or_failed: BTreeMap<String, usize>,
+    conversations: Conversations,
     cache: CacheReport,
     backend: BackendReport,
     cost: CostReport,
@@ -84,6 +85,7 @@ pub(crate) struct Day {
     pub(crate) users_by_tier: BTreeMap<&'static str, usize>,
     pub(crate) requests: usize,
     pub(crate) outcomes: Outcomes,
+    pub(crate) conversations: Conversations,
     pub(crate) realtime_events: u64,
     pub(crate) alerts: Vec<Alert>,
     pub(crate) recorded: u64,
@@ -144,6 +146,15 @@ pub(crate) fn build(d: Day, metrics: &InMemoryMetrics, ai: &Ai) -> Report {
     for b in &snap.ai_backends {
         latency.insert(format!("backend {}", b.name), pct(&b.latency));
     }
+    // Time to the first chunk of the streamed answers (conversation turns).
+    latency.insert(
+        "ai first token (backend)".to_string(),
+        pct(&snap.ai_first_token.backend),
+    );
+    latency.insert(
+        "ai first token (cache)".to_string(),
+        pct(&snap.ai_first_token.cache),
+    );
     latency.insert(
         "database".to_string(),
         Percentiles {
@@ -181,6 +192,7 @@ pub(crate) fn build(d: Day, metrics: &InMemoryMetrics, ai: &Ai) -> Report {
         requests: d.requests,
         answered,
         refused_or_failed: failed,
+        conversations: d.conversations,
         cache: CacheReport {
             exact_hits: cs.exact_hits,
             semantic_hits: cs.semantic_hits,
@@ -251,6 +263,11 @@ pub(crate) fn print(r: &Report) {
                 .collect::<Vec<_>>()
                 .join(", ")
         }
+    );
+    let v = &r.conversations;
+    println!(
+        "conversations: {} started, {} turns streamed ({} with earlier turns in the prompt), {} answers stored",
+        v.started, v.turns, v.with_history, v.answers_stored
     );
     let c = &r.cache;
     println!(
