@@ -11,9 +11,11 @@
 //! interaction per claim (`success = false` on failure), emits the metrics and stores
 //! the answer in the semantic cache once (when the first claim's lookup computed an
 //! embedding: a failed lookup means the embedder is down, so the store is skipped).
-//! Whatever drives a backend call (the batcher
-//! today, a stream's driver later) holds the claims and calls `settle` when the call
-//! ends, whether or not anyone is still listening.
+//! Whatever drives a backend call (the batcher,
+//! or a stream's driver task) holds the claims and calls `settle` when the call
+//! ends, whether or not anyone is still listening. A call that failed after the
+//! backend produced (and billed) part of an answer is settled as [`Ended::Failed`]
+//! with what was billed: the first claim pays that, and its row holds it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -48,6 +50,38 @@ pub(crate) struct Claim {
     /// What verifying this request's cache lookup cost (already in the ledger): part
     /// of its outcome's cost and of its recorded row.
     pub(crate) verified: u64,
+}
+
+/// How a backend call ended, for [`Books::settle`].
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// With an answer.
+    Answered(AiResponse),
+    /// Without one.
+    Failed {
+        /// What the callers get.
+        error: Error,
+        /// What the backend billed (an answer of the wrong shape, the part of a
+        /// streamed answer produced before it failed or its client went away): the
+        /// first claim pays its cost. `None`: not billed, the hold is released.
+        billed: Option<AiResponse>,
+        /// The client went away (a stream's): recorded and counted as
+        /// [`CANCELLED`](crate::metrics::CANCELLED), not as `error`'s kind.
+        cancelled: bool,
+    },
+}
+
+impl From<Result<AiResponse>> for Ended {
+    fn from(r: Result<AiResponse>) -> Self {
+        match r {
+            Ok(r) => Ended::Answered(r),
+            Err(error) => Ended::Failed {
+                error,
+                billed: None,
+                cancelled: false,
+            },
+        }
+    }
 }
 
 /// Longest model name a recorded row keeps (the repository's limit).
@@ -128,7 +162,7 @@ impl std::fmt::Debug for Books {
 }
 
 impl Books {
-    fn tier(&self) -> CacheTier {
+    pub(crate) fn tier(&self) -> CacheTier {
         if self.cache.is_some() {
             CacheTier::Miss
         } else {
@@ -152,29 +186,31 @@ impl Books {
     pub(crate) async fn settle<T>(
         &self,
         mut claims: Vec<(Claim, T)>,
-        result: Result<AiResponse>,
+        ended: impl Into<Ended>,
         mut deliver: impl FnMut(T, Result<AiOutcome>),
     ) {
         let n = claims.len();
         // An answer of the wrong shape (a structured answer that is not one) was
         // billed by the provider but is no answer: the first claim pays for it, and
         // it is neither delivered nor cached.
-        let mut billed_error = 0u64;
-        let result = match (result, claims.first()) {
-            (Ok(r), Some((first, _))) => {
+        let ended = match (ended.into(), claims.first()) {
+            (Ended::Answered(r), Some((first, _))) => {
                 match crate::agent::structured::check_output(first.req.agent, &r.output) {
-                    Ok(()) => Ok(r),
-                    Err(e) => {
-                        billed_error = self.cost_of(&r);
-                        tracing::warn!(error = %e, backend = %r.backend, "an answer of the wrong shape");
-                        Err(e)
+                    Ok(()) => Ended::Answered(r),
+                    Err(error) => {
+                        tracing::warn!(error = %error, backend = %r.backend, "an answer of the wrong shape");
+                        Ended::Failed {
+                            error,
+                            billed: Some(r),
+                            cancelled: false,
+                        }
                     }
                 }
             }
-            (r, _) => r,
+            (ended, _) => ended,
         };
-        match result {
-            Ok(response) => {
+        match ended {
+            Ended::Answered(response) => {
                 let cost = self.cost_of(&response);
                 // Stored before anyone is answered, so the next identical request hits.
                 // A claim without an embedding had a failed lookup: the embedder is
@@ -231,8 +267,18 @@ impl Books {
                     deliver(to, Ok(outcome));
                 }
             }
-            Err(e) => {
-                let mut e = Some(e);
+            Ended::Failed {
+                error,
+                billed,
+                cancelled,
+            } => {
+                let kind = if cancelled {
+                    crate::metrics::CANCELLED
+                } else {
+                    error.kind()
+                };
+                let billed_cost = billed.as_ref().map_or(0, |r| self.cost_of(r));
+                let mut e = Some(error);
                 for (i, (c, to)) in claims.into_iter().enumerate() {
                     let err = if i + 1 == n {
                         e.take().expect("one error")
@@ -240,14 +286,19 @@ impl Books {
                         e.as_ref().expect("one error").duplicate()
                     };
                     // The reservation is released: a failed call is not billed —
-                    // unless the backend billed it (an answer of the wrong shape),
-                    // which its first claim pays.
-                    let billed = if i == 0 { billed_error } else { 0 };
+                    // unless the backend billed it (an answer of the wrong shape, a
+                    // stream cut short), which its first claim pays.
+                    let (cost, part) = if i == 0 {
+                        (billed_cost, billed.as_ref())
+                    } else {
+                        (0, None)
+                    };
                     match c.hold {
-                        Some(hold) if billed > 0 => self.ledger.settle(hold, c.req.agent, billed),
+                        Some(hold) if part.is_some() => self.ledger.settle(hold, c.req.agent, cost),
                         hold => drop(hold),
                     }
-                    self.failed(&c.req, c.start, &err, c.verified + billed);
+                    let spent = c.verified.saturating_add(cost);
+                    self.failed_with(&c.req, c.start, kind, spent, part);
                     deliver(to, Err(err));
                 }
             }
@@ -341,16 +392,34 @@ impl Books {
         ));
     }
 
-    /// Records and counts a request whose backend call failed (`spent`: what its
-    /// cache lookup's verification cost).
-    pub(crate) fn failed(&self, req: &AiRequest, start: Instant, e: &Error, spent: u64) {
+    /// Records and counts a request whose backend call failed with an error of kind
+    /// `kind` (`spent`: what it cost — its cache lookup's verification, and what the
+    /// backend billed of `billed`, the part of an answer it produced, if any).
+    fn failed_with(
+        &self,
+        req: &AiRequest,
+        start: Instant,
+        kind: &'static str,
+        spent: u64,
+        billed: Option<&AiResponse>,
+    ) {
         let latency = start.elapsed();
+        let (model, usage, backend) = match billed {
+            Some(r) => (r.model.as_str(), r.usage, Some(r.backend.clone())),
+            None => (req.params.model.as_str(), Default::default(), None),
+        };
+        let mut output = serde_json::json!({ "error": kind });
+        if let Some(r) = billed {
+            // What the user was billed for: the text produced (cut to the log's
+            // bound if need be).
+            output["text"] = Value::String(crate::agent::output_text(&r.output));
+        }
         self.record(row(
             req,
-            &req.params.model,
-            serde_json::json!({ "error": e.kind() }),
-            0,
-            0,
+            model,
+            output,
+            usage.input_tokens,
+            usage.output_tokens,
             spent,
             0,
             latency,
@@ -359,14 +428,14 @@ impl Books {
         ));
         self.metrics.record(&MetricEvent::Ai {
             agent: req.agent,
-            backend: None,
-            input_tokens: 0,
-            output_tokens: 0,
+            backend,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
             cost_nanos: spent,
             saved_nanos: 0,
             latency,
             cache: self.tier(),
-            error: Some(e.kind()),
+            error: Some(kind),
         });
     }
 

@@ -1,14 +1,78 @@
-//! [`AiPipeline::stream`]: an answer streamed through the pipeline.
+//! [`AiPipeline::stream`]: an answer streamed through the pipeline, with every
+//! guarantee of [`AiPipeline::complete`].
+//!
+//! # Before the first byte
+//! As `complete`: shutdown, validation, the prompt template, the AI rate limit, the
+//! semantic cache (a hit is replayed as a stream: its text in a few chunks, then
+//! [`StreamItem::Done`] with the hit's tier and no cost), and the budget hold at the
+//! same worst case. A refusal is the `Err` of `stream` itself: no backend is asked.
+//!
+//! # The backend call is the driver's
+//! On a miss, a task spawned for the request (the *driver*, not the caller's future)
+//! opens the backend's stream through the [`Router`](super::Router) (breakers, agent
+//! kind, load, price; retries and failover only until the first event, see
+//! [`Router::open_stream`](super::Router::open_stream)), forwards each delta to the
+//! caller through a bounded channel ([`CHANNEL`] items: a slow reader holds the
+//! backend back rather than filling memory) and, when the backend stream ends,
+//! settles the call exactly once through the same books as `complete`:
+//!
+//! - **completed**: the answer is checked (structured output), stored in the semantic
+//!   cache, charged at its reported usage and recorded; the caller's last item is
+//!   [`StreamItem::Done`]. A structured answer of the wrong shape is an error item,
+//!   billed, not cached.
+//! - **failed before any text**: as `complete`'s failure — the hold is released,
+//!   nothing is billed, a failed row is recorded; the caller's last item is the error.
+//! - **failed after some text**: the backend produced (and its provider bills) part
+//!   of an answer, so the user is charged for it: the estimated input tokens of the
+//!   messages sent plus [`estimate_tokens`] of the text produced, at the price of the
+//!   requested model if the price table lists it, else of the backend. The row is
+//!   recorded with `success = false`, that cost and the partial text; nothing is cached.
+//! - **the caller dropped the stream** (the client went away): the driver notices at
+//!   once (the channel closes), drops the backend's stream — which cancels the
+//!   backend call — and bills and records what was produced as for a failure
+//!   (counted as [`CANCELLED`](crate::metrics::CANCELLED), not as an AI failure).
+//!   Nothing is cached.
+//!
+//! **A caller that goes away before the first delta cancels the call too** (nobody
+//! will read the answer; finishing it would bill output tokens nobody asked for any
+//! more). If a backend had the request at that moment, the user is charged the
+//! estimated input tokens: providers bill the prompt of a request they accepted,
+//! whether or not it is cancelled. If none had it (the driver was between attempts,
+//! waiting out a backoff), nothing is charged. Either way one row is recorded
+//! (`success = false`).
+//!
+//! Streams are not batched and not coalesced with identical requests in flight:
+//! each stream is its own backend call, charged to its own request (a joined stream
+//! would have to replay the text already sent, and its time to first token would be
+//! the other call's). They are counted in flight, so [`AiPipeline::shutdown`] waits
+//! until every stream's books are kept.
+//!
+//! # Time to first token
+//! [`MetricEvent::FirstToken`] is recorded when the first chunk reaches the caller's
+//! channel (for a replayed hit, at once), from the request's start.
 
 use std::pin::Pin;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 
-use futures_util::Stream;
+use futures_util::{Stream, StreamExt};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
 
-use super::{AiOutcome, AiPipeline};
-use crate::agent::{AiRequest, output_text};
-use crate::domain::SubscriptionTier;
-use crate::error::Result;
+use super::lookup::{Looked, input_tokens};
+use super::settle::{self, Books, Claim, Ended, InflightGuard};
+use super::{AiOutcome, AiPipeline, Router, batch};
+use crate::agent::{AiRequest, AiResponse, StreamEvent, Usage, estimate_tokens, output_text};
+use crate::domain::{AgentType, SubscriptionTier};
+use crate::error::{Error, Result};
+use crate::metrics::{MetricEvent, MetricsSink};
+
+/// Items a stream buffers between its driver and its reader: a reader that falls
+/// this far behind holds the backend stream back until it catches up.
+pub const CHANNEL: usize = 32;
+
+/// Most chunks a cache hit is replayed in.
+const REPLAY_CHUNKS: usize = 4;
 
 /// One event of an answer streamed through the pipeline.
 #[derive(Clone, Debug, PartialEq)]
@@ -20,9 +84,15 @@ pub enum StreamItem {
     Done(AiOutcome),
 }
 
-/// An answer streamed through the pipeline (see [`AiPipeline::stream`]).
+/// An answer streamed through the pipeline (see [`AiPipeline::stream`]): any number
+/// of [`StreamItem::Delta`]s, then one [`StreamItem::Done`] or one `Err` (the
+/// backend failed mid-answer, or the answer was refused afterwards, e.g. a
+/// structured answer of the wrong shape), then the end.
+///
+/// Dropping it before the end cancels the backend call; what the backend produced
+/// is still billed and recorded (see the [module docs](self)).
 pub struct OutcomeStream {
-    rx: tokio::sync::mpsc::Receiver<Result<StreamItem>>,
+    rx: mpsc::Receiver<Result<StreamItem>>,
 }
 
 impl std::fmt::Debug for OutcomeStream {
@@ -40,17 +110,243 @@ impl Stream for OutcomeStream {
 }
 
 impl AiPipeline {
-    /// Answers `req` for a user on `tier` as a stream.
+    /// Answers `req` for a user on `tier` as a stream, with every guarantee of
+    /// [`AiPipeline::complete`]: limits, cache and budget before the first byte; the
+    /// call's books kept by the task that owns it, whether the stream completes,
+    /// fails, or its reader goes away (see the [module docs](crate::pipeline::OutcomeStream)
+    /// and `src/pipeline/stream.rs` for the billing of each case).
+    ///
+    /// Streams are not batched nor coalesced: each one is its own backend call.
     ///
     /// # Errors
-    /// As [`AiPipeline::complete`], before the first event.
+    /// Before the first event, as [`AiPipeline::complete`]: `InvalidInput`,
+    /// `RateLimited { retry_after }`, `BudgetExceeded`, `Overloaded` (after
+    /// [`AiPipeline::shutdown`]). A backend failure (`CircuitOpen`, `Timeout`,
+    /// `Backend`) is the stream's last item.
     pub async fn stream(&self, req: AiRequest, tier: SubscriptionTier) -> Result<OutcomeStream> {
-        let outcome = self.complete(req, tier).await?;
-        let (tx, rx) = tokio::sync::mpsc::channel(2);
-        let text = output_text(&outcome.response.output);
-        // The channel holds both events: neither send can fail or wait.
-        let _ = tx.try_send(Ok(StreamItem::Delta(text)));
-        let _ = tx.try_send(Ok(StreamItem::Done(outcome)));
+        let start = Instant::now();
+        let req = self.stamp(req);
+        // Counted in flight until the driver has kept the books: shutdown waits.
+        let Some(inflight) = settle::enter(&self.books, false) else {
+            let e = batch::shut_down();
+            self.unanswered(&req, start, &e);
+            return Err(e);
+        };
+        let checked = match self.check_open().and_then(|()| req.validate()) {
+            Ok(()) => self.check_ai_limit(&req, tier).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.unanswered(&req, start, &e);
+            return Err(e);
+        }
+        let (embedding, audit, verified) = match self.look_up(&req, tier, start).await {
+            Looked::Answered(outcome) => return Ok(self.replay(req.agent, outcome, start)),
+            Looked::Go {
+                embedding,
+                audit,
+                verified,
+            } => (embedding, audit, verified),
+        };
+        let hold = self.hold_call(&req, tier, start, verified).await?;
+        let claim = Claim {
+            req,
+            hold: Some(hold),
+            start,
+            embedding,
+            audit,
+            verified,
+        };
+        let (tx, rx) = mpsc::channel(CHANNEL);
+        let driver = Driver {
+            books: self.books.clone(),
+            router: self.router.clone(),
+            metrics: self.metrics.clone(),
+            tx,
+            _inflight: inflight,
+        };
+        // From here the claim is the driver's: whatever happens to the caller, the
+        // call is settled and recorded.
+        tokio::spawn(driver.run(claim));
         Ok(OutcomeStream { rx })
+    }
+
+    /// A cache hit (already recorded and counted) as a stream: its text in a few
+    /// chunks, then the outcome.
+    fn replay(&self, agent: AgentType, outcome: AiOutcome, start: Instant) -> OutcomeStream {
+        let chunks = chunks(&output_text(&outcome.response.output), REPLAY_CHUNKS);
+        let (tx, rx) = mpsc::channel(chunks.len() + 1);
+        let cache = outcome.cache;
+        // The channel holds every event: no send can fail or wait.
+        for c in chunks {
+            let _ = tx.try_send(Ok(StreamItem::Delta(c)));
+        }
+        let _ = tx.try_send(Ok(StreamItem::Done(outcome)));
+        self.metrics.record(&MetricEvent::FirstToken {
+            agent,
+            latency: start.elapsed(),
+            cache,
+        });
+        OutcomeStream { rx }
+    }
+}
+
+/// `text` in at most `n` pieces of about as many words each (whitespace kept with
+/// the word before it); none for an empty text.
+fn chunks(text: &str, n: usize) -> Vec<String> {
+    let words: Vec<&str> = text.split_inclusive(char::is_whitespace).collect();
+    if words.is_empty() {
+        return Vec::new();
+    }
+    let per = words.len().div_ceil(n.max(1));
+    words.chunks(per).map(<[&str]>::concat).collect()
+}
+
+/// What the backend produced of an answer cut short, as the response it is billed
+/// as: the estimated input tokens of every message sent, [`estimate_tokens`] of the
+/// text produced (none for no text), priced by the requested model or else the
+/// backend (see [`Books::cost_of`]).
+fn produced(req: &AiRequest, backend: &str, text: &str, start: Instant) -> AiResponse {
+    AiResponse {
+        output: serde_json::json!({ "text": text }),
+        usage: Usage {
+            input_tokens: input_tokens(req),
+            output_tokens: if text.is_empty() {
+                0
+            } else {
+                estimate_tokens(text)
+            },
+        },
+        usage_estimated: true,
+        model: req.params.model.clone(),
+        backend: backend.to_string(),
+        latency: start.elapsed(),
+    }
+}
+
+/// The error settled for a stream whose reader went away (nobody receives it).
+fn gone() -> Error {
+    Error::Backend {
+        what: "AI stream".into(),
+        retryable: false,
+        source: "the client went away".into(),
+    }
+}
+
+/// The task that owns one stream's backend call and keeps its books.
+struct Driver {
+    books: Arc<Books>,
+    router: Arc<Router>,
+    metrics: Arc<dyn MetricsSink>,
+    tx: mpsc::Sender<Result<StreamItem>>,
+    /// Counts the stream in flight until its books are kept.
+    _inflight: InflightGuard,
+}
+
+impl Driver {
+    async fn run(self, claim: Claim) {
+        let (agent, start) = (claim.req.agent, claim.start);
+        // The backend an attempt is in flight on, while the stream is being opened.
+        let sent_to = Mutex::new(None);
+        let opened = tokio::select! {
+            biased;
+            () = self.tx.closed() => None,
+            r = self.router.open_stream_noting(&claim.req, &sent_to) => Some(r),
+        };
+        let (backend, mut stream) = match opened {
+            Some(Ok(s)) => s,
+            // Failed before the first event: not billed, as `complete`'s failures.
+            Some(Err(e)) => return self.settle(claim, Ended::from(Err(e))).await,
+            // The reader went away first; the opening attempt is dropped (cancelled).
+            // The input of a request a backend had is billed (see the module docs).
+            None => {
+                let had = sent_to.into_inner().unwrap_or_else(|e| e.into_inner());
+                let billed = had.map(|b| produced(&claim.req, &b, "", start));
+                let ended = Ended::Failed {
+                    error: gone(),
+                    billed,
+                    cancelled: true,
+                };
+                return self.settle(claim, ended).await;
+            }
+        };
+        let mut text = String::new();
+        let mut first = true;
+        let cut = |text: &str, error, cancelled| Ended::Failed {
+            error,
+            billed: Some(produced(&claim.req, &backend, text, start)),
+            cancelled,
+        };
+        let ended = loop {
+            let event = tokio::select! {
+                biased;
+                () = self.tx.closed() => break cut(&text, gone(), true),
+                event = stream.next() => event,
+            };
+            match event {
+                Some(Ok(StreamEvent::Delta(d))) => {
+                    text.push_str(&d);
+                    if self.tx.send(Ok(StreamItem::Delta(d))).await.is_err() {
+                        break cut(&text, gone(), true);
+                    }
+                    if std::mem::take(&mut first) {
+                        self.first_token(agent, start);
+                    }
+                }
+                Some(Ok(StreamEvent::Done(r))) => break Ended::Answered(r),
+                Some(Err(e)) => break cut(&text, e, false),
+                // The router's streams end with an answer or an error; all the same:
+                None => {
+                    let e = Error::Backend {
+                        what: "AI stream".into(),
+                        retryable: true,
+                        source: "the stream ended before the answer was complete".into(),
+                    };
+                    break cut(&text, e, false);
+                }
+            }
+        };
+        // Cancels the backend call if it is still going (the reader went away).
+        drop(stream);
+        let answered = matches!(ended, Ended::Answered(_));
+        if first && answered {
+            // An answer without text: its whole is the first chunk.
+            self.first_token(agent, start);
+        }
+        self.settle(claim, ended).await;
+    }
+
+    fn first_token(&self, agent: AgentType, start: Instant) {
+        self.metrics.record(&MetricEvent::FirstToken {
+            agent,
+            latency: start.elapsed(),
+            cache: self.books.tier(),
+        });
+    }
+
+    /// Settles the call once and hands its end to the reader, if still there.
+    async fn settle(&self, claim: Claim, ended: Ended) {
+        let mut last = None;
+        self.books
+            .settle(vec![(claim, ())], ended, |(), r| last = Some(r))
+            .await;
+        if let Some(r) = last {
+            let _ = self.tx.send(r.map(StreamItem::Done)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::chunks;
+
+    #[test]
+    fn a_replayed_text_is_cut_into_a_few_chunks_that_concatenate_to_it() {
+        let text = "Listen first, then ask one open question.  Then wait.";
+        let c = chunks(text, 4);
+        assert_eq!(c.len(), 4);
+        assert_eq!(c.concat(), text);
+        assert_eq!(chunks("one", 4), vec!["one".to_string()]);
+        assert!(chunks("", 4).is_empty());
     }
 }
