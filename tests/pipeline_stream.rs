@@ -23,8 +23,8 @@ use kasama::agent::{
 };
 use kasama::metrics::{CacheTier, InMemoryMetrics};
 use kasama::pipeline::{
-    AiOutcome, AiPipeline, Budgets, OutcomeStream, Price, Quota, RateLimitConfig, RouterConfig,
-    StreamItem, TierQuotas,
+    AiOutcome, Budgets, OutcomeStream, Price, Quota, RateLimitConfig, RouterConfig, StreamItem,
+    TierQuotas,
 };
 use kasama::prelude::*;
 use kasama::semantic::{HashingEmbedder, Lookup, SemanticCache};
