@@ -52,6 +52,8 @@ enum End {
     Fail,
     /// Never: the stream waits forever.
     Hang,
+    /// The backend's code panics.
+    Panic,
 }
 
 /// What a backend's streams did.
@@ -184,6 +186,7 @@ impl AiAgent for Scripted {
             End::Done => Ok(self.answer()),
             End::Fail => Err(flaky()),
             End::Hang => std::future::pending().await,
+            End::Panic => panic!("the backend fell over"),
         }
     }
 
@@ -227,6 +230,7 @@ impl AiAgent for Scripted {
                     End::Done => Ok(StreamEvent::Done(p.answer.take().expect("one answer"))),
                     End::Fail => Err(flaky()),
                     End::Hang => std::future::pending().await,
+                    End::Panic => panic!("the backend fell over mid-stream"),
                 };
                 p.watch.finished = true;
                 Some((last, p))
@@ -368,6 +372,9 @@ async fn a_stream_failing_mid_answer_is_billed_for_what_was_produced_and_not_cac
     let e = end.unwrap_err();
     assert!(e.is_retryable(), "the backend's error: {e:?}");
     assert_eq!(agent.calls(), 1, "no retry once text was sent");
+    let b = &p.backends()[0];
+    assert_eq!(b.in_flight, 0);
+    assert!(b.error_rate > 0.0, "counted against the backend: {b:?}");
 
     let produced = WORDS[..3].concat();
     let (input, output) = (input_of(&req), estimate_tokens(&produced));
@@ -496,6 +503,12 @@ async fn a_reader_that_goes_away_mid_stream_cancels_the_call_and_is_billed_for_w
 
     assert_eq!(agent.cancelled(), 1, "the backend's stream was dropped");
     assert_eq!(agent.finished(), 0);
+    let b = &p.backends()[0];
+    assert_eq!(b.in_flight, 0, "its slot is given back");
+    assert_eq!(
+        b.error_rate, 0.0,
+        "a reader leaving is not the backend's fault"
+    );
     assert_eq!(read, words[..3].concat());
     let billed = cost_at(PRICE, input_of(&req), estimate_tokens(&read));
     assert_eq!(p.ledger().user_today(u), billed);
@@ -611,6 +624,38 @@ async fn a_stream_that_never_ends_is_cut_at_the_deadline_and_billed() {
     assert_eq!(agent.cancelled(), 1);
     let billed = cost_at(PRICE, input_of(&req), estimate_tokens(&WORDS[..2].concat()));
     assert_eq!(p.ledger().user_today(u), billed);
+    p.shutdown().await.unwrap();
+}
+
+/// A backend that panics mid-stream fails the stream, not the pipeline: billed for
+/// what it produced, counted against its breaker, its slot given back.
+#[tokio::test(start_paused = true)]
+async fn a_backend_panicking_mid_stream_ends_the_stream_with_an_error_and_is_billed() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = Arc::new(Scripted::new("s", &WORDS[..2], 100, End::Panic));
+    let p = builder(repo.clone())
+        .backend(agent.clone())
+        .build()
+        .unwrap();
+    let req = ask(u, "What if it breaks?");
+    let (deltas, end) = drain(p.stream(req.clone(), SubscriptionTier::Free).await.unwrap()).await;
+    assert_eq!(deltas, WORDS[..2]);
+    let e = end.unwrap_err();
+    assert!(e.is_retryable(), "{e:?}");
+    let billed = cost_at(PRICE, input_of(&req), estimate_tokens(&WORDS[..2].concat()));
+    assert_eq!(p.ledger().user_today(u), billed);
+    let b = &p.backends()[0];
+    assert_eq!((b.calls, b.in_flight), (1, 0));
+    assert!(b.error_rate > 0.0, "the breaker and averages saw it: {b:?}");
+    // The pipeline still answers.
+    let (_, next) = drain(
+        p.stream(ask(u, "Again?"), SubscriptionTier::Free)
+            .await
+            .unwrap(),
+    )
+    .await;
+    assert!(next.is_err(), "the same script panics again");
     p.shutdown().await.unwrap();
 }
 

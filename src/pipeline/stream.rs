@@ -1,55 +1,9 @@
 //! [`AiPipeline::stream`]: an answer streamed through the pipeline, with every
-//! guarantee of [`AiPipeline::complete`].
-//!
-//! # Before the first byte
-//! As `complete`: shutdown, validation, the prompt template, the AI rate limit, the
-//! semantic cache (a hit is replayed as a stream: its text in a few chunks, then
-//! [`StreamItem::Done`] with the hit's tier and no cost), and the budget hold at the
-//! same worst case. A refusal is the `Err` of `stream` itself: no backend is asked.
-//!
-//! # The backend call is the driver's
-//! On a miss, a task spawned for the request (the *driver*, not the caller's future)
-//! opens the backend's stream through the [`Router`](super::Router) (breakers, agent
-//! kind, load, price; retries and failover only until the first event, see
-//! [`Router::open_stream`](super::Router::open_stream)), forwards each delta to the
-//! caller through a bounded channel ([`CHANNEL`] items: a slow reader holds the
-//! backend back rather than filling memory) and, when the backend stream ends,
-//! settles the call exactly once through the same books as `complete`:
-//!
-//! - **completed**: the answer is checked (structured output), stored in the semantic
-//!   cache, charged at its reported usage and recorded; the caller's last item is
-//!   [`StreamItem::Done`]. A structured answer of the wrong shape is an error item,
-//!   billed, not cached.
-//! - **failed before any text**: as `complete`'s failure — the hold is released,
-//!   nothing is billed, a failed row is recorded; the caller's last item is the error.
-//! - **failed after some text**: the backend produced (and its provider bills) part
-//!   of an answer, so the user is charged for it: the estimated input tokens of the
-//!   messages sent plus [`estimate_tokens`] of the text produced, at the price of the
-//!   requested model if the price table lists it, else of the backend. The row is
-//!   recorded with `success = false`, that cost and the partial text; nothing is cached.
-//! - **the caller dropped the stream** (the client went away): the driver notices at
-//!   once (the channel closes), drops the backend's stream — which cancels the
-//!   backend call — and bills and records what was produced as for a failure
-//!   (counted as [`CANCELLED`](crate::metrics::CANCELLED), not as an AI failure).
-//!   Nothing is cached.
-//!
-//! **A caller that goes away before the first delta cancels the call too** (nobody
-//! will read the answer; finishing it would bill output tokens nobody asked for any
-//! more). If a backend had the request at that moment, the user is charged the
-//! estimated input tokens: providers bill the prompt of a request they accepted,
-//! whether or not it is cancelled. If none had it (the driver was between attempts,
-//! waiting out a backoff), nothing is charged. Either way one row is recorded
-//! (`success = false`).
-//!
-//! Streams are not batched and not coalesced with identical requests in flight:
-//! each stream is its own backend call, charged to its own request (a joined stream
-//! would have to replay the text already sent, and its time to first token would be
-//! the other call's). They are counted in flight, so [`AiPipeline::shutdown`] waits
-//! until every stream's books are kept.
-//!
-//! # Time to first token
-//! [`MetricEvent::FirstToken`] is recorded when the first chunk reaches the caller's
-//! channel (for a replayed hit, at once), from the request's start.
+//! guarantee of [`AiPipeline::complete`] (the method's docs say what each case
+//! costs). The checks before the first byte are `complete`'s; the backend call
+//! belongs to a [`Driver`] task, which forwards the deltas through a bounded channel
+//! and settles the call once through [`Books::settle`] when the backend stream ends,
+//! fails, or its reader goes away.
 
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -67,8 +21,9 @@ use crate::domain::{AgentType, SubscriptionTier};
 use crate::error::{Error, Result};
 use crate::metrics::{MetricEvent, MetricsSink};
 
-/// Items a stream buffers between its driver and its reader: a reader that falls
-/// this far behind holds the backend stream back until it catches up.
+/// Items a stream of [`AiPipeline::stream`] buffers between the task that owns its
+/// backend call and its reader: a reader that falls this far behind holds the
+/// backend stream back until it catches up.
 pub const CHANNEL: usize = 32;
 
 /// Most chunks a cache hit is replayed in.
@@ -90,7 +45,7 @@ pub enum StreamItem {
 /// structured answer of the wrong shape), then the end.
 ///
 /// Dropping it before the end cancels the backend call; what the backend produced
-/// is still billed and recorded (see the [module docs](self)).
+/// is still billed and recorded (see [`AiPipeline::stream`]).
 pub struct OutcomeStream {
     rx: mpsc::Receiver<Result<StreamItem>>,
 }
@@ -111,12 +66,56 @@ impl Stream for OutcomeStream {
 
 impl AiPipeline {
     /// Answers `req` for a user on `tier` as a stream, with every guarantee of
-    /// [`AiPipeline::complete`]: limits, cache and budget before the first byte; the
-    /// call's books kept by the task that owns it, whether the stream completes,
-    /// fails, or its reader goes away (see the [module docs](crate::pipeline::OutcomeStream)
-    /// and `src/pipeline/stream.rs` for the billing of each case).
+    /// [`AiPipeline::complete`].
     ///
-    /// Streams are not batched nor coalesced: each one is its own backend call.
+    /// **Before the first byte**, as `complete`: shutdown, validation, the prompt
+    /// template, the AI rate limit, the semantic cache — a hit is replayed as a
+    /// stream (its text in a few chunks, then [`StreamItem::Done`] with the hit's
+    /// tier and no cost) — and the budget hold at the same worst case. A refusal is
+    /// this method's `Err`: no backend is asked.
+    ///
+    /// **The backend call is a task's, not the caller's.** On a miss, a task spawned
+    /// for the request opens the backend's stream through the router (breakers,
+    /// agent kind, load, price; retries and failover only until the first event, see
+    /// [`Router::open_stream`]), forwards each delta through a bounded channel
+    /// ([`STREAM_CHANNEL`](super::STREAM_CHANNEL) items: a slow reader holds the
+    /// backend back rather than filling memory), and settles the call once when the
+    /// backend stream ends:
+    ///
+    /// - **completed**: the answer is checked (structured output), stored in the
+    ///   semantic cache, charged at the usage the backend reported and recorded; the
+    ///   last item is [`StreamItem::Done`]. A structured answer of the wrong shape is
+    ///   an error item instead, billed, not cached.
+    /// - **failed before any text**: as `complete`'s failures — the hold is released,
+    ///   nothing is billed, a failed row is recorded; the last item is the error.
+    /// - **failed after some text** (an error, a backend panic, the router's
+    ///   deadline): the backend produced part of an answer and its provider bills it,
+    ///   so the user is charged for it — the estimated input tokens of every message
+    ///   sent plus [`estimate_tokens`] of the text produced, at the price of the
+    ///   requested model when the price table lists it, else of the backend. The row
+    ///   is recorded with `success = false`, that cost, those tokens and the partial
+    ///   text; nothing is cached. The last item is the error.
+    /// - **the reader dropped the stream** (the client went away): the task notices
+    ///   at once, drops the backend's stream — which cancels the backend call — and
+    ///   bills and records what was produced as for a failure, counted as
+    ///   [`CANCELLED`](crate::metrics::CANCELLED) (not an AI failure). Nothing is
+    ///   cached.
+    ///
+    /// A reader that goes away **before the first delta cancels the call too**
+    /// (finishing it would bill output nobody will read). If a backend had the
+    /// request at that moment, the user is charged its estimated input tokens:
+    /// providers bill the prompt of a request they accepted, cancelled or not. If
+    /// none had it (between attempts, waiting out a backoff), nothing is charged.
+    /// Either way one row is recorded, `success = false`.
+    ///
+    /// Streams are **not batched and not coalesced** with identical requests in
+    /// flight: each is its own backend call, charged to its own request (a joined
+    /// stream would replay text already sent, and its time to first token would be
+    /// another call's). They count as in flight, so [`AiPipeline::shutdown`] waits
+    /// until every stream's books are kept.
+    ///
+    /// [`MetricEvent::FirstToken`] is recorded when the first chunk reaches the
+    /// stream's channel (a replayed hit's at once), from the request's start.
     ///
     /// # Errors
     /// Before the first event, as [`AiPipeline::complete`]: `InvalidInput`,
