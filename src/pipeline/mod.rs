@@ -47,6 +47,7 @@ mod recorder;
 #[cfg(feature = "redis")]
 mod redis_limits;
 mod router;
+mod rows;
 mod settle;
 mod shared;
 mod stream;
