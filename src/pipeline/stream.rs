@@ -42,7 +42,8 @@ pub enum StreamItem {
 /// An answer streamed through the pipeline (see [`AiPipeline::stream`]): any number
 /// of [`StreamItem::Delta`]s, then one [`StreamItem::Done`] or one `Err` (the
 /// backend failed mid-answer, or the answer was refused afterwards, e.g. a
-/// structured answer of the wrong shape), then the end.
+/// structured answer of the wrong shape), then the end. A stream that ends without
+/// either was given up because its reader left it full until the deadline.
 ///
 /// Dropping it before the end cancels the backend call; what the backend produced
 /// is still billed and recorded (see [`AiPipeline::stream`]).
@@ -100,6 +101,12 @@ impl AiPipeline {
     ///   bills and records what was produced as for a failure, counted as
     ///   [`CANCELLED`](crate::metrics::CANCELLED) (not an AI failure). Nothing is
     ///   cached.
+    ///
+    /// A reader that **stops reading** holds the backend back (the channel is
+    /// bounded); one that has left it full until the router's deadline is treated as
+    /// gone at that moment (billed and recorded as above; its last item, a
+    /// `Timeout`, is sent only if there is room), so a stalled client holds neither
+    /// the call nor [`AiPipeline::shutdown`] past the deadline.
     ///
     /// A reader that goes away **before the first delta cancels the call too**
     /// (finishing it would bill output nobody will read). If a backend had the
@@ -232,6 +239,24 @@ fn gone() -> Error {
     }
 }
 
+/// The error of a stream whose reader took nothing until the deadline.
+fn stuck() -> Error {
+    Error::Timeout {
+        what: "AI stream (the reader took nothing until the deadline)".into(),
+    }
+}
+
+/// What became of an item handed to the reader.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Delivery {
+    /// It is in the channel.
+    Sent,
+    /// The reader dropped the stream.
+    Gone,
+    /// The channel stayed full until the deadline.
+    Stuck,
+}
+
 /// The task that owns one stream's backend call and keeps its books.
 struct Driver {
     books: Arc<Books>,
@@ -245,6 +270,10 @@ struct Driver {
 impl Driver {
     async fn run(self, claim: Claim) {
         let (agent, start) = (claim.req.agent, claim.start);
+        // The reader's deadline: a reader that leaves the channel full until then is
+        // treated as gone, so a client that stops reading cannot hold the call (nor
+        // shutdown) past the time the router gives the backend.
+        let deadline = self.router.deadline_from_now();
         // The backend an attempt is in flight on, while the stream is being opened.
         let sent_to = Mutex::new(None);
         let opened = tokio::select! {
@@ -255,9 +284,12 @@ impl Driver {
         let (backend, mut stream) = match opened {
             Some(Ok(s)) => s,
             // Failed before the first event: not billed, as `complete`'s failures.
-            Some(Err(e)) => return self.settle(claim, Ended::from(Err(e))).await,
+            Some(Err(e)) => {
+                self.settle(claim, Ended::from(Err(e)), deadline).await;
+                return;
+            }
             // The reader went away first; the opening attempt is dropped (cancelled).
-            // The input of a request a backend had is billed (see the module docs).
+            // The input of a request a backend had is billed (see `stream`'s docs).
             None => {
                 let had = sent_to.into_inner().unwrap_or_else(|e| e.into_inner());
                 let billed = had.map(|b| produced(&claim.req, &b, "", start));
@@ -266,7 +298,8 @@ impl Driver {
                     billed,
                     cancelled: true,
                 };
-                return self.settle(claim, ended).await;
+                self.settle(claim, ended, deadline).await;
+                return;
             }
         };
         let mut text = String::new();
@@ -285,8 +318,10 @@ impl Driver {
             match event {
                 Some(Ok(StreamEvent::Delta(d))) => {
                     text.push_str(&d);
-                    if self.tx.send(Ok(StreamItem::Delta(d))).await.is_err() {
-                        break cut(&text, gone(), true);
+                    match self.deliver(Ok(StreamItem::Delta(d)), deadline).await {
+                        Delivery::Sent => {}
+                        Delivery::Gone => break cut(&text, gone(), true),
+                        Delivery::Stuck => break cut(&text, stuck(), true),
                     }
                     if std::mem::take(&mut first) {
                         self.first_token(agent, start);
@@ -307,12 +342,27 @@ impl Driver {
         };
         // Cancels the backend call if it is still going (the reader went away).
         drop(stream);
-        let answered = matches!(ended, Ended::Answered(_));
-        if first && answered {
+        let delivered = self.settle(claim, ended, deadline).await;
+        if first && delivered {
             // An answer without text: its whole is the first chunk.
             self.first_token(agent, start);
         }
-        self.settle(claim, ended).await;
+    }
+
+    /// Hands `item` to the reader: at once when the channel has room, else when the
+    /// reader makes room — or not at all, when it goes away or the deadline passes.
+    async fn deliver(&self, item: Result<StreamItem>, deadline: Instant) -> Delivery {
+        use mpsc::error::TrySendError;
+        let item = match self.tx.try_send(item) {
+            Ok(()) => return Delivery::Sent,
+            Err(TrySendError::Closed(_)) => return Delivery::Gone,
+            Err(TrySendError::Full(item)) => item,
+        };
+        tokio::select! {
+            biased;
+            r = self.tx.send(item) => if r.is_ok() { Delivery::Sent } else { Delivery::Gone },
+            () = tokio::time::sleep_until(deadline) => Delivery::Stuck,
+        }
     }
 
     fn first_token(&self, agent: AgentType, start: Instant) {
@@ -323,15 +373,17 @@ impl Driver {
         });
     }
 
-    /// Settles the call once and hands its end to the reader, if still there.
-    async fn settle(&self, claim: Claim, ended: Ended) {
+    /// Settles the call once and hands its end to the reader, if still there (and
+    /// taking items before the deadline); whether an answer was handed over.
+    async fn settle(&self, claim: Claim, ended: Ended, deadline: Instant) -> bool {
         let mut last = None;
         self.books
             .settle(vec![(claim, ())], ended, |(), r| last = Some(r))
             .await;
-        if let Some(r) = last {
-            let _ = self.tx.send(r.map(StreamItem::Done)).await;
-        }
+        let Some(r) = last else { return false };
+        let answered = r.is_ok();
+        let sent = self.deliver(r.map(StreamItem::Done), deadline).await;
+        answered && sent == Delivery::Sent
     }
 }
 

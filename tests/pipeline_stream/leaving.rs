@@ -1,4 +1,5 @@
-//! A reader that goes away: mid-stream, before the first delta, between attempts.
+//! A reader that goes away: mid-stream, before the first delta, between attempts;
+//! and one that stops reading.
 
 use super::*;
 
@@ -130,4 +131,51 @@ async fn a_reader_that_goes_away_between_attempts_pays_nothing() {
     assert!(!rows[0].success);
     assert_eq!(rows[0].cost_nanos, 0);
     assert_eq!(rows[0].output, json!({ "error": "cancelled" }));
+}
+
+/// A reader that stops reading holds the backend back, and past the deadline is
+/// treated as gone: the backend call is cancelled, what was produced billed, and
+/// shutdown does not wait for the reader.
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_stops_reading_is_given_up_at_the_deadline() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let words: Vec<String> = (0..100).map(|i| format!("w{i} ")).collect();
+    let words: Vec<&str> = words.iter().map(String::as_str).collect();
+    let agent = Arc::new(Scripted::new("s", &words, 10, End::Done));
+    let p = builder(repo.clone())
+        .backend(agent.clone())
+        .routing(RouterConfig {
+            deadline: Duration::from_secs(5),
+            ..Default::default()
+        })
+        .build()
+        .unwrap();
+    let req = ask(u, "Are you still there?");
+    let mut s = p.stream(req.clone(), SubscriptionTier::Free).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        agent.cancelled() + agent.finished(),
+        0,
+        "held back, not ended"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(agent.cancelled(), 1, "given up at the deadline");
+    // The channel's worth was sent; one more was produced and could not be.
+    let produced = words[..STREAM_CHANNEL + 1].concat();
+    let billed = cost_at(PRICE, input_of(&req), estimate_tokens(&produced));
+    assert_eq!(p.ledger().user_today(u), billed);
+    p.shutdown().await.unwrap();
+    let mut read = String::new();
+    while let Some(item) = s.next().await {
+        match item {
+            Ok(StreamItem::Delta(d)) => read.push_str(&d),
+            other => panic!("no room was left for a last item: {other:?}"),
+        }
+    }
+    assert_eq!(read, words[..STREAM_CHANNEL].concat());
+    let rows = rows(&repo, u).await;
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].cost_nanos, billed as i64);
+    assert_eq!(rows[0].output["error"], "cancelled");
 }

@@ -30,8 +30,8 @@ use kasama::agent::{
 };
 use kasama::metrics::{CacheTier, InMemoryMetrics};
 use kasama::pipeline::{
-    AiOutcome, Budgets, OutcomeStream, Price, Quota, RateLimitConfig, RouterConfig, StreamItem,
-    TierQuotas,
+    AiOutcome, Budgets, OutcomeStream, Price, Quota, RateLimitConfig, RouterConfig, STREAM_CHANNEL,
+    StreamItem, TierQuotas,
 };
 use kasama::prelude::*;
 use kasama::semantic::{HashingEmbedder, Lookup, SemanticCache};

@@ -138,7 +138,7 @@ impl Router {
 
     /// Now plus the configured deadline; `validate` keeps the deadline within
     /// [`MAX_DURATION`], but the clock is clamped all the same rather than overflowing.
-    pub(super) fn deadline_from_now(&self) -> Instant {
+    pub(crate) fn deadline_from_now(&self) -> Instant {
         let now = Instant::now();
         now.checked_add(self.cfg.deadline)
             .or_else(|| now.checked_add(MAX_DURATION))
