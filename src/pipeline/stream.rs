@@ -124,6 +124,40 @@ impl AiPipeline {
     /// [`MetricEvent::FirstToken`] is recorded when the first chunk reaches the
     /// stream's channel (a replayed hit's at once), from the request's start.
     ///
+    /// # Example
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> kasama::Result<()> {
+    /// use std::sync::Arc;
+    ///
+    /// use futures_util::StreamExt;
+    /// use kasama::agent::{AiRequest, SimulatedAgent};
+    /// use kasama::pipeline::{AiPipeline, StreamItem};
+    /// use kasama::prelude::*;
+    ///
+    /// let repo: Arc<dyn Repository> = Arc::new(InMemoryRepository::new());
+    /// let user = UserId::new();
+    /// repo.create_profile(Actor::Service, NewProfile::new(user, "ana@example.com", "Ana"))
+    ///     .await?;
+    /// let pipeline = AiPipeline::builder(repo)
+    ///     .backend(Arc::new(SimulatedAgent::instant("sim")))
+    ///     .build()?;
+    ///
+    /// let req = AiRequest::new(user, AgentType::CommunicationAdvisor, "How do I listen better?");
+    /// let mut answer = pipeline.stream(req, SubscriptionTier::Free).await?;
+    /// let mut text = String::new();
+    /// while let Some(item) = answer.next().await {
+    ///     match item? {
+    ///         StreamItem::Delta(piece) => text.push_str(&piece), // send it on to the client
+    ///         StreamItem::Done(outcome) => assert!(outcome.cost_nanos > 0),
+    ///     }
+    /// }
+    /// assert!(!text.is_empty());
+    /// pipeline.shutdown().await?;
+    /// # Ok(())
+    /// # }
+    /// ```
+    ///
     /// # Errors
     /// Before the first event, as [`AiPipeline::complete`]: `InvalidInput`,
     /// `RateLimited { retry_after }`, `BudgetExceeded`, `Overloaded` (after
