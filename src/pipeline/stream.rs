@@ -14,8 +14,8 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::lookup::{Looked, input_tokens};
-use super::settle::{self, Books, Claim, Ended, InflightGuard};
-use super::{AiOutcome, AiPipeline, Router, batch};
+use super::settle::{Books, Claim, Ended, InflightGuard};
+use super::{AiOutcome, AiPipeline, Router};
 use crate::agent::{AiRequest, AiResponse, StreamEvent, Usage, estimate_tokens, output_text};
 use crate::domain::{AgentType, SubscriptionTier};
 use crate::error::{Error, Result};
@@ -167,19 +167,7 @@ impl AiPipeline {
         let start = Instant::now();
         let req = self.stamp(req);
         // Counted in flight until the driver has kept the books: shutdown waits.
-        let Some(inflight) = settle::enter(&self.books, false) else {
-            let e = batch::shut_down();
-            self.unanswered(&req, start, &e);
-            return Err(e);
-        };
-        let checked = match self.check_open().and_then(|()| req.validate()) {
-            Ok(()) => self.check_ai_limit(&req, tier).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            self.unanswered(&req, start, &e);
-            return Err(e);
-        }
+        let inflight = self.admit(&req, tier, start).await?;
         let (embedding, audit, verified) = match self.look_up(&req, tier, start).await {
             Looked::Answered(outcome) => return Ok(self.replay(req.agent, outcome, start)),
             Looked::Go {
