@@ -1,13 +1,14 @@
-//! The semantic-cache step of [`AiPipeline::complete`] and [`AiPipeline::stream`]:
-//! the lookup, a paid verifier's hold and settlement, and a hit answered from the
-//! cache; and the budget holds (this instance's ledger and the shared one) both steps
-//! take, with the worst case a backend call is held at.
+//! The steps [`AiPipeline::complete`] and [`AiPipeline::stream`] share before a
+//! backend is asked: admission (in flight, open, valid, within the rate limit); the
+//! semantic-cache lookup, a paid verifier's hold and settlement, and a hit answered
+//! from the cache; and the budget holds (this instance's ledger and the shared one)
+//! the lookup and the call take, with the worst case a backend call is held at.
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::cost::Reservation;
-use super::{AiOutcome, AiPipeline, settle};
+use super::{AiOutcome, AiPipeline, batch, settle};
 use crate::agent::{AiRequest, AiResponse, Price, Usage, estimate_tokens};
 use crate::domain::SubscriptionTier;
 use crate::error::{Error, Result};
@@ -152,6 +153,34 @@ impl AiPipeline {
 }
 
 impl AiPipeline {
+    /// Admits `req` (already [`stamp`](Self::stamp)ed): counted in flight (the guard
+    /// counts it out when dropped), then checked — not shut down, valid, within the
+    /// AI rate limit. A refusal is counted.
+    ///
+    /// # Errors
+    /// `Overloaded` (shut down), `InvalidInput`, `RateLimited`.
+    pub(crate) async fn admit(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        start: Instant,
+    ) -> Result<settle::InflightGuard> {
+        let Some(inflight) = settle::enter(&self.books, false) else {
+            let e = batch::shut_down();
+            self.unanswered(req, start, &e);
+            return Err(e);
+        };
+        let checked = match self.check_open().and_then(|()| req.validate()) {
+            Ok(()) => self.check_ai_limit(req, tier).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.unanswered(req, start, &e);
+            return Err(e);
+        }
+        Ok(inflight)
+    }
+
     /// The worst case a backend call for `req` can cost: priced at the dearest of the
     /// requested model's price and every backend that may serve it (the call is
     /// charged at the price of the backend it lands on), so concurrent calls pass a

@@ -430,34 +430,6 @@ impl AiPipeline {
         })
     }
 
-    /// Admits `req` (already [`stamp`](Self::stamp)ed): counted in flight (the guard
-    /// counts it out when dropped), then checked — not shut down, valid, within the
-    /// AI rate limit. A refusal is counted.
-    ///
-    /// # Errors
-    /// `Overloaded` (shut down), `InvalidInput`, `RateLimited`.
-    pub(crate) async fn admit(
-        &self,
-        req: &AiRequest,
-        tier: SubscriptionTier,
-        start: Instant,
-    ) -> Result<settle::InflightGuard> {
-        let Some(inflight) = settle::enter(&self.books, false) else {
-            let e = batch::shut_down();
-            self.unanswered(req, start, &e);
-            return Err(e);
-        };
-        let checked = match self.check_open().and_then(|()| req.validate()) {
-            Ok(()) => self.check_ai_limit(req, tier).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            self.unanswered(req, start, &e);
-            return Err(e);
-        }
-        Ok(inflight)
-    }
-
     /// `req` with its kind's template as its system prompt when it has none and the
     /// pipeline was given [`prompts`](AiPipelineBuilder::prompts).
     pub(crate) fn stamp(&self, mut req: AiRequest) -> AiRequest {
