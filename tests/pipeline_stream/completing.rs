@@ -96,3 +96,30 @@ async fn time_to_first_token_is_kept_with_percentiles() {
     assert!(near(t.backend.max_ms, 1000.0), "{t:?}");
     p.shutdown().await.unwrap();
 }
+
+/// Streams are not coalesced: two identical streams at once are two backend calls,
+/// each charged to its own request.
+#[tokio::test(start_paused = true)]
+async fn identical_streams_at_once_are_two_calls_each_paid() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    let agent = Arc::new(Scripted::new("s", &WORDS, 100, End::Done));
+    let p = builder(repo.clone())
+        .backend(agent.clone())
+        .build()
+        .unwrap();
+    let q = "How do I say no kindly?";
+    let (a, b) = tokio::join!(
+        p.stream(ask(u, q), SubscriptionTier::Free),
+        p.stream(ask(u, q), SubscriptionTier::Free)
+    );
+    let (a, b) = tokio::join!(drain(a.unwrap()), drain(b.unwrap()));
+    let (a, b) = (a.1.unwrap(), b.1.unwrap());
+    let call = cost_at(PRICE, USAGE.input_tokens, USAGE.output_tokens);
+    assert_eq!(agent.calls(), 2);
+    assert_eq!((a.cost_nanos, b.cost_nanos), (call, call));
+    assert!(!a.coalesced && !b.coalesced);
+    assert_eq!(p.ledger().user_today(u), 2 * call);
+    p.shutdown().await.unwrap();
+    assert_eq!(rows(&repo, u).await.len(), 2);
+}
