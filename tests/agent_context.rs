@@ -90,8 +90,6 @@ async fn pipeline(agent: Arc<Recording>) -> (AiPipeline, Arc<dyn Repository>, Us
     (p, repo, u)
 }
 
-const Q: &str = "What do my results say about how I communicate?";
-
 async fn ask(p: &AiPipeline, req: AiRequest) -> (CacheTier, Value) {
     let o = p.complete(req, SubscriptionTier::Premium).await.unwrap();
     (o.cache, o.response.output)

@@ -21,6 +21,7 @@ use super::{CacheOutcome, CacheTier, MetricEvent, MetricsSink};
 /// | `kasama_ai_tokens_total` | counter | agent, direction (`input`/`output`) |
 /// | `kasama_ai_cost_nanodollars_total` | counter | agent |
 /// | `kasama_ai_saved_nanodollars_total` | counter | agent |
+/// | `kasama_ai_first_token_seconds` | histogram | agent, cache |
 /// | `kasama_db_queries_total` | counter | operation, outcome |
 /// | `kasama_db_query_duration_seconds` | histogram | operation |
 /// | `kasama_cache_events_total` | counter | tier, outcome |
@@ -69,6 +70,11 @@ impl MetricsFacadeSink {
             "kasama_ai_saved_nanodollars_total",
             Unit::Count,
             "AI cost saved by cache hits, in nano-dollars"
+        );
+        describe_histogram!(
+            "kasama_ai_first_token_seconds",
+            Unit::Seconds,
+            "Time to the first chunk of a streamed AI answer"
         );
         describe_counter!("kasama_db_queries_total", Unit::Count, "Repository calls");
         describe_histogram!(
@@ -162,6 +168,13 @@ impl MetricsSink for MetricsFacadeSink {
                     .increment(u64::from(*output_tokens));
                 counter!("kasama_ai_cost_nanodollars_total", "agent" => a).increment(*cost_nanos);
                 counter!("kasama_ai_saved_nanodollars_total", "agent" => a).increment(*saved_nanos);
+            }
+            MetricEvent::FirstToken {
+                agent,
+                latency,
+                cache,
+            } => {
+                histogram!("kasama_ai_first_token_seconds", "agent" => agent.as_str(), "cache" => tier(*cache)).record(latency.as_secs_f64());
             }
             MetricEvent::Database {
                 operation,

@@ -18,8 +18,8 @@ mod memory;
 #[cfg(feature = "metrics-facade")]
 pub use facade::MetricsFacadeSink;
 pub use memory::{
-    AgentSummary, CacheSummary, InMemoryMetrics, InteractionsLost, LatencySummary, MAX_KEYS,
-    MetricsSnapshot, NamedSummary, RecentLatency, WindowStats,
+    AgentSummary, CacheSummary, FirstTokenSummary, InMemoryMetrics, InteractionsLost,
+    LatencySummary, MAX_KEYS, MetricsSnapshot, NamedSummary, RecentLatency, WindowStats,
 };
 
 use std::sync::Arc;
@@ -38,6 +38,12 @@ pub fn is_refusal(kind: &str) -> bool {
         "rate_limited" | "budget_exceeded" | "invalid_input" | "forbidden"
     )
 }
+
+/// The error kind ([`MetricEvent::Ai`]'s `error`) of a streamed answer whose client
+/// went away before it ended: billed for what the backend produced and recorded, but
+/// neither a refusal nor a failure of the AI path (it counts in cost and tokens, not
+/// in latencies or error rates).
+pub const CANCELLED: &str = "cancelled";
 
 /// What happened in a cache.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize)]
@@ -115,8 +121,21 @@ pub enum MetricEvent {
         /// `None` when answered, else the error's kind (`"rate_limited"`, …). Refusals
         /// of the caller ([`is_refusal`]: `rate_limited`, `budget_exceeded`,
         /// `invalid_input`, `forbidden`) are not AI failures: they count neither in
-        /// error rates nor in latencies.
+        /// error rates nor in latencies; nor is [`CANCELLED`] (a streaming client that
+        /// went away), whose cost counts.
         error: Option<&'static str>,
+    },
+    /// The first piece of a streamed answer reached the caller's stream (time to
+    /// first token): from the request's start to the first chunk handed over — the
+    /// first text, or the whole answer when it has none. Cache hits replayed as a
+    /// stream send it too (with their tier).
+    FirstToken {
+        /// The agent kind.
+        agent: AgentType,
+        /// From the request's start to its first chunk.
+        latency: Duration,
+        /// How the cache answered: a hit's tier, else `Miss` (`Off` without a cache).
+        cache: CacheTier,
     },
     /// Interaction rows the write-behind recorder could not write.
     InteractionsLost {

@@ -1,16 +1,27 @@
-//! The semantic-cache step of [`AiPipeline::complete`]: the lookup, a paid
-//! verifier's hold and settlement, and a hit answered from the cache; and the budget
-//! holds (this instance's ledger and the shared one) both steps take.
+//! The steps [`AiPipeline::complete`] and [`AiPipeline::stream`] share before a
+//! backend is asked: admission (in flight, open, valid, within the rate limit); the
+//! semantic-cache lookup, a paid verifier's hold and settlement, and a hit answered
+//! from the cache; and the budget holds (this instance's ledger and the shared one)
+//! the lookup and the call take, with the worst case a backend call is held at.
 
 use futures_util::FutureExt;
 use tokio::time::Instant;
 
 use super::cost::Reservation;
-use super::{AiOutcome, AiPipeline, settle};
-use crate::agent::{AiRequest, AiResponse};
+use super::{AiOutcome, AiPipeline, batch, settle};
+use crate::agent::{AiRequest, AiResponse, Price, Usage, estimate_tokens};
 use crate::domain::SubscriptionTier;
 use crate::error::{Error, Result};
 use crate::semantic::{AuditTicket, Lookup};
+
+/// The estimated input tokens of `req`: every message the backend receives (the
+/// system prompt with the context, the history, the question), by
+/// [`estimate_tokens`]. What a streamed answer cut short is billed for its input.
+pub(super) fn input_tokens(req: &AiRequest) -> u32 {
+    req.messages()
+        .iter()
+        .fold(0u32, |n, m| n.saturating_add(estimate_tokens(&m.content)))
+}
 
 /// What the lookup decided.
 pub(super) enum Looked {
@@ -142,6 +153,79 @@ impl AiPipeline {
 }
 
 impl AiPipeline {
+    /// Admits `req` (already [`stamp`](Self::stamp)ed): counted in flight (the guard
+    /// counts it out when dropped), then checked — not shut down, valid, within the
+    /// AI rate limit. A refusal is counted.
+    ///
+    /// # Errors
+    /// `Overloaded` (shut down), `InvalidInput`, `RateLimited`.
+    pub(crate) async fn admit(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        start: Instant,
+    ) -> Result<settle::InflightGuard> {
+        let Some(inflight) = settle::enter(&self.books, false) else {
+            let e = batch::shut_down();
+            self.unanswered(req, start, &e);
+            return Err(e);
+        };
+        let checked = match self.check_open().and_then(|()| req.validate()) {
+            Ok(()) => self.check_ai_limit(req, tier).await,
+            Err(e) => Err(e),
+        };
+        if let Err(e) = checked {
+            self.unanswered(req, start, &e);
+            return Err(e);
+        }
+        Ok(inflight)
+    }
+
+    /// The worst case a backend call for `req` can cost: priced at the dearest of the
+    /// requested model's price and every backend that may serve it (the call is
+    /// charged at the price of the backend it lands on), so concurrent calls pass a
+    /// budget by at most one call's cost; its input is every message the backend
+    /// receives (system prompt with the context, history, question) and up to 200
+    /// tokens of framing, its output `max_tokens`.
+    pub(super) fn worst_case(&self, req: &AiRequest) -> u64 {
+        let listed = self.books.prices.price(&req.params.model);
+        let price = match self.router.max_price(req.agent) {
+            Some(b) => Price {
+                input_micros_per_1k: listed.input_micros_per_1k.max(b.input_micros_per_1k),
+                output_micros_per_1k: listed.output_micros_per_1k.max(b.output_micros_per_1k),
+            },
+            None => listed,
+        };
+        price.cost_nanos(Usage {
+            input_tokens: input_tokens(req).saturating_add(200),
+            output_tokens: req.params.max_tokens,
+        })
+    }
+
+    /// Holds [`worst_case`](Self::worst_case) of a backend call for `req` against the
+    /// budgets until the call is settled (what [`AiPipeline::complete`] and
+    /// [`AiPipeline::stream`] do before a backend is asked). A refusal is counted
+    /// and, when verifying the lookup cost something (`verified`), that spend is
+    /// recorded in a row of its own.
+    ///
+    /// # Errors
+    /// `BudgetExceeded` (or the shared budget's error).
+    pub(super) async fn hold_call(
+        &self,
+        req: &AiRequest,
+        tier: SubscriptionTier,
+        start: Instant,
+        verified: u64,
+    ) -> Result<Reservation> {
+        let worst = self.worst_case(req);
+        self.reserve(req, tier, worst, false)
+            .await
+            .inspect_err(|e| {
+                self.unanswered(req, start, e);
+                self.books.verified_alone(req, verified, start.elapsed());
+            })
+    }
+
     /// Holds `amount` in this instance's ledger and, when the pipeline has one, in the
     /// shared one (`whole`: see [`Ledger::reserve_within`]).
     pub(super) async fn reserve(

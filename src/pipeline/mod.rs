@@ -48,6 +48,7 @@ mod recorder;
 #[cfg(feature = "redis")]
 mod redis_limits;
 mod router;
+mod rows;
 mod settle;
 mod shared;
 mod stream;
@@ -64,7 +65,7 @@ pub use recorder::{Recorder, RecorderConfig, RecorderStats};
 pub use redis_limits::{DEFAULT_REDIS_TIMEOUT, RedisRateLimits, SharedLimitStatus};
 pub use router::{BackendStatus, Router, RouterConfig};
 pub use shared::{SharedConfig, SharedParts};
-pub use stream::{OutcomeStream, StreamItem};
+pub use stream::{CHANNEL as STREAM_CHANNEL, OutcomeStream, StreamItem};
 
 /// governor's quota type, re-exported for [`RateLimitConfig`].
 pub use governor::Quota;
@@ -75,7 +76,7 @@ use std::sync::atomic::Ordering::Relaxed;
 use serde::Serialize;
 use tokio::time::Instant;
 
-use crate::agent::{AiRequest, AiResponse, estimate_tokens};
+use crate::agent::{AiRequest, AiResponse};
 use crate::domain::SubscriptionTier;
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink};
@@ -145,19 +146,7 @@ impl AiPipeline {
         let start = Instant::now();
         let req = self.stamp(req);
         // Counted in flight until this future ends (or is dropped): shutdown waits.
-        let Some(_inflight) = settle::enter(&self.books, false) else {
-            let e = batch::shut_down();
-            self.unanswered(&req, start, &e);
-            return Err(e);
-        };
-        let checked = match self.check_open().and_then(|()| req.validate()) {
-            Ok(()) => self.check_ai_limit(&req, tier).await,
-            Err(e) => Err(e),
-        };
-        if let Err(e) = checked {
-            self.unanswered(&req, start, &e);
-            return Err(e);
-        }
+        let _inflight = self.admit(&req, tier, start).await?;
 
         let (embedding, audit, verified) = match self.look_up(&req, tier, start).await {
             lookup::Looked::Answered(outcome) => return Ok(outcome),
@@ -170,35 +159,7 @@ impl AiPipeline {
 
         // The worst case this call can cost, held against the budgets until it is
         // settled.
-        // Priced at the dearest of the requested model's price and every backend that
-        // may serve it (the call is charged at the price of the backend it lands on),
-        // so concurrent calls pass a budget by at most one call's cost.
-        let listed = self.books.prices.price(&req.params.model);
-        let price = match self.router.max_price(req.agent) {
-            Some(b) => Price {
-                input_micros_per_1k: listed.input_micros_per_1k.max(b.input_micros_per_1k),
-                output_micros_per_1k: listed.output_micros_per_1k.max(b.output_micros_per_1k),
-            },
-            None => listed,
-        };
-        // Input: every message the backend receives (system prompt with the context,
-        // history, question) and up to 200 tokens of framing.
-        let input_tokens = req
-            .messages()
-            .iter()
-            .fold(200u32, |n, m| n.saturating_add(estimate_tokens(&m.content)));
-        let worst = price.cost_nanos(crate::agent::Usage {
-            input_tokens,
-            output_tokens: req.params.max_tokens,
-        });
-        let hold = match self.reserve(&req, tier, worst, false).await {
-            Ok(h) => h,
-            Err(e) => {
-                self.unanswered(&req, start, &e);
-                self.books.verified_alone(&req, verified, start.elapsed());
-                return Err(e);
-            }
-        };
+        let hold = self.hold_call(&req, tier, start, verified).await?;
         let claim = Claim {
             req,
             hold: Some(hold),

@@ -11,14 +11,15 @@
 //! interaction per claim (`success = false` on failure), emits the metrics and stores
 //! the answer in the semantic cache once (when the first claim's lookup computed an
 //! embedding: a failed lookup means the embedder is down, so the store is skipped).
-//! Whatever drives a backend call (the batcher
-//! today, a stream's driver later) holds the claims and calls `settle` when the call
-//! ends, whether or not anyone is still listening.
+//! Whatever drives a backend call (the batcher,
+//! or a stream's driver task) holds the claims and calls `settle` when the call
+//! ends, whether or not anyone is still listening. A call that failed after the
+//! backend produced (and billed) part of an answer is settled as [`Ended::Failed`]
+//! with what was billed: the first claim pays that, and its row holds it.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use serde_json::Value;
 use tokio::time::Instant;
 
@@ -26,9 +27,9 @@ use super::AiOutcome;
 use super::cost::{Ledger, PriceTable, Reservation};
 use super::recorder::Recorder;
 use super::router::Router;
+use super::rows::row;
 use crate::agent::{AiRequest, AiResponse};
-use crate::domain::validate::MAX_JSON_BYTES;
-use crate::domain::{InteractionId, NewAiInteraction};
+use crate::domain::NewAiInteraction;
 use crate::error::{Error, Result};
 use crate::metrics::{CacheTier, MetricEvent, MetricsSink};
 use crate::semantic::{AuditTicket, SemanticCache};
@@ -50,8 +51,37 @@ pub(crate) struct Claim {
     pub(crate) verified: u64,
 }
 
-/// Longest model name a recorded row keeps (the repository's limit).
-const MODEL_CHARS: usize = 100;
+/// How a backend call ended, for [`Books::settle`].
+#[derive(Debug)]
+pub(crate) enum Ended {
+    /// With an answer.
+    Answered(AiResponse),
+    /// Without one.
+    Failed {
+        /// What the callers get.
+        error: Error,
+        /// What the backend billed (an answer of the wrong shape, the part of a
+        /// streamed answer produced before it failed or its client went away): the
+        /// first claim pays its cost. `None`: not billed, the hold is released.
+        billed: Option<AiResponse>,
+        /// The client went away (a stream's): recorded and counted as
+        /// [`CANCELLED`](crate::metrics::CANCELLED), not as `error`'s kind.
+        cancelled: bool,
+    },
+}
+
+impl From<Result<AiResponse>> for Ended {
+    fn from(r: Result<AiResponse>) -> Self {
+        match r {
+            Ok(r) => Ended::Answered(r),
+            Err(error) => Ended::Failed {
+                error,
+                billed: None,
+                cancelled: false,
+            },
+        }
+    }
+}
 
 /// The parts a settlement writes to.
 pub(crate) struct Books {
@@ -128,7 +158,7 @@ impl std::fmt::Debug for Books {
 }
 
 impl Books {
-    fn tier(&self) -> CacheTier {
+    pub(crate) fn tier(&self) -> CacheTier {
         if self.cache.is_some() {
             CacheTier::Miss
         } else {
@@ -152,29 +182,31 @@ impl Books {
     pub(crate) async fn settle<T>(
         &self,
         mut claims: Vec<(Claim, T)>,
-        result: Result<AiResponse>,
+        ended: impl Into<Ended>,
         mut deliver: impl FnMut(T, Result<AiOutcome>),
     ) {
         let n = claims.len();
         // An answer of the wrong shape (a structured answer that is not one) was
         // billed by the provider but is no answer: the first claim pays for it, and
         // it is neither delivered nor cached.
-        let mut billed_error = 0u64;
-        let result = match (result, claims.first()) {
-            (Ok(r), Some((first, _))) => {
+        let ended = match (ended.into(), claims.first()) {
+            (Ended::Answered(r), Some((first, _))) => {
                 match crate::agent::structured::check_output(first.req.agent, &r.output) {
-                    Ok(()) => Ok(r),
-                    Err(e) => {
-                        billed_error = self.cost_of(&r);
-                        tracing::warn!(error = %e, backend = %r.backend, "an answer of the wrong shape");
-                        Err(e)
+                    Ok(()) => Ended::Answered(r),
+                    Err(error) => {
+                        tracing::warn!(error = %error, backend = %r.backend, "an answer of the wrong shape");
+                        Ended::Failed {
+                            error,
+                            billed: Some(r),
+                            cancelled: false,
+                        }
                     }
                 }
             }
-            (r, _) => r,
+            (ended, _) => ended,
         };
-        match result {
-            Ok(response) => {
+        match ended {
+            Ended::Answered(response) => {
                 let cost = self.cost_of(&response);
                 // Stored before anyone is answered, so the next identical request hits.
                 // A claim without an embedding had a failed lookup: the embedder is
@@ -231,8 +263,18 @@ impl Books {
                     deliver(to, Ok(outcome));
                 }
             }
-            Err(e) => {
-                let mut e = Some(e);
+            Ended::Failed {
+                error,
+                billed,
+                cancelled,
+            } => {
+                let kind = if cancelled {
+                    crate::metrics::CANCELLED
+                } else {
+                    error.kind()
+                };
+                let billed_cost = billed.as_ref().map_or(0, |r| self.cost_of(r));
+                let mut e = Some(error);
                 for (i, (c, to)) in claims.into_iter().enumerate() {
                     let err = if i + 1 == n {
                         e.take().expect("one error")
@@ -240,14 +282,19 @@ impl Books {
                         e.as_ref().expect("one error").duplicate()
                     };
                     // The reservation is released: a failed call is not billed —
-                    // unless the backend billed it (an answer of the wrong shape),
-                    // which its first claim pays.
-                    let billed = if i == 0 { billed_error } else { 0 };
+                    // unless the backend billed it (an answer of the wrong shape, a
+                    // stream cut short), which its first claim pays.
+                    let (cost, part) = if i == 0 {
+                        (billed_cost, billed.as_ref())
+                    } else {
+                        (0, None)
+                    };
                     match c.hold {
-                        Some(hold) if billed > 0 => self.ledger.settle(hold, c.req.agent, billed),
+                        Some(hold) if part.is_some() => self.ledger.settle(hold, c.req.agent, cost),
                         hold => drop(hold),
                     }
-                    self.failed(&c.req, c.start, &err, c.verified + billed);
+                    let spent = c.verified.saturating_add(cost);
+                    self.failed_with(&c.req, c.start, kind, spent, part);
                     deliver(to, Err(err));
                 }
             }
@@ -341,16 +388,34 @@ impl Books {
         ));
     }
 
-    /// Records and counts a request whose backend call failed (`spent`: what its
-    /// cache lookup's verification cost).
-    pub(crate) fn failed(&self, req: &AiRequest, start: Instant, e: &Error, spent: u64) {
+    /// Records and counts a request whose backend call failed with an error of kind
+    /// `kind` (`spent`: what it cost — its cache lookup's verification, and what the
+    /// backend billed of `billed`, the part of an answer it produced, if any).
+    fn failed_with(
+        &self,
+        req: &AiRequest,
+        start: Instant,
+        kind: &'static str,
+        spent: u64,
+        billed: Option<&AiResponse>,
+    ) {
         let latency = start.elapsed();
+        let (model, usage, backend) = match billed {
+            Some(r) => (r.model.as_str(), r.usage, Some(r.backend.clone())),
+            None => (req.params.model.as_str(), Default::default(), None),
+        };
+        let mut output = serde_json::json!({ "error": kind });
+        if let Some(r) = billed {
+            // What the user was billed for: the text produced (cut to the log's
+            // bound if need be).
+            output["text"] = Value::String(crate::agent::output_text(&r.output));
+        }
         self.record(row(
             req,
-            &req.params.model,
-            serde_json::json!({ "error": e.kind() }),
-            0,
-            0,
+            model,
+            output,
+            usage.input_tokens,
+            usage.output_tokens,
             spent,
             0,
             latency,
@@ -359,14 +424,14 @@ impl Books {
         ));
         self.metrics.record(&MetricEvent::Ai {
             agent: req.agent,
-            backend: None,
-            input_tokens: 0,
-            output_tokens: 0,
+            backend,
+            input_tokens: usage.input_tokens,
+            output_tokens: usage.output_tokens,
             cost_nanos: spent,
             saved_nanos: 0,
             latency,
             cache: self.tier(),
-            error: Some(e.kind()),
+            error: Some(kind),
         });
     }
 
@@ -394,157 +459,5 @@ impl Books {
                 reason: "dropped",
             });
         }
-    }
-}
-
-/// Whether any string (or key) of `v` holds a NUL character.
-fn has_nul(v: &Value) -> bool {
-    match v {
-        Value::String(s) => s.contains('\0'),
-        Value::Array(a) => a.iter().any(has_nul),
-        Value::Object(o) => o.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
-        _ => false,
-    }
-}
-
-/// `v` without NUL characters in any string (PostgreSQL's text and jsonb refuse them;
-/// a model's output may hold one). Copies only what it must.
-fn clean(v: &Value) -> Value {
-    if has_nul(v) {
-        without_nul(v.clone())
-    } else {
-        v.clone()
-    }
-}
-
-fn without_nul(v: Value) -> Value {
-    match v {
-        Value::String(s) if s.contains('\0') => Value::String(s.replace('\0', "")),
-        Value::Array(a) => Value::Array(a.into_iter().map(without_nul).collect()),
-        Value::Object(o) => Value::Object(
-            o.into_iter()
-                .map(|(k, v)| (k.replace('\0', ""), without_nul(v)))
-                .collect(),
-        ),
-        v => v,
-    }
-}
-
-/// `v` if its JSON fits the interaction log's bound ([`MAX_JSON_BYTES`]); otherwise
-/// `{"text": <its text, cut at a character boundary>, "truncated": true,
-/// "original_bytes": n}` that does — the text being `v["text"]` when that is a
-/// string, else `v`'s JSON. A long answer is billed: its row (and cost) must be kept,
-/// so its output is shortened rather than the row refused.
-fn bounded(v: Value) -> Value {
-    let len = serde_json::to_string(&v).map_or(usize::MAX, |s| s.len());
-    if len <= MAX_JSON_BYTES {
-        return v;
-    }
-    let text = match v {
-        Value::Object(mut o) => match o.remove("text") {
-            Some(Value::String(t)) => t,
-            Some(other) => {
-                o.insert("text".into(), other);
-                Value::Object(o).to_string()
-            }
-            None => Value::Object(o).to_string(),
-        },
-        other => other.to_string(),
-    };
-    // Room for the wrapper; escapes may lengthen the text, so shrink until it fits.
-    let mut keep = MAX_JSON_BYTES - 128;
-    loop {
-        let mut end = keep.min(text.len());
-        while !text.is_char_boundary(end) {
-            end -= 1;
-        }
-        let out = serde_json::json!({
-            "text": &text[..end],
-            "truncated": true,
-            "original_bytes": len,
-        });
-        let size = out.to_string().len();
-        if size <= MAX_JSON_BYTES || end == 0 {
-            return out;
-        }
-        // Shrink in proportion (escapes grow evenly enough), at least by one byte.
-        keep = (end * (MAX_JSON_BYTES - 128) / size).min(end - 1);
-    }
-}
-
-/// A clean row: an id and a timestamp fixed now (so a retried write conflicts
-/// instead of duplicating), no NUL, a model name within the limit, an output within
-/// the JSON bound (cut and marked `"truncated": true` past it), counts in range.
-#[allow(clippy::too_many_arguments)]
-fn row(
-    req: &AiRequest,
-    model: &str,
-    output: Value,
-    input_tokens: u32,
-    output_tokens: u32,
-    cost: u64,
-    saved: u64,
-    latency: Duration,
-    cache_hit: bool,
-    success: bool,
-) -> NewAiInteraction {
-    let model: String = if model.contains('\0') || model.len() > MODEL_CHARS {
-        model
-            .chars()
-            .filter(|c| *c != '\0')
-            .take(MODEL_CHARS)
-            .collect()
-    } else {
-        model.to_string()
-    };
-    let model = if model.trim().is_empty() {
-        "unknown".to_string()
-    } else {
-        model
-    };
-    NewAiInteraction {
-        id: Some(InteractionId::new()),
-        user_id: req.user_id,
-        agent_type: req.agent,
-        model,
-        input: clean(&req.input),
-        output: bounded(if has_nul(&output) {
-            without_nul(output)
-        } else {
-            output
-        }),
-        input_tokens: i32::try_from(input_tokens).unwrap_or(i32::MAX),
-        output_tokens: i32::try_from(output_tokens).unwrap_or(i32::MAX),
-        cost_nanos: i64::try_from(cost).unwrap_or(i64::MAX),
-        saved_nanos: i64::try_from(saved).unwrap_or(i64::MAX),
-        latency_ms: i32::try_from(latency.as_millis()).unwrap_or(i32::MAX),
-        cache_hit,
-        success,
-        created_at: Some(Utc::now()),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn an_output_past_the_bound_is_cut_to_fit_and_marked() {
-        // Quotes and control characters take more room escaped than raw.
-        for filler in ["x", "\"", "\u{1}", "é"] {
-            let text = filler.repeat(MAX_JSON_BYTES);
-            let out = bounded(serde_json::json!({ "text": text, "other": 1 }));
-            let size = out.to_string().len();
-            assert!(size <= MAX_JSON_BYTES, "{filler:?}: {size} bytes");
-            assert_eq!(out["truncated"], true);
-            assert!(out["text"].as_str().unwrap().len() > MAX_JSON_BYTES / 8);
-            crate::domain::validate::json("output", &out).unwrap();
-        }
-        let array = Value::Array(vec![Value::from("y".repeat(1000)); 100]);
-        let out = bounded(array);
-        assert!(out.to_string().len() <= MAX_JSON_BYTES);
-        assert_eq!(out["truncated"], true);
-        let small = serde_json::json!({ "text": "short" });
-        assert_eq!(bounded(small.clone()), small);
     }
 }

@@ -7,8 +7,8 @@ mod series;
 mod summary;
 
 pub use summary::{
-    AgentSummary, CacheSummary, InteractionsLost, LatencySummary, MetricsSnapshot, NamedSummary,
-    RecentLatency, WindowStats,
+    AgentSummary, CacheSummary, FirstTokenSummary, InteractionsLost, LatencySummary,
+    MetricsSnapshot, NamedSummary, RecentLatency, WindowStats,
 };
 
 use std::collections::HashMap;
@@ -44,7 +44,10 @@ struct State {
     ring: Vec<Bucket>,
     breaker_transitions: u64,
     ai_refused: u64,
+    ai_cancelled: u64,
     lost: InteractionsLost,
+    /// Time to first token: all, from a backend, from the cache.
+    first_token: [Series; 3],
 }
 
 /// An in-process [`MetricsSink`]: HDR histograms (3 significant figures, in
@@ -122,7 +125,9 @@ impl InMemoryMetrics {
                 ],
                 breaker_transitions: 0,
                 ai_refused: 0,
+                ai_cancelled: 0,
                 lost: InteractionsLost::default(),
+                first_token: [Series::new(), Series::new(), Series::new()],
             }),
         }
     }
@@ -203,6 +208,12 @@ impl InMemoryMetrics {
             ai_cost_nanos: s.agents.iter().map(|a| a.1[0]).sum(),
             ai_refused: s.ai_refused,
             interactions_lost: s.lost,
+            ai_first_token: FirstTokenSummary {
+                all: s.first_token[0].summary(),
+                backend: s.first_token[1].summary(),
+                cache: s.first_token[2].summary(),
+            },
+            ai_cancelled: s.ai_cancelled,
         }
     }
 }
@@ -264,6 +275,16 @@ impl MetricsSink for InMemoryMetrics {
                     s.ai_refused += 1;
                     return;
                 }
+                if *error == Some(super::CANCELLED) {
+                    // The client went away: what was produced is paid for, but it is
+                    // neither a latency nor a failure of the AI path.
+                    s.ai_cancelled += 1;
+                    let a = &mut s.agents[agent_index(*agent)].1;
+                    a[0] += cost_nanos;
+                    a[2] += u64::from(*input_tokens);
+                    a[3] += u64::from(*output_tokens);
+                    return;
+                }
                 let ok = error.is_none();
                 s.ai.record(*latency, ok);
                 s.recent[1].record(minute, *latency, ok);
@@ -308,6 +329,11 @@ impl MetricsSink for InMemoryMetrics {
             MetricEvent::RealtimeDelivery { latency } => {
                 s.realtime.record(*latency, true);
                 s.recent[3].record(minute, *latency, true);
+            }
+            MetricEvent::FirstToken { latency, cache, .. } => {
+                let hit = matches!(cache, CacheTier::Exact | CacheTier::Semantic);
+                s.first_token[0].record(*latency, true);
+                s.first_token[if hit { 2 } else { 1 }].record(*latency, true);
             }
             MetricEvent::RealtimeReconnect => s.reconnects += 1,
             MetricEvent::Breaker { .. } => s.breaker_transitions += 1,

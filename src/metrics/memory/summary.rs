@@ -129,6 +129,25 @@ pub struct MetricsSnapshot {
     /// Interaction rows the recorder could not write: dropped (buffer full), failed
     /// (repository kept failing), rejected (invalid row).
     pub interactions_lost: InteractionsLost,
+    /// Time to first token of streamed answers ([`MetricEvent::FirstToken`](crate::metrics::MetricEvent::FirstToken)).
+    pub ai_first_token: FirstTokenSummary,
+    /// Streamed answers whose client went away before they ended (billed for what
+    /// was produced; not in latencies or error rates).
+    pub ai_cancelled: u64,
+}
+
+/// Time to first token of streamed answers, in milliseconds: all of them, and apart
+/// those a backend answered (cache misses, or no cache) and those the cache replayed
+/// (a replay's first chunk comes almost at once, and would hide the backends'
+/// figure among them).
+#[derive(Clone, Debug, Default, PartialEq, Serialize)]
+pub struct FirstTokenSummary {
+    /// Every streamed answer.
+    pub all: LatencySummary,
+    /// Answered by a backend.
+    pub backend: LatencySummary,
+    /// Replayed from the semantic cache.
+    pub cache: LatencySummary,
 }
 
 /// Interaction rows lost by the write-behind recorder, by reason.

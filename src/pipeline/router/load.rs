@@ -3,6 +3,7 @@
 //! breaker; power of two choices over the cost they make; and the bookkeeping of one
 //! call (the in-flight slot, the breaker's probe, the averages once it ends).
 
+use std::ops::Deref;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 
@@ -96,14 +97,16 @@ impl Backend {
 }
 
 /// Releases the in-flight slot and records the outcome when a call ends (or is dropped).
-pub(super) struct Call<'a> {
-    router: &'a Router,
+/// `R` is how the call holds its router: borrowed for a call awaited in place, an
+/// `Arc` for a stream that outlives the attempt that opened it.
+pub(super) struct Call<R: Deref<Target = Router>> {
+    router: R,
     i: usize,
     start: Instant,
     done: bool,
 }
 
-impl Drop for Call<'_> {
+impl<R: Deref<Target = Router>> Drop for Call<R> {
     fn drop(&mut self) {
         self.router.backends[self.i].in_flight.fetch_sub(1, Relaxed);
         if !self.done {
@@ -113,6 +116,14 @@ impl Drop for Call<'_> {
                 .release_probe(Instant::now());
             self.router.emit(self.i, change);
         }
+    }
+}
+
+impl Call<Arc<Router>> {
+    /// Ends this call with its outcome (see [`Router::finish`]).
+    pub(super) fn end(self, ok: bool) {
+        let router = Arc::clone(&self.router);
+        router.finish(self, ok);
     }
 }
 
@@ -183,17 +194,23 @@ impl Router {
 
     /// Takes backend `i`'s breaker (its probe, when half open) and an in-flight slot,
     /// or `None` when the breaker refuses the call.
-    pub(super) fn begin(&self, i: usize) -> Option<Call<'_>> {
+    pub(super) fn begin(&self, i: usize) -> Option<Call<&Router>> {
+        Self::lease(self, i)
+    }
+
+    /// [`Router::begin`] through any handle on the router (an `Arc` for a call that
+    /// outlives the caller's borrow).
+    pub(super) fn lease<R: Deref<Target = Router>>(router: R, i: usize) -> Option<Call<R>> {
         let now = Instant::now();
-        let (ok, change) = self.backends[i].breaker().try_acquire(now);
-        self.emit(i, change);
+        let (ok, change) = router.backends[i].breaker().try_acquire(now);
+        router.emit(i, change);
         if !ok {
             return None;
         }
-        self.backends[i].in_flight.fetch_add(1, Relaxed);
-        self.backends[i].calls.fetch_add(1, Relaxed);
+        router.backends[i].in_flight.fetch_add(1, Relaxed);
+        router.backends[i].calls.fetch_add(1, Relaxed);
         Some(Call {
-            router: self,
+            router,
             i,
             start: now,
             done: false,
@@ -211,7 +228,7 @@ impl Router {
 
     /// Ends `call`: its round trip and outcome go into the backend's averages and its
     /// breaker.
-    pub(super) fn finish(&self, mut call: Call<'_>, ok: bool) {
+    pub(super) fn finish<R: Deref<Target = Router>>(&self, mut call: Call<R>, ok: bool) {
         call.done = true;
         let now = Instant::now();
         let i = call.i;

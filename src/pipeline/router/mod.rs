@@ -7,10 +7,12 @@
 //! deadline per request.
 //!
 //! [`load`] keeps what the router knows of each backend and picks one; [`retry`] is
-//! the retry loop around it.
+//! the retry loop around it; [`stream`] opens streamed answers (retried only until
+//! their first event).
 
 mod load;
 mod retry;
+mod stream;
 
 pub(crate) use retry::CatchUnwind;
 

@@ -37,6 +37,25 @@ impl<F: std::future::Future> std::future::Future for CatchUnwind<F> {
     }
 }
 
+/// Whether an attempt's error counts against its backend (its breaker and error
+/// rate): the caller's mistakes are not the backend's failures.
+pub(super) fn backend_fault(e: &Error) -> bool {
+    e.is_retryable() || matches!(e, Error::Backend { .. })
+}
+
+/// Where a request's retries stand after a failed attempt.
+#[derive(Clone, Copy, Debug)]
+pub(super) struct Attempted {
+    /// The attempt that failed, from 0.
+    pub(super) attempt: u32,
+    /// Most attempts.
+    pub(super) attempts: u32,
+    /// Whether it failed by the backend's panic.
+    pub(super) panicked: bool,
+    /// When the request's time runs out.
+    pub(super) deadline: Instant,
+}
+
 impl Router {
     /// The error a request gets when the backend's code panicked while answering it:
     /// a backend failure (it counts against the backend's breaker and error rate),
@@ -73,9 +92,53 @@ impl Router {
         .await
     }
 
+    /// The jittered exponential backoff of one request's retries.
+    pub(super) fn backoff(&self) -> backon::ExponentialBackoff {
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.cfg.backoff_min)
+            .with_max_delay(self.cfg.backoff_max)
+            .with_jitter()
+            .with_jitter_seed(self.jitter_seed())
+            .without_max_times()
+            .build()
+    }
+
+    /// After an attempt failed with `e` (its backend already in `tried`, and in
+    /// `avoid` when it panicked): how long to wait before the next one, or `None` to
+    /// end the request with `e` now — it is not retryable, attempts or time ran out,
+    /// or it panicked and no other backend is left.
+    pub(super) fn retry_wait(
+        &self,
+        req: &AiRequest,
+        e: &Error,
+        at: Attempted,
+        tried: &[usize],
+        avoid: &[usize],
+        backoff: &mut backon::ExponentialBackoff,
+    ) -> Option<std::time::Duration> {
+        // After a panic, give up at once when no other backend is left.
+        if !e.is_retryable()
+            || at.attempt + 1 == at.attempts
+            || (at.panicked && self.pick(req.agent, tried, avoid).is_none())
+        {
+            return None;
+        }
+        let wait = backoff.next().unwrap_or(self.cfg.backoff_max);
+        // A backend's Retry-After is outside input: an absurd one ends the call with
+        // its error instead of overflowing the clock.
+        let wait = e.retry_after().map_or(wait, |r| r.max(wait));
+        if Instant::now()
+            .checked_add(wait)
+            .is_none_or(|at_| at_ >= at.deadline)
+        {
+            return None;
+        }
+        Some(wait)
+    }
+
     /// Now plus the configured deadline; `validate` keeps the deadline within
     /// [`MAX_DURATION`], but the clock is clamped all the same rather than overflowing.
-    fn deadline_from_now(&self) -> Instant {
+    pub(crate) fn deadline_from_now(&self) -> Instant {
         let now = Instant::now();
         now.checked_add(self.cfg.deadline)
             .or_else(|| now.checked_add(MAX_DURATION))
@@ -120,13 +183,7 @@ impl Router {
         mut tried: Vec<usize>,
         mut avoid: Vec<usize>,
     ) -> Result<AiResponse> {
-        let mut backoff = backon::ExponentialBuilder::default()
-            .with_min_delay(self.cfg.backoff_min)
-            .with_max_delay(self.cfg.backoff_max)
-            .with_jitter()
-            .with_jitter_seed(self.jitter_seed())
-            .without_max_times()
-            .build();
+        let mut backoff = self.backoff();
         let mut last: Option<Error> = None;
         for attempt in 0..attempts {
             let Some(i) = self.pick(req.agent, &tried, &avoid) else {
@@ -144,29 +201,20 @@ impl Router {
                     return Ok(resp);
                 }
                 Err(e) => {
-                    // The caller's mistakes are not the backend's failures.
-                    let backend_fault = e.is_retryable() || matches!(e, Error::Backend { .. });
-                    self.finish(call, !backend_fault);
+                    self.finish(call, !backend_fault(&e));
                     if panicked {
                         avoid.push(i);
                     }
-                    // After a panic, give up at once when no other backend is left.
-                    if !e.is_retryable()
-                        || attempt + 1 == attempts
-                        || (panicked && self.pick(req.agent, &tried, &avoid).is_none())
-                    {
+                    let next = Attempted {
+                        attempt,
+                        attempts,
+                        panicked,
+                        deadline,
+                    };
+                    let Some(wait) = self.retry_wait(req, &e, next, &tried, &avoid, &mut backoff)
+                    else {
                         return Err(e);
-                    }
-                    let wait = backoff.next().unwrap_or(self.cfg.backoff_max);
-                    // A backend's Retry-After is outside input: an absurd one ends the
-                    // call with its error instead of overflowing the clock.
-                    let wait = e.retry_after().map_or(wait, |r| r.max(wait));
-                    if Instant::now()
-                        .checked_add(wait)
-                        .is_none_or(|at| at >= deadline)
-                    {
-                        return Err(e);
-                    }
+                    };
                     tokio::time::sleep(wait).await;
                     last = Some(e);
                 }
