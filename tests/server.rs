@@ -323,17 +323,10 @@ async fn metrics_health_and_the_dashboard_render() {
             .await
             .unwrap();
     }
-    // One streamed answer, read to its end: its time to first token is on the dashboard.
-    let streamed = http()
-        .post(format!("{}/api/agents/learning_coach/stream", s.base))
-        .bearer_auth(&t)
-        .json(&json!("how do I listen?"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    // A streamed answer read to its end: its time to first token is on the dashboard.
+    let streamed = http().post(format!("{}/api/agents/learning_coach/stream", s.base));
+    let streamed = streamed.bearer_auth(&t).json(&json!("how do I listen?"));
+    let streamed = streamed.send().await.unwrap().text().await.unwrap();
     assert!(streamed.contains("event: done"), "{streamed}");
     let text = http()
         .get(format!("{}/metrics", s.base))

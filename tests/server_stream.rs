@@ -241,7 +241,10 @@ async fn chunks_arrive_as_they_are_produced_and_end_with_usage_cost_and_tier() {
         Some(("delta".into(), json!({"text": "Hello "})))
     );
     s.agent.gate.add_permits(1);
-    assert_eq!(ev.next().await, Some(("delta".into(), json!({"text": "world"}))));
+    assert_eq!(
+        ev.next().await,
+        Some(("delta".into(), json!({"text": "world"})))
+    );
     let (name, done) = ev.next().await.unwrap();
     assert_eq!(name, "done");
     let cost = PRICE.cost_nanos(Usage {
@@ -249,7 +252,10 @@ async fn chunks_arrive_as_they_are_produced_and_end_with_usage_cost_and_tier() {
         output_tokens: 20,
     });
     assert_eq!(done["output"], json!({"text": "Hello world"}));
-    assert_eq!(done["usage"], json!({"input_tokens": 100, "output_tokens": 20}));
+    assert_eq!(
+        done["usage"],
+        json!({"input_tokens": 100, "output_tokens": 20})
+    );
     assert_eq!(done["cost_nanos"], cost);
     assert_eq!(done["cache"], "Off");
     assert_eq!(ev.next().await, None, "the stream ends after done");
@@ -277,7 +283,11 @@ async fn a_client_that_goes_away_mid_answer_leaves_a_recorded_billed_interaction
     let r = rows(&s, u).await;
     assert_eq!(r.len(), 1);
     assert!(!r[0].success);
-    assert!(r[0].cost_nanos > 0, "what was produced is billed: {:?}", r[0]);
+    assert!(
+        r[0].cost_nanos > 0,
+        "what was produced is billed: {:?}",
+        r[0]
+    );
     assert_eq!(s.pipeline.ledger().user_today(u), r[0].cost_nanos as u64);
 }
 
@@ -311,9 +321,12 @@ async fn a_conversation_is_answered_with_its_history_and_the_users_data() {
     let id = c["id"].as_str().unwrap().to_string();
 
     // Two turns; the second is asked with the first in its history.
-    for (i, q) in ["How do I bring up our budget?", "and what about with my mother?"]
-        .into_iter()
-        .enumerate()
+    for (i, q) in [
+        "How do I bring up our budget?",
+        "and what about with my mother?",
+    ]
+    .into_iter()
+    .enumerate()
     {
         s.agent.gate.add_permits(1);
         let resp = post(

@@ -105,7 +105,8 @@ async fn ask(
         .semantic_cache()
         .is_none_or(|c| c.is_personal(r.agent));
     let context = if personal {
-        ctx.context_for(u, r.agent, &serde_json::Value::Null).await?
+        ctx.context_for(u, r.agent, &serde_json::Value::Null)
+            .await?
     } else {
         serde_json::Value::Null
     };
@@ -119,11 +120,14 @@ async fn ask(
         Some(id) => id,
         None => {
             let c = repo
-                .create_conversation(me, NewConversation {
-                    user_id: u,
-                    agent: r.agent,
-                    title: "Today".into(),
-                })
+                .create_conversation(
+                    me,
+                    NewConversation {
+                        user_id: u,
+                        agent: r.agent,
+                        title: "Today".into(),
+                    },
+                )
                 .await?;
             convs.lock().unwrap().started += 1;
             *threads.lock().unwrap().entry((u, r.agent)).or_insert(c.id)
@@ -132,11 +136,14 @@ async fn ask(
     let history = ctx.history_for(u, id, HISTORY_TOKENS).await?;
     let with_history = !history.is_empty();
     let mut stream = pipeline.stream(req.with_history(history), tier).await?;
-    repo.add_message(me, NewConversationMessage {
-        conversation_id: id,
-        role: MessageRole::User,
-        content: r.text,
-    })
+    repo.add_message(
+        me,
+        NewConversationMessage {
+            conversation_id: id,
+            role: MessageRole::User,
+            content: r.text,
+        },
+    )
     .await?;
     {
         let mut c = convs.lock().unwrap();
@@ -145,11 +152,14 @@ async fn ask(
     }
     while let Some(item) = stream.next().await {
         if let StreamItem::Done(out) = item? {
-            repo.add_message(me, NewConversationMessage {
-                conversation_id: id,
-                role: MessageRole::Assistant,
-                content: output_text(&out.response.output),
-            })
+            repo.add_message(
+                me,
+                NewConversationMessage {
+                    conversation_id: id,
+                    role: MessageRole::Assistant,
+                    content: output_text(&out.response.output),
+                },
+            )
             .await?;
             convs.lock().unwrap().answers_stored += 1;
         }

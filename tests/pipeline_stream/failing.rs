@@ -196,7 +196,7 @@ async fn a_structured_answer_of_the_wrong_shape_is_an_error_item_billed_and_not_
     let (deltas, end) = drain(p.stream(req.clone(), SubscriptionTier::Free).await.unwrap()).await;
     assert_eq!(deltas.concat(), WORDS.concat());
     let e = end.unwrap_err();
-    assert!(e.to_string().contains("structured output"), "{e}");
+    assert!(e.to_string().contains("wrong shape"), "{e}");
     let call = cost_at(PRICE, USAGE.input_tokens, USAGE.output_tokens);
     assert_eq!(p.ledger().user_today(u), call, "the provider billed it");
     assert!(matches!(

@@ -42,7 +42,10 @@ pub(in crate::server) fn routes(auth: &Authenticator) -> Router<AppState> {
             auth.guard(get(list_conversations).post(create_conversation)),
         )
         .route("/conversations/{id}", auth.guard(get(get_conversation)))
-        .route("/conversations/{id}/messages", auth.guard(post(post_message)))
+        .route(
+            "/conversations/{id}/messages",
+            auth.guard(post(post_message)),
+        )
 }
 
 #[derive(Deserialize)]
@@ -107,7 +110,11 @@ async fn post_message(
     Json(b): Json<MessageBody>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
     let actor = Actor::User(u.id);
-    crate::domain::validate::text("content", &b.content, crate::domain::validate::MAX_TEXT_CHARS)?;
+    crate::domain::validate::text(
+        "content",
+        &b.content,
+        crate::domain::validate::MAX_TEXT_CHARS,
+    )?;
     let c = s.repo.get_conversation(actor, id).await?;
     // The turns before this message: the history the answer is asked with.
     let history = ContextProvider::new(s.repo.clone())
