@@ -168,7 +168,7 @@ impl AiPipelineBuilder {
     /// # Errors
     /// `InvalidInput` for no backend, duplicate backend names, or a setting that would
     /// make no sense (a zero batch size or queue, a zero or NaN-producing duration, a
-    /// duration past [`MAX_DURATION`], an error rate outside 0–1, …), naming the field.
+    /// duration past [`MAX_DURATION`](super::MAX_DURATION), an error rate outside 0–1, …), naming the field.
     pub fn build(self) -> Result<AiPipeline> {
         if self.cache_timeout.is_zero() {
             return Err(Error::invalid("cache_timeout", "must be positive"));
