@@ -159,7 +159,9 @@ impl ContextProvider {
     /// the newest message is taken first, then older ones while the sum of
     /// `estimate_tokens(content) +` [`MESSAGE_OVERHEAD_TOKENS`] stays within the
     /// budget; the first that does not fit ends the history (the oldest are dropped,
-    /// never a turn in the middle). At most the last 500 messages are considered.
+    /// never a turn in the middle). At most the last 500 messages are considered, and
+    /// at most [`MAX_HISTORY`](crate::agent::MAX_HISTORY) are kept (the most a request
+    /// may carry), so a long conversation of short turns stays answerable.
     ///
     /// Call it before storing the user's new question, which the request carries as
     /// its question.
@@ -178,7 +180,7 @@ impl ContextProvider {
             .await?;
         let mut used: u64 = 0;
         let mut kept = Vec::new();
-        for m in msgs.iter().rev() {
+        for m in msgs.iter().rev().take(crate::agent::MAX_HISTORY) {
             let cost = u64::from(estimate_tokens(&m.content)) + u64::from(MESSAGE_OVERHEAD_TOKENS);
             if used + cost > u64::from(token_budget) {
                 break;
