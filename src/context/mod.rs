@@ -159,9 +159,10 @@ impl ContextProvider {
     /// the newest message is taken first, then older ones while the sum of
     /// `estimate_tokens(content) +` [`MESSAGE_OVERHEAD_TOKENS`] stays within the
     /// budget; the first that does not fit ends the history (the oldest are dropped,
-    /// never a turn in the middle). At most the last 500 messages are considered, and
-    /// at most [`MAX_HISTORY`](crate::agent::MAX_HISTORY) are kept (the most a request
-    /// may carry), so a long conversation of short turns stays answerable.
+    /// never a turn in the middle). At most [`MAX_HISTORY`](crate::agent::MAX_HISTORY)
+    /// are kept (the most a request may carry), so a long conversation of short turns
+    /// stays answerable. Only the newest messages that could fit are read: at most
+    /// `token_budget / (1 +` [`MESSAGE_OVERHEAD_TOKENS`]`)` of them (at least one).
     ///
     /// Call it before storing the user's new question, which the request carries as
     /// its question.
@@ -174,9 +175,16 @@ impl ContextProvider {
         conversation: ConversationId,
         token_budget: u32,
     ) -> Result<Vec<ChatMessage>> {
+        // No more than could be kept: every message costs at least one token plus
+        // the overhead, and a request carries at most `MAX_HISTORY`. At least one is
+        // read, so another user's conversation is `NotFound` whatever the budget.
+        let most = (token_budget / (1 + MESSAGE_OVERHEAD_TOKENS))
+            .min(MAX_CONVERSATION_READ)
+            .min(u32::try_from(crate::agent::MAX_HISTORY).unwrap_or(u32::MAX))
+            .max(1);
         let msgs = self
             .repo
-            .recent_messages(Actor::User(user), conversation, MAX_CONVERSATION_READ)
+            .recent_messages(Actor::User(user), conversation, most)
             .await?;
         let mut used: u64 = 0;
         let mut kept = Vec::new();
