@@ -1,7 +1,9 @@
 //! Fitting a context into a token budget, deterministically.
 //!
 //! The size of a context is `estimate_tokens(canonical_json(context))`. When it is
-//! over the budget, the context is cut in this order, each step choosing the least
+//! over the budget — or its canonical JSON is over the [`MAX_JSON_BYTES`] a request's
+//! context may have (a character can take four bytes, so a large budget over
+//! non-Latin text could pass the first and not the second) — the context is cut in this order, each step choosing the least
 //! cut that fits (found by bisection, so the result depends only on the context and
 //! the budget):
 //!
@@ -26,7 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::agent::estimate_tokens;
 use crate::agent::prompt::canonical_json;
-use crate::domain::validate::MAX_JSON_DEPTH;
+use crate::domain::validate::{MAX_JSON_BYTES, MAX_JSON_DEPTH};
 
 /// The shortest a string is cut to (step 2).
 pub const MIN_STRING_CHARS: usize = 16;
@@ -35,8 +37,16 @@ pub const MIN_STRING_CHARS: usize = 16;
 pub const TRUNCATED: &str = "truncated";
 
 /// The context's size in estimated tokens.
+#[cfg(test)]
 pub(crate) fn tokens(v: &Value) -> u32 {
     estimate_tokens(&canonical_json(v))
+}
+
+/// Whether `v` is within `budget` tokens and within the [`MAX_JSON_BYTES`] a
+/// request's context may have.
+fn within(v: &Value, budget: u32) -> bool {
+    let text = canonical_json(v);
+    text.len() <= MAX_JSON_BYTES && estimate_tokens(&text) <= budget
 }
 
 /// `ctx` cut to fit `budget` tokens (see the module docs).
@@ -44,10 +54,10 @@ pub(crate) fn fit(mut ctx: Value, budget: u32) -> Value {
     // One level is kept free for `mark`'s wrapper of a context that is no object.
     let deep = cap_depth(&mut ctx, 0, MAX_JSON_DEPTH - 1);
     let whole = if deep { mark(ctx.clone()) } else { ctx.clone() };
-    if tokens(&whole) <= budget {
+    let fits = |v: &Value| within(v, budget);
+    if fits(&whole) {
         return whole;
     }
-    let fits = |v: &Value| tokens(v) <= budget;
     let cut = |k: usize, m: Option<usize>| {
         let mut v = ctx.clone();
         cap(&mut v, k, m);
