@@ -137,8 +137,11 @@ impl AiRequest {
             ));
         }
         let bytes: usize = self.history.iter().map(|m| m.content.len()).sum();
-        if bytes > validate::MAX_JSON_BYTES * 4 {
-            return Err(Error::invalid("history", "longer than 256 KiB"));
+        if bytes > MAX_HISTORY_BYTES {
+            return Err(Error::invalid(
+                "history",
+                format!("{bytes} bytes of text, at most {MAX_HISTORY_BYTES} allowed"),
+            ));
         }
         Ok(())
     }
@@ -146,6 +149,8 @@ impl AiRequest {
 
 /// Most conversation turns a request carries.
 pub const MAX_HISTORY: usize = 200;
+/// Most bytes of text in the turns of a request's history, together: 256 KiB.
+pub const MAX_HISTORY_BYTES: usize = validate::MAX_JSON_BYTES * 4;
 
 /// Tokens billed for one call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -160,8 +160,9 @@ impl ContextProvider {
     /// `estimate_tokens(content) +` [`MESSAGE_OVERHEAD_TOKENS`] stays within the
     /// budget; the first that does not fit ends the history (the oldest are dropped,
     /// never a turn in the middle). At most [`MAX_HISTORY`](crate::agent::MAX_HISTORY)
-    /// are kept (the most a request may carry), so a long conversation of short turns
-    /// stays answerable. Only the newest messages that could fit are read: at most
+    /// are kept, of at most [`MAX_HISTORY_BYTES`](crate::agent::MAX_HISTORY_BYTES)
+    /// of text together (the most a request may carry), so a long conversation stays
+    /// answerable. Only the newest messages that could fit are read: at most
     /// `token_budget / (1 +` [`MESSAGE_OVERHEAD_TOKENS`]`)` of them (at least one).
     ///
     /// Call it before storing the user's new question, which the request carries as
@@ -186,14 +187,17 @@ impl ContextProvider {
             .repo
             .recent_messages(Actor::User(user), conversation, most)
             .await?;
-        let mut used: u64 = 0;
+        let (mut used, mut bytes) = (0u64, 0usize);
         let mut kept = Vec::new();
         for m in msgs.iter().rev().take(crate::agent::MAX_HISTORY) {
             let cost = u64::from(estimate_tokens(&m.content)) + u64::from(MESSAGE_OVERHEAD_TOKENS);
-            if used + cost > u64::from(token_budget) {
+            if used + cost > u64::from(token_budget)
+                || bytes + m.content.len() > crate::agent::MAX_HISTORY_BYTES
+            {
                 break;
             }
             used += cost;
+            bytes += m.content.len();
             kept.push(ChatMessage::new(m.role.into(), m.content.clone()));
         }
         kept.reverse();
