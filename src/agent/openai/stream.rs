@@ -10,17 +10,13 @@ use tokio::time::Instant;
 
 use super::sse::{SseEvent, SseParser};
 use super::{
-    OpenAiCompatibleAgent, body_error, check_status, estimated_usage, http_error, parse_output,
-    reported_usage, send_error,
+    MAX_ANSWER_BYTES, OpenAiCompatibleAgent, body_error, check_status, estimated_usage, http_error,
+    parse_output, reported_usage, send_error,
 };
 use crate::agent::{AiRequest, AiResponse, AiStream, ChatMessage, StreamEvent, Usage};
 use crate::error::{Error, Result};
 
 const WHAT: &str = "chat completion";
-
-/// Most bytes of a streamed answer's text and refusal together (a server that never
-/// stops cannot make the client buffer without bound): 8 MiB, far above any `max_tokens`.
-const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// Most characters of a server's error message kept in an error.
 const MAX_MESSAGE_CHARS: usize = 300;
