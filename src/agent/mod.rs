@@ -110,11 +110,17 @@ impl AiRequest {
         self
     }
 
+    /// Checks the request's bounds: a question that is not blank (the string input,
+    /// or an object's question field), the input and context JSON, the parameters
+    /// and the history.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the bad field.
     pub fn validate(&self) -> Result<()> {
         validate::json("input", &self.input)?;
-        if self.input.is_null() || self.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+        // Also an object's question field: the model would be sent an empty message,
+        // and the semantic cache cannot embed one.
+        if self.input.is_null() || self.question().trim().is_empty() {
             return Err(Error::invalid("input", "must not be empty"));
         }
         validate::text("model", &self.params.model, 100)?;
