@@ -2,8 +2,12 @@
 //! loopback, where the review of issue 12 tried to break them: a backend failing
 //! mid-answer (the client gets an `error` event and the stream ends, no hang; the
 //! user's message stays, no answer is stored), a long conversation of short turns
-//! (still answered), list limits and unknown agent kinds (clear 400s).
+//! (still answered), list limits and unknown agent kinds (clear 400s); and on
+//! PostgreSQL as the least-privilege app role, another user can neither read nor
+//! continue a conversation, nor see it listed.
 #![cfg(feature = "server")]
+
+mod common;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -71,11 +75,15 @@ struct Server {
 }
 
 async fn start() -> Server {
-    let metrics = Arc::new(InMemoryMetrics::new());
-    let sink: Arc<dyn MetricsSink> = metrics.clone();
     let hub = Hub::new(64);
     let repo: Arc<dyn Repository> =
         Arc::new(InMemoryRepository::new().with_change_feed(hub.clone()));
+    start_on(repo, hub).await
+}
+
+async fn start_on(repo: Arc<dyn Repository>, hub: Arc<Hub>) -> Server {
+    let metrics = Arc::new(InMemoryMetrics::new());
+    let sink: Arc<dyn MetricsSink> = metrics.clone();
     let pipeline = Arc::new(
         AiPipeline::builder(repo.clone())
             .backend(Arc::new(Scripted))
@@ -269,4 +277,47 @@ async fn bad_limits_and_unknown_agents_are_clear_400s() {
         .await
         .unwrap();
     assert_eq!(read["messages"], json!([]));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_postgres_another_user_can_neither_read_nor_continue_nor_list_a_conversation() {
+    let db = common::pg()
+        .await
+        .expect("this test needs PostgreSQL (`.ci/run` starts it)");
+    let s = start_on(Arc::new(db.repo.clone()), Hub::new(64)).await;
+    let (_, ta) = user(&s).await;
+    let (_, tb) = user(&s).await;
+    let id = conversation(&s, &ta).await;
+    let path = format!("/api/conversations/{id}/messages");
+    let ev = events(post(&s, &ta, &path, json!({"content": "We argue at night."})).await).await;
+    assert_eq!(ev.last().unwrap().0, "done", "{ev:?}");
+
+    assert_eq!(
+        get(&s, &tb, &format!("/api/conversations/{id}"))
+            .await
+            .status(),
+        404
+    );
+    let resp = post(&s, &tb, &path, json!({"content": "and with my mother?"})).await;
+    assert_eq!(resp.status(), 404);
+    let listed: Value = get(&s, &tb, "/api/conversations")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(listed, json!([]));
+    // The owner's conversation is untouched by the attempts.
+    let read: Value = get(&s, &ta, &format!("/api/conversations/{id}"))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let contents: Vec<&str> = read["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["content"].as_str().unwrap())
+        .collect();
+    assert_eq!(contents, ["We argue at night.", "Hello world"]);
+    db.finish().await;
 }
