@@ -110,11 +110,17 @@ impl AiRequest {
         self
     }
 
+    /// Checks the request's bounds: a question that is not blank (the string input,
+    /// or an object's question field), the input and context JSON, the parameters
+    /// and the history.
+    ///
     /// # Errors
     /// [`Error::InvalidInput`] naming the bad field.
     pub fn validate(&self) -> Result<()> {
         validate::json("input", &self.input)?;
-        if self.input.is_null() || self.input.as_str().is_some_and(|s| s.trim().is_empty()) {
+        // Also an object's question field: the model would be sent an empty message,
+        // and the semantic cache cannot embed one.
+        if self.input.is_null() || self.question().trim().is_empty() {
             return Err(Error::invalid("input", "must not be empty"));
         }
         validate::text("model", &self.params.model, 100)?;
@@ -137,8 +143,11 @@ impl AiRequest {
             ));
         }
         let bytes: usize = self.history.iter().map(|m| m.content.len()).sum();
-        if bytes > validate::MAX_JSON_BYTES * 4 {
-            return Err(Error::invalid("history", "longer than 256 KiB"));
+        if bytes > MAX_HISTORY_BYTES {
+            return Err(Error::invalid(
+                "history",
+                format!("{bytes} bytes of text, at most {MAX_HISTORY_BYTES} allowed"),
+            ));
         }
         Ok(())
     }
@@ -146,6 +155,8 @@ impl AiRequest {
 
 /// Most conversation turns a request carries.
 pub const MAX_HISTORY: usize = 200;
+/// Most bytes of text in the turns of a request's history, together: 256 KiB.
+pub const MAX_HISTORY_BYTES: usize = validate::MAX_JSON_BYTES * 4;
 
 /// Tokens billed for one call.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

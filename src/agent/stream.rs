@@ -45,14 +45,14 @@ impl AiStream {
         }
     }
 
-    /// A whole answer as one chunk: its text ([`output_text`]) then `Done`. What
-    /// backends without streaming return.
+    /// A whole answer as one chunk: its text ([`output_text`]) then `Done` — only
+    /// `Done` for an answer without text. What backends without streaming return.
     pub fn whole(response: AiResponse) -> Self {
         let text = output_text(&response.output);
-        Self::new(futures_util::stream::iter([
-            Ok(StreamEvent::Delta(text)),
-            Ok(StreamEvent::Done(response)),
-        ]))
+        let delta = (!text.is_empty()).then(|| Ok(StreamEvent::Delta(text)));
+        Self::new(futures_util::stream::iter(
+            delta.into_iter().chain([Ok(StreamEvent::Done(response))]),
+        ))
     }
 }
 

@@ -159,7 +159,11 @@ impl ContextProvider {
     /// the newest message is taken first, then older ones while the sum of
     /// `estimate_tokens(content) +` [`MESSAGE_OVERHEAD_TOKENS`] stays within the
     /// budget; the first that does not fit ends the history (the oldest are dropped,
-    /// never a turn in the middle). At most the last 500 messages are considered.
+    /// never a turn in the middle). At most [`MAX_HISTORY`](crate::agent::MAX_HISTORY)
+    /// are kept, of at most [`MAX_HISTORY_BYTES`](crate::agent::MAX_HISTORY_BYTES)
+    /// of text together (the most a request may carry), so a long conversation stays
+    /// answerable. Only the newest messages that could fit are read: at most
+    /// `token_budget / (1 +` [`MESSAGE_OVERHEAD_TOKENS`]`)` of them (at least one).
     ///
     /// Call it before storing the user's new question, which the request carries as
     /// its question.
@@ -172,18 +176,28 @@ impl ContextProvider {
         conversation: ConversationId,
         token_budget: u32,
     ) -> Result<Vec<ChatMessage>> {
+        // No more than could be kept: every message costs at least one token plus
+        // the overhead, and a request carries at most `MAX_HISTORY`. At least one is
+        // read, so another user's conversation is `NotFound` whatever the budget.
+        let most = (token_budget / (1 + MESSAGE_OVERHEAD_TOKENS))
+            .min(MAX_CONVERSATION_READ)
+            .min(u32::try_from(crate::agent::MAX_HISTORY).unwrap_or(u32::MAX))
+            .max(1);
         let msgs = self
             .repo
-            .recent_messages(Actor::User(user), conversation, MAX_CONVERSATION_READ)
+            .recent_messages(Actor::User(user), conversation, most)
             .await?;
-        let mut used: u64 = 0;
+        let (mut used, mut bytes) = (0u64, 0usize);
         let mut kept = Vec::new();
-        for m in msgs.iter().rev() {
+        for m in msgs.iter().rev().take(crate::agent::MAX_HISTORY) {
             let cost = u64::from(estimate_tokens(&m.content)) + u64::from(MESSAGE_OVERHEAD_TOKENS);
-            if used + cost > u64::from(token_budget) {
+            if used + cost > u64::from(token_budget)
+                || bytes + m.content.len() > crate::agent::MAX_HISTORY_BYTES
+            {
                 break;
             }
             used += cost;
+            bytes += m.content.len();
             kept.push(ChatMessage::new(m.role.into(), m.content.clone()));
         }
         kept.reverse();

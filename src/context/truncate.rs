@@ -1,7 +1,9 @@
 //! Fitting a context into a token budget, deterministically.
 //!
 //! The size of a context is `estimate_tokens(canonical_json(context))`. When it is
-//! over the budget, the context is cut in this order, each step choosing the least
+//! over the budget — or its canonical JSON is over the [`MAX_JSON_BYTES`] a request's
+//! context may have (a character can take four bytes, so a large budget over
+//! non-Latin text could pass the first and not the second) — the context is cut in this order, each step choosing the least
 //! cut that fits (found by bisection, so the result depends only on the context and
 //! the budget):
 //!
@@ -14,6 +16,11 @@
 //! 3. **Empty lists**: every list emptied, strings cut as in step 2.
 //! 4. **Nothing**: when even that does not fit, only the marker is left.
 //!
+//! Before any of these, whatever the budget, a list or object nested deeper than a
+//! request may carry (see [`MAX_JSON_DEPTH`]; the context sits a few levels above
+//! the user's own values, which were each valid when stored) is replaced by `"…"`,
+//! so the user's data never makes their request invalid.
+//!
 //! Whenever anything was cut, the top-level object carries `"truncated": true`
 //! (counted in the size).
 
@@ -21,6 +28,7 @@ use serde_json::{Map, Value};
 
 use crate::agent::estimate_tokens;
 use crate::agent::prompt::canonical_json;
+use crate::domain::validate::{MAX_JSON_BYTES, MAX_JSON_DEPTH};
 
 /// The shortest a string is cut to (step 2).
 pub const MIN_STRING_CHARS: usize = 16;
@@ -29,16 +37,27 @@ pub const MIN_STRING_CHARS: usize = 16;
 pub const TRUNCATED: &str = "truncated";
 
 /// The context's size in estimated tokens.
+#[cfg(test)]
 pub(crate) fn tokens(v: &Value) -> u32 {
     estimate_tokens(&canonical_json(v))
 }
 
+/// Whether `v` is within `budget` tokens and within the [`MAX_JSON_BYTES`] a
+/// request's context may have.
+fn within(v: &Value, budget: u32) -> bool {
+    let text = canonical_json(v);
+    text.len() <= MAX_JSON_BYTES && estimate_tokens(&text) <= budget
+}
+
 /// `ctx` cut to fit `budget` tokens (see the module docs).
-pub(crate) fn fit(ctx: Value, budget: u32) -> Value {
-    if tokens(&ctx) <= budget {
-        return ctx;
+pub(crate) fn fit(mut ctx: Value, budget: u32) -> Value {
+    // One level is kept free for `mark`'s wrapper of a context that is no object.
+    let deep = cap_depth(&mut ctx, 0, MAX_JSON_DEPTH - 1);
+    let whole = if deep { mark(ctx.clone()) } else { ctx.clone() };
+    let fits = |v: &Value| within(v, budget);
+    if fits(&whole) {
+        return whole;
     }
-    let fits = |v: &Value| tokens(v) <= budget;
     let cut = |k: usize, m: Option<usize>| {
         let mut v = ctx.clone();
         cap(&mut v, k, m);
@@ -67,6 +86,24 @@ pub(crate) fn fit(ctx: Value, budget: u32) -> Value {
     }
     // 4. Nothing.
     mark(Value::Object(Map::new()))
+}
+
+/// Replaces every list or object at nesting `depth` or deeper (the top level is 0) by
+/// `"…"`; whether any was.
+fn cap_depth(v: &mut Value, depth: usize, limit: usize) -> bool {
+    match v {
+        Value::Array(_) | Value::Object(_) if depth >= limit => {
+            *v = Value::from("…");
+            true
+        }
+        Value::Array(a) => a
+            .iter_mut()
+            .fold(false, |cut, x| cap_depth(x, depth + 1, limit) | cut),
+        Value::Object(o) => o
+            .values_mut()
+            .fold(false, |cut, x| cap_depth(x, depth + 1, limit) | cut),
+        _ => false,
+    }
 }
 
 /// The largest `n` in `lo..=hi` with `ok(n)`, assuming `ok` holds up to some point

@@ -338,6 +338,8 @@ impl Driver {
                 event = stream.next() => event,
             };
             match event {
+                // Nothing to show: not a chunk (nor a first token).
+                Some(Ok(StreamEvent::Delta(d))) if d.is_empty() => {}
                 Some(Ok(StreamEvent::Delta(d))) => {
                     text.push_str(&d);
                     match self.deliver(Ok(StreamItem::Delta(d)), deadline).await {

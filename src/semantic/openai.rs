@@ -117,6 +117,8 @@ impl Embedder for OpenAiCompatibleEmbedder {
             &body,
             self.timeout,
             "embedding",
+            // Not bounded here: a batch's vectors have no fixed size (texts × dims).
+            usize::MAX,
         )
         .await?;
         let data = v

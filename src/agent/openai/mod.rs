@@ -255,7 +255,12 @@ pub(crate) fn body_error(e: reqwest::Error, what: &'static str) -> Error {
     }
 }
 
-/// Sends `body` to `url` and returns the parsed JSON, mapping HTTP failures.
+/// Most bytes of a completion's body, streamed or whole (a server that never stops
+/// cannot make the client buffer without bound): 8 MiB, far above any `max_tokens`.
+pub(crate) const MAX_ANSWER_BYTES: usize = 8 << 20;
+
+/// Sends `body` to `url` and returns the parsed JSON, mapping HTTP failures; a
+/// response body longer than `max_bytes` is a retryable error, not read further.
 pub(crate) async fn post_json(
     client: &reqwest::Client,
     url: &str,
@@ -263,14 +268,25 @@ pub(crate) async fn post_json(
     body: &Value,
     timeout: Duration,
     what: &'static str,
+    max_bytes: usize,
 ) -> Result<Value> {
     let mut req = client.post(url).json(body).timeout(timeout);
     if let Some(k) = key {
         req = req.bearer_auth(k);
     }
     let resp = req.send().await.map_err(|e| send_error(e, what))?;
-    let resp = check_status(resp, what)?;
-    let bytes = resp.bytes().await.map_err(|e| body_error(e, what))?;
+    let mut resp = check_status(resp, what)?;
+    let too_long = || http_error(what, true, format!("a body longer than {max_bytes} bytes"));
+    if resp.content_length().is_some_and(|n| n > max_bytes as u64) {
+        return Err(too_long());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(|e| body_error(e, what))? {
+        if bytes.len() + chunk.len() > max_bytes {
+            return Err(too_long());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
     serde_json::from_slice(&bytes)
         .map_err(|e| http_error(what, true, format!("malformed JSON: {e}")))
 }
@@ -428,6 +444,7 @@ impl AiAgent for OpenAiCompatibleAgent {
             &body,
             self.timeout,
             "chat completion",
+            MAX_ANSWER_BYTES,
         )
         .await?;
         self.parse_completion(&v, &messages, &model, start)

@@ -2,6 +2,7 @@
 //! format), enough for OpenAI-style streams: bytes go in as the network delivers
 //! them, whole events come out.
 //!
+//! - A UTF-8 byte order mark opening the stream is dropped, as the format says.
 //! - Lines end with CRLF, LF or CR, also when the two bytes of a CRLF arrive in
 //!   different network chunks; a line may be split across any number of chunks.
 //! - `data:` lines accumulate (joined with `\n`) until a blank line dispatches the
@@ -36,6 +37,8 @@ pub(crate) struct SseParser {
     data: String,
     has_data: bool,
     event: Option<String>,
+    /// A line has ended: a byte order mark is no longer possible.
+    past_first_line: bool,
 }
 
 /// An event or a line longer than [`MAX_EVENT_BYTES`].
@@ -69,6 +72,12 @@ impl SseParser {
     }
 
     fn line_done(&mut self, line: &[u8]) -> Result<Option<SseEvent>, TooLong> {
+        // A byte order mark opening the stream is not part of its first line.
+        let line = match line.strip_prefix(b"\xEF\xBB\xBF") {
+            Some(rest) if !self.past_first_line => rest,
+            _ => line,
+        };
+        self.past_first_line = true;
         if line.is_empty() {
             let event = self.event.take();
             if !std::mem::take(&mut self.has_data) {

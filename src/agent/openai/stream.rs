@@ -10,17 +10,13 @@ use tokio::time::Instant;
 
 use super::sse::{SseEvent, SseParser};
 use super::{
-    OpenAiCompatibleAgent, body_error, check_status, estimated_usage, http_error, parse_output,
-    reported_usage, send_error,
+    MAX_ANSWER_BYTES, OpenAiCompatibleAgent, body_error, check_status, estimated_usage, http_error,
+    parse_output, reported_usage, send_error,
 };
 use crate::agent::{AiRequest, AiResponse, AiStream, ChatMessage, StreamEvent, Usage};
 use crate::error::{Error, Result};
 
 const WHAT: &str = "chat completion";
-
-/// Most bytes of a streamed answer's text (a server that never stops cannot make the
-/// client buffer without bound): 8 MiB, far above any `max_tokens`.
-const MAX_ANSWER_BYTES: usize = 8 << 20;
 
 /// Most characters of a server's error message kept in an error.
 const MAX_MESSAGE_CHARS: usize = 300;
@@ -210,12 +206,21 @@ impl Sse {
         }
         let delta = choice.and_then(|c| c.get("delta"));
         if let Some(r) = delta.and_then(|d| d.get("refusal")).and_then(Value::as_str) {
+            // Bounded as the text is: a server streaming an endless refusal cannot make
+            // the client buffer without bound either.
+            if self.text.len() + self.refusal.len() + r.len() > MAX_ANSWER_BYTES {
+                return self.finish(Err(http_error(
+                    WHAT,
+                    true,
+                    format!("an answer (refusal) longer than {MAX_ANSWER_BYTES} bytes"),
+                )));
+            }
             self.refusal.push_str(r);
         }
         if let Some(t) = delta.and_then(|d| d.get("content")).and_then(Value::as_str)
             && !t.is_empty()
         {
-            if self.text.len() + t.len() > MAX_ANSWER_BYTES {
+            if self.text.len() + self.refusal.len() + t.len() > MAX_ANSWER_BYTES {
                 return self.finish(Err(http_error(
                     WHAT,
                     true,

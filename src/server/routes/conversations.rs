@@ -2,8 +2,9 @@
 //! to one is answered as server-sent events (as `/api/agents/{agent}/stream`), with
 //! the conversation's last turns (within the history budget, oldest dropped first)
 //! and the user's own data in the prompt. The user's message is stored once the
-//! pipeline admitted the request (a refusal stores nothing); the agent's answer is
-//! stored when it is complete. A client that
+//! pipeline admitted the request (a refusal stores nothing; a database failing to
+//! store it then does not stop the answer, which is already paid for); the agent's
+//! answer is stored when it is complete. A client that
 //! goes away mid-answer leaves its message without an answer (the pipeline bills and
 //! records what the backend produced).
 
@@ -125,7 +126,11 @@ async fn post_message(
         .with_history(history);
     // Refusals (rate limit, budget, bad input) come before the message is stored.
     let stream = s.pipeline.stream(req, u.tier).await?;
-    s.repo
+    // From here the backend call is the user's, billed whatever becomes of it: a
+    // question the database fails to store is still answered (never an error that
+    // drops a paid answer), and the turn is missing from the history.
+    let stored = s
+        .repo
         .add_message(
             actor,
             NewConversationMessage {
@@ -134,7 +139,10 @@ async fn post_message(
                 content: b.content,
             },
         )
-        .await?;
+        .await;
+    if let Err(e) = stored {
+        tracing::warn!(error = %e, conversation = %id, "the question was not stored");
+    }
     let repo = s.repo.clone();
     Ok(sse(events(stream, move |out| {
         let repo = repo.clone();
