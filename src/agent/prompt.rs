@@ -209,6 +209,9 @@ fn write_canonical(v: &Value, out: &mut String) {
     }
 }
 
+/// The version of [`AiRequest::messages`]' rendering that fingerprints carry.
+pub const FINGERPRINT_VERSION: &str = "1";
+
 /// The input fields that name the question, in the order they are looked for.
 pub const QUESTION_FIELDS: [&str; 4] = ["question", "message", "text", "prompt"];
 
@@ -299,6 +302,9 @@ impl AiRequest {
             h.update((s.len() as u64).to_le_bytes());
             h.update(s.as_bytes());
         };
+        // How messages are rendered: a change of rendering gets a new version, so answers
+        // cached (and shared through PostgreSQL) under the old one are not served again.
+        put("version", FINGERPRINT_VERSION);
         put("context", &self.context_text().unwrap_or_default());
         if !self.input.is_string() && !self.has_question_field() {
             // Without a question field the whole input is the question, data and all:
