@@ -100,7 +100,8 @@ impl AiPipeline {
     ///   at once, drops the backend's stream — which cancels the backend call — and
     ///   bills and records what was produced as for a failure, counted as
     ///   [`CANCELLED`](crate::metrics::CANCELLED) (not an AI failure). Nothing is
-    ///   cached.
+    ///   cached. An answer the backend had already completed when the reader left
+    ///   is settled as completed (charged as reported, cached, recorded).
     ///
     /// A reader that **stops reading** holds the backend back (the channel is
     /// bounded); one that has left it full until the router's deadline is treated as
@@ -332,10 +333,14 @@ impl Driver {
             cancelled,
         };
         let ended = loop {
+            // The backend first: an answer already complete when the reader leaves is
+            // settled as the answer it is (charged as reported, cached), not cut. A
+            // reader that left is noticed here while the backend is slow, else at the
+            // next delivery.
             let event = tokio::select! {
                 biased;
-                () = self.tx.closed() => break cut(&text, gone(), true),
                 event = stream.next() => event,
+                () = self.tx.closed() => break cut(&text, gone(), true),
             };
             match event {
                 // Nothing to show: not a chunk (nor a first token).

@@ -179,3 +179,41 @@ async fn a_reader_that_stops_reading_is_given_up_at_the_deadline() {
     assert_eq!(rows[0].cost_nanos, billed as i64);
     assert_eq!(rows[0].output["error"], "cancelled");
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_reader_that_leaves_as_the_answer_completes_pays_the_answer_as_reported() {
+    let repo = memory();
+    let u = users(&repo, 1).await[0];
+    // One delta at 100 ms, the whole answer at 200 ms.
+    let agent = Arc::new(Scripted::new("s", &["Listen first."], 100, End::Done));
+    let cache = cache();
+    let p = builder(repo.clone())
+        .backend(agent.clone())
+        .semantic_cache(cache.clone())
+        .build()
+        .unwrap();
+    let req = ask(u, "How do I start a hard talk?");
+    let start = tokio::time::Instant::now();
+    let mut s = p.stream(req.clone(), SubscriptionTier::Free).await.unwrap();
+    assert!(matches!(s.next().await, Some(Ok(StreamItem::Delta(_)))));
+    // The reader leaves at the very moment the answer is complete.
+    tokio::time::sleep_until(start + Duration::from_millis(200)).await;
+    drop(s);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+
+    assert_eq!(agent.finished(), 1, "the backend finished its answer");
+    let exact = cost_at(PRICE, USAGE.input_tokens, USAGE.output_tokens);
+    assert_eq!(
+        p.ledger().user_today(u),
+        exact,
+        "charged as the backend reported"
+    );
+    assert!(
+        matches!(cache.lookup(&req).await.unwrap(), Lookup::Hit { .. }),
+        "a complete answer is cached"
+    );
+    p.shutdown().await.unwrap();
+    let rows = rows(&repo, u).await;
+    assert_eq!(rows.len(), 1);
+    assert!(rows[0].success);
+}
