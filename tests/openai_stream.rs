@@ -334,10 +334,32 @@ async fn an_error_event_mid_stream_ends_it_with_an_error() {
 }
 
 #[tokio::test]
-async fn a_body_cut_before_done_is_a_retryable_error() {
+async fn a_body_cut_before_the_finish_is_a_retryable_error() {
     let server = MockServer::start().await;
+    // Finished (finish reason, usage) but no `[DONE]`: a whole answer, as OpenAI's
+    // clients take it.
     Mock::given(method("POST"))
         .respond_with(sse(sse_body(true, false)))
+        .mount(&server)
+        .await;
+    let items = collect(agent_at(&server.uri()).stream(&req()).await.unwrap()).await;
+    assert_eq!(deltas(&items), PIECES);
+    match items.last().unwrap() {
+        Ok(StreamEvent::Done(r)) => {
+            assert_eq!(r.usage.input_tokens, 131);
+            assert!(!r.usage_estimated);
+        }
+        other => panic!("{other:?}"),
+    }
+
+    // Cut before the finish chunk: an error.
+    server.reset().await;
+    let mut cut = String::new();
+    for p in PIECES {
+        cut.push_str(&format!("data: {}\n\n", chunk(p)));
+    }
+    Mock::given(method("POST"))
+        .respond_with(sse(cut))
         .mount(&server)
         .await;
     let items = collect(agent_at(&server.uri()).stream(&req()).await.unwrap()).await;

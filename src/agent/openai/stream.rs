@@ -93,10 +93,17 @@ impl OpenAiCompatibleAgent {
                     let resp = st.resp.as_mut()?;
                     match next_chunk(resp, st.idle).await {
                         Ok(Some(bytes)) => st.feed(&bytes),
+                        // A body that ends after the finish reason without `[DONE]`
+                        // holds a whole answer (OpenAI's own clients accept it);
+                        // one that ends before it was cut.
+                        Ok(None) if st.finish_reason.is_some() => {
+                            let done = st.done();
+                            st.finish(done);
+                        }
                         Ok(None) => st.finish(Err(http_error(
                             WHAT,
                             true,
-                            "the stream ended before [DONE]".into(),
+                            "the stream ended before the answer was finished".into(),
                         ))),
                         Err(e) => st.finish(Err(e)),
                     }
