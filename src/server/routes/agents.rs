@@ -7,6 +7,11 @@
 //! fails mid-answer. Refusals before the first byte (rate limited, over budget,
 //! invalid input) are ordinary HTTP errors. A client that disconnects mid-stream
 //! stops the backend call; what it produced is billed and recorded by the pipeline.
+//!
+//! Every request carries the user's own data ([`ContextProvider`](crate::context::ContextProvider),
+//! read as the user before the pipeline is asked). The pipeline's time-to-first-token
+//! metric starts when the pipeline is asked, so it does not include those reads; the
+//! API latency metric of the route does.
 
 use std::convert::Infallible;
 
