@@ -22,8 +22,11 @@ impl SemanticCache {
     /// instance's memory either way.
     ///
     /// # Errors
-    /// `InvalidInput` for an invalid request or embedding; the embedder's errors; the
-    /// shared store's errors (the answer is kept in memory all the same).
+    /// `InvalidInput` for an invalid request or embedding; the error of
+    /// [`check_output`](crate::agent::structured::check_output) for an answer not of the
+    /// shape its agent answers with (an assessment analysis), which is never stored;
+    /// the embedder's errors; the shared store's errors (the answer is kept in memory
+    /// all the same).
     ///
     /// [`SemanticCacheBuilder::build_shared`]: super::SemanticCacheBuilder::build_shared
     pub async fn store(
@@ -33,6 +36,8 @@ impl SemanticCache {
         embedding: Option<Vec<f32>>,
     ) -> Result<()> {
         req.validate()?;
+        // Only answers of the right shape are ever served from the cache.
+        crate::agent::structured::check_output(req.agent, &resp.output)?;
         let question = req.question();
         let embedding = match embedding {
             Some(v) => normalise(v, self.dim)?,
