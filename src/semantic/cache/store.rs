@@ -49,6 +49,7 @@ impl SemanticCache {
             model: resp.model.clone(),
             usage: resp.usage,
             question: question.clone(),
+            backend: Some(resp.backend.clone()),
         };
         match &self.sharing {
             None => {

@@ -17,6 +17,11 @@ pub struct CachedAnswer {
     pub usage: Usage,
     /// The question it answered.
     pub question: String,
+    /// The backend that produced it, so a hit's saving is priced as the call was
+    /// charged (a backend's own price applies when the price table does not list the
+    /// model); `None` in entries stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
 }
 
 /// The result of [`SemanticCache::lookup`](super::SemanticCache::lookup).
