@@ -50,6 +50,7 @@ impl SemanticCache {
             usage: resp.usage,
             question: question.clone(),
             backend: Some(resp.backend.clone()),
+            origin: scope.user.is_none().then_some(req.user_id),
         };
         match &self.sharing {
             None => {
@@ -153,7 +154,9 @@ impl SemanticCache {
         }
     }
 
-    /// Removes every entry of `user` (e.g. when they delete their account).
+    /// Removes every entry of `user` (e.g. when they delete their account): their
+    /// personal entries, and the shared entries their requests stored (whose prompts
+    /// carried their data).
     ///
     /// With a shared store, the user's rows are deleted there too, which tells the
     /// other instances — in the background, as this call does not wait: await
@@ -184,6 +187,24 @@ impl SemanticCache {
         }
         s.entries -= n;
         s.order.retain(|(sc, _, _)| sc.user != Some(user));
+        // Shared entries stored by the user's requests, over their data.
+        let theirs: Vec<(Scope, u64)> = s
+            .scopes
+            .iter()
+            .filter(|(k, _)| k.user.is_none())
+            .flat_map(|(k, idx)| {
+                idx.entries
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.answer.origin == Some(user))
+                    .map(|e| (k.clone(), e.seq))
+            })
+            .collect();
+        for (k, seq) in theirs {
+            if Self::drop_entry(&mut s, &k, seq) {
+                n += 1;
+            }
+        }
         n
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{CacheTier, Usage};
+use crate::domain::UserId;
 use crate::semantic::budget::AuditTicket;
 
 /// A stored answer.
@@ -22,6 +23,14 @@ pub struct CachedAnswer {
     /// model); `None` in entries stored without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<String>,
+    /// In a shared scope (no user), the user whose request stored it: the prompt
+    /// carried their own data (a [`ContextProvider`](crate::context::ContextProvider)
+    /// context, their conversation), so forgetting them
+    /// ([`SemanticCache::forget_user`](super::SemanticCache::forget_user)) drops it
+    /// too. `None` in personal scopes (the scope holds the user) and in entries
+    /// stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<UserId>,
 }
 
 /// The result of [`SemanticCache::lookup`](super::SemanticCache::lookup).
