@@ -10,7 +10,7 @@
 //! | `progress_tracker` | `statistics` (the last [`STATS_DAYS`] whole UTC days), `active_goals` |
 //! | `learning_coach` | `learning_path`: the most recently created one not completed (or `null`), with its `next_practices`; `recent_progress` |
 //! | `insight_generator` | `statistics`, `recent_progress` |
-//! | `communication_advisor` | `profile`: the display name and the [`PROFILE_PREFERENCE_KEYS`] of the preferences (never the email); `active_goals` |
+//! | `communication_advisor` | `profile`: the display name and the [`PROFILE_PREFERENCE_KEYS`] of the preferences (never the email), or `null` for a user without a profile; `active_goals` |
 //!
 //! Only values that change the answer are included: no ids, no "now"-dependent values
 //! (the statistics' range is left out; its window moves once a day), so the same data
@@ -415,7 +415,13 @@ impl Reader<'_> {
     }
 
     async fn profile(&self) -> Result<Value> {
-        let p = self.repo.get_profile(self.actor, self.user).await?;
+        // A signed-in user need not have a profile (the server serves them on the
+        // free plan): no profile is no data, as for the other kinds, not an error.
+        let p = match self.repo.get_profile(self.actor, self.user).await {
+            Ok(p) => p,
+            Err(e) if e.is_not_found() => return Ok(Value::Null),
+            Err(e) => return Err(e),
+        };
         let mut prefs = Map::new();
         for k in PROFILE_PREFERENCE_KEYS {
             if let Some(v) = p.preferences.get(k).filter(|v| !v.is_null()) {

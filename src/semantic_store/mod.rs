@@ -377,7 +377,12 @@ impl SemanticStore for PgSemanticStore {
             .repo
             .scoped(
                 Actor::Service,
-                "WITH gone AS (DELETE FROM semantic_entries WHERE user_id = $1 RETURNING 1)
+                // Their personal rows, and the shared rows their requests stored
+                // (over their data; see `CachedAnswer::origin`).
+                "WITH gone AS (DELETE FROM semantic_entries
+                               WHERE user_id = $1
+                                  OR (user_id IS NULL AND answer->>'origin' = $1::uuid::text)
+                               RETURNING 1)
                  SELECT (SELECT count(*) FROM gone),
                         pg_notify('kasama_semantic',
                             json_build_object('op', 'forget', 'user', $1::uuid)::text)",

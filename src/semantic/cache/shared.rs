@@ -318,7 +318,8 @@ impl SemanticCache {
 
     /// Puts an entry from the shared store in this instance's index, without
     /// persisting it again. Returns whether it was taken: an entry of another embedder
-    /// or dimension, with an unusable vector, of a scope this cache would not build,
+    /// or dimension, with an answer of the wrong shape for its agent, with an unusable
+    /// vector, of a scope this cache would not build,
     /// already expired (by its own expiry or this cache's TTL), or already held is not.
     fn accept(&self, e: SharedEntry) -> bool {
         if let Some(s) = &self.sharing {
@@ -330,6 +331,12 @@ impl SemanticCache {
         if e.embedder != self.embedder.name()
             || e.scope.user.is_some() != self.is_personal(e.scope.agent)
         {
+            return false;
+        }
+        // A row written by an older or foreign writer may hold an answer of the wrong
+        // shape for its agent (an assessment analysis that is not one): never served.
+        if let Err(why) = crate::agent::structured::check_output(e.scope.agent, &e.answer.output) {
+            tracing::warn!(id = %e.id, error = %why, "semantic cache: a shared entry of the wrong shape was skipped");
             return false;
         }
         let Ok(embedding) = normalise(e.embedding, self.dim) else {

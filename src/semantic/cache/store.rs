@@ -22,8 +22,11 @@ impl SemanticCache {
     /// instance's memory either way.
     ///
     /// # Errors
-    /// `InvalidInput` for an invalid request or embedding; the embedder's errors; the
-    /// shared store's errors (the answer is kept in memory all the same).
+    /// `InvalidInput` for an invalid request or embedding; the error of
+    /// [`check_output`](crate::agent::structured::check_output) for an answer not of the
+    /// shape its agent answers with (an assessment analysis), which is never stored;
+    /// the embedder's errors; the shared store's errors (the answer is kept in memory
+    /// all the same).
     ///
     /// [`SemanticCacheBuilder::build_shared`]: super::SemanticCacheBuilder::build_shared
     pub async fn store(
@@ -33,6 +36,8 @@ impl SemanticCache {
         embedding: Option<Vec<f32>>,
     ) -> Result<()> {
         req.validate()?;
+        // Only answers of the right shape are ever served from the cache.
+        crate::agent::structured::check_output(req.agent, &resp.output)?;
         let question = req.question();
         let embedding = match embedding {
             Some(v) => normalise(v, self.dim)?,
@@ -44,6 +49,8 @@ impl SemanticCache {
             model: resp.model.clone(),
             usage: resp.usage,
             question: question.clone(),
+            backend: Some(resp.backend.clone()),
+            origin: scope.user.is_none().then_some(req.user_id),
         };
         match &self.sharing {
             None => {
@@ -147,7 +154,9 @@ impl SemanticCache {
         }
     }
 
-    /// Removes every entry of `user` (e.g. when they delete their account).
+    /// Removes every entry of `user` (e.g. when they delete their account): their
+    /// personal entries, and the shared entries their requests stored (whose prompts
+    /// carried their data).
     ///
     /// With a shared store, the user's rows are deleted there too, which tells the
     /// other instances — in the background, as this call does not wait: await
@@ -178,6 +187,24 @@ impl SemanticCache {
         }
         s.entries -= n;
         s.order.retain(|(sc, _, _)| sc.user != Some(user));
+        // Shared entries stored by the user's requests, over their data.
+        let theirs: Vec<(Scope, u64)> = s
+            .scopes
+            .iter()
+            .filter(|(k, _)| k.user.is_none())
+            .flat_map(|(k, idx)| {
+                idx.entries
+                    .iter()
+                    .flatten()
+                    .filter(|e| e.answer.origin == Some(user))
+                    .map(|e| (k.clone(), e.seq))
+            })
+            .collect();
+        for (k, seq) in theirs {
+            if Self::drop_entry(&mut s, &k, seq) {
+                n += 1;
+            }
+        }
         n
     }
 }

@@ -4,6 +4,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::agent::{CacheTier, Usage};
+use crate::domain::UserId;
 use crate::semantic::budget::AuditTicket;
 
 /// A stored answer.
@@ -17,6 +18,19 @@ pub struct CachedAnswer {
     pub usage: Usage,
     /// The question it answered.
     pub question: String,
+    /// The backend that produced it, so a hit's saving is priced as the call was
+    /// charged (a backend's own price applies when the price table does not list the
+    /// model); `None` in entries stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    /// In a shared scope (no user), the user whose request stored it: the prompt
+    /// carried their own data (a [`ContextProvider`](crate::context::ContextProvider)
+    /// context, their conversation), so forgetting them
+    /// ([`SemanticCache::forget_user`](super::SemanticCache::forget_user)) drops it
+    /// too. `None` in personal scopes (the scope holds the user) and in entries
+    /// stored without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<UserId>,
 }
 
 /// The result of [`SemanticCache::lookup`](super::SemanticCache::lookup).

@@ -80,6 +80,15 @@ async fn list_conversations(
     u: AuthUser,
     Query(q): Query<PageQuery>,
 ) -> ApiResult<Vec<Conversation>> {
+    // The listing has no paging (newest first, up to `limit`): an offset would be
+    // ignored and a client paging by it served the first page again, forever.
+    if q.offset.is_some_and(|o| o > 0) {
+        return Err(crate::error::Error::invalid(
+            "offset",
+            "conversations are listed newest first, up to `limit` (1–500); paging by offset is not supported",
+        )
+        .into());
+    }
     let limit = q.limit.unwrap_or(50);
     Ok(Json(
         s.repo
