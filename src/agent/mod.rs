@@ -43,6 +43,14 @@ pub struct ModelParams {
     pub temperature: f32,
     /// A system prompt replacing the agent's own (at most 10,000 characters).
     pub system_prompt: Option<String>,
+    /// Ask for a text answer even of an agent kind that answers in structure (the
+    /// assessment analyst, see [`structured`]): no `response_format` is sent and the
+    /// answer's shape is not checked — for a host's own free-text call on that kind,
+    /// such as an LLM judge's YES/NO. Such answers are cached in a scope of their own,
+    /// and not loaded by other instances from a shared store (a miss there). Default:
+    /// `false`.
+    #[serde(default)]
+    pub text_only: bool,
 }
 
 impl Default for ModelParams {
@@ -52,6 +60,7 @@ impl Default for ModelParams {
             max_tokens: 512,
             temperature: 0.3,
             system_prompt: None,
+            text_only: false,
         }
     }
 }
@@ -94,6 +103,13 @@ impl AiRequest {
             params: ModelParams::default(),
             priority: PriorityLevel::Medium,
         }
+    }
+
+    /// Whether the answer must be the agent kind's structured object (see
+    /// [`structured`]): the kind answers in structure and the request is not
+    /// [`text_only`](ModelParams::text_only).
+    pub fn wants_structured(&self) -> bool {
+        structured::wants_structured(self.agent) && !self.params.text_only
     }
 
     /// This request with `context` as its user data.

@@ -329,7 +329,7 @@ impl AiRequest {
                 "{}|{:.3}|{}",
                 self.params.max_tokens,
                 self.params.temperature,
-                super::structured::wants_structured(self.agent)
+                self.wants_structured()
             ),
         );
         let digest = h.finalize();

@@ -101,3 +101,16 @@ pub fn check_output(agent: AgentType, output: &Value) -> Result<()> {
     }
     Ok(())
 }
+
+/// Checks that `output` has the shape `req` asks for: the kind's structured object
+/// unless the request is [`text_only`](super::ModelParams::text_only).
+///
+/// # Errors
+/// As [`check_output`].
+pub fn check_answer(req: &super::AiRequest, output: &Value) -> Result<()> {
+    if req.wants_structured() {
+        check_output(req.agent, output)
+    } else {
+        Ok(())
+    }
+}

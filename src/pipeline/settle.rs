@@ -191,7 +191,7 @@ impl Books {
         // it is neither delivered nor cached.
         let ended = match (ended.into(), claims.first()) {
             (Ended::Answered(r), Some((first, _))) => {
-                match crate::agent::structured::check_output(first.req.agent, &r.output) {
+                match crate::agent::structured::check_answer(&first.req, &r.output) {
                     Ok(()) => Ended::Answered(r),
                     Err(error) => {
                         tracing::warn!(error = %error, backend = %r.backend, "an answer of the wrong shape");

@@ -326,6 +326,8 @@ impl LlmJudgeVerifier {
                 max_tokens: 3,
                 temperature: 0.0,
                 system_prompt: Some(JUDGE_PROMPT.to_string()),
+                // YES or NO, whatever the kind it asks as.
+                text_only: true,
             },
             price,
             judge_agent,

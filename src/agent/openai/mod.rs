@@ -351,7 +351,9 @@ impl OpenAiCompatibleAgent {
             "max_tokens": req.params.max_tokens,
             "temperature": req.params.temperature,
         });
-        if let Some(format) = super::structured::response_format(req.agent) {
+        if req.wants_structured()
+            && let Some(format) = super::structured::response_format(req.agent)
+        {
             body["response_format"] = format;
         }
         if stream {

@@ -23,8 +23,8 @@ impl SemanticCache {
     ///
     /// # Errors
     /// `InvalidInput` for an invalid request or embedding; the error of
-    /// [`check_output`](crate::agent::structured::check_output) for an answer not of the
-    /// shape its agent answers with (an assessment analysis), which is never stored;
+    /// [`check_answer`](crate::agent::structured::check_answer) for an answer not of the
+    /// shape its request asks for (an assessment analysis), which is never stored;
     /// the embedder's errors; the shared store's errors (the answer is kept in memory
     /// all the same).
     ///
@@ -37,7 +37,7 @@ impl SemanticCache {
     ) -> Result<()> {
         req.validate()?;
         // Only answers of the right shape are ever served from the cache.
-        crate::agent::structured::check_output(req.agent, &resp.output)?;
+        crate::agent::structured::check_answer(req, &resp.output)?;
         let question = req.question();
         let embedding = match embedding {
             Some(v) => normalise(v, self.dim)?,
