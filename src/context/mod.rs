@@ -38,6 +38,9 @@ pub const STATS_DAYS: i64 = 30;
 pub const RECENT_PROGRESS: u32 = 10;
 /// Most goals in `active_goals`.
 pub const ACTIVE_GOALS: usize = 20;
+/// Most goals or learning paths a context reads looking for the active ones (20
+/// pages of [`Page::MAX_LIMIT`]).
+pub const MAX_SCANNED: u32 = 10_000;
 /// Most practices in a learning path's `next_practices`.
 pub const NEXT_PRACTICES: usize = 5;
 /// The profile preferences a `communication_advisor` context carries, when present.
@@ -315,14 +318,26 @@ impl Reader<'_> {
     }
 
     async fn active_goals(&self) -> Result<Value> {
-        let goals = self
-            .repo
-            .list_goals(self.actor, self.user, Page::first(Page::MAX_LIMIT))
-            .await?;
+        // Page by page until enough active goals are found: active ones may be older
+        // than a page of completed ones.
+        let mut goals = Vec::new();
+        let mut offset = 0;
+        while goals.len() < ACTIVE_GOALS && offset < MAX_SCANNED {
+            let page = Page {
+                limit: Page::MAX_LIMIT,
+                offset,
+            };
+            let got = self.repo.list_goals(self.actor, self.user, page).await?;
+            let full = got.len() == Page::MAX_LIMIT as usize;
+            goals.extend(got.into_iter().filter(|g| !g.completed));
+            if !full {
+                break;
+            }
+            offset += Page::MAX_LIMIT;
+        }
         Ok(Value::Array(
             goals
                 .iter()
-                .filter(|g| !g.completed)
                 .take(ACTIVE_GOALS)
                 .map(|g| {
                     json!({
@@ -342,11 +357,26 @@ impl Reader<'_> {
     }
 
     async fn learning_path(&self) -> Result<Value> {
-        let paths = self
-            .repo
-            .list_learning_paths(self.actor, self.user, Page::first(Page::MAX_LIMIT))
-            .await?;
-        let Some(p) = paths.into_iter().find(|p| !p.completed) else {
+        // The newest path not completed, however many completed ones are newer.
+        let mut found = None;
+        let mut offset = 0;
+        while found.is_none() && offset < MAX_SCANNED {
+            let page = Page {
+                limit: Page::MAX_LIMIT,
+                offset,
+            };
+            let got = self
+                .repo
+                .list_learning_paths(self.actor, self.user, page)
+                .await?;
+            let full = got.len() == Page::MAX_LIMIT as usize;
+            found = got.into_iter().find(|p| !p.completed);
+            if !full {
+                break;
+            }
+            offset += Page::MAX_LIMIT;
+        }
+        let Some(p) = found else {
             return Ok(Value::Null);
         };
         let step = usize::try_from(p.current_step).unwrap_or(0);
