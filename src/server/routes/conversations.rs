@@ -162,7 +162,7 @@ async fn post_message(
                     NewConversationMessage {
                         conversation_id: id,
                         role: MessageRole::Assistant,
-                        content: output_text(&out.response.output),
+                        content: as_message(&output_text(&out.response.output)),
                     },
                 )
                 .await;
@@ -171,4 +171,32 @@ async fn post_message(
             }
         }
     })))
+}
+
+/// An answer as a stored message: cut to the repository's 10,000 characters (ending
+/// in "…") when longer, so a long answer is kept, not refused. The client received
+/// it whole.
+fn as_message(text: &str) -> String {
+    let max = crate::domain::validate::MAX_TEXT_CHARS;
+    if text.chars().count() <= max {
+        return text.to_string();
+    }
+    let mut cut: String = text.chars().take(max - 1).collect();
+    cut.push('…');
+    cut
+}
+
+#[cfg(test)]
+mod tests {
+    use super::as_message;
+
+    #[test]
+    fn a_long_answer_is_cut_to_what_a_message_holds() {
+        let long = "é".repeat(12_000);
+        let s = as_message(&long);
+        assert_eq!(s.chars().count(), 10_000);
+        assert!(s.ends_with('…'));
+        assert_eq!(as_message("short"), "short");
+        assert_eq!(as_message(&"a".repeat(10_000)).chars().count(), 10_000);
+    }
 }
