@@ -321,3 +321,37 @@ async fn on_postgres_another_user_can_neither_read_nor_continue_nor_list_a_conve
     assert_eq!(contents, ["We argue at night.", "Hello world"]);
     db.finish().await;
 }
+
+/// An `offset` on the conversation list (which the other listings take, from the same
+/// query struct) was silently ignored, so a client paging with `?limit=2&offset=2` got
+/// the first page again — forever, if it pages until a short page. Now it is refused
+/// with a clear 400; `offset=0` is the first page as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_offset_on_the_conversation_list_is_refused_not_ignored() {
+    let s = start().await;
+    let (_, t) = user(&s).await;
+    for _ in 0..3 {
+        conversation(&s, &t).await;
+    }
+    let first: Vec<Value> = get(&s, &t, "/api/conversations?limit=2")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 2);
+    let resp = get(&s, &t, "/api/conversations?limit=2&offset=2").await;
+    let status = resp.status();
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(
+        status, 400,
+        "an offset must not be ignored (the first page again): {body}"
+    );
+    assert!(body.to_string().contains("offset"), "{body}");
+    // offset=0 is the first page.
+    let zero: Vec<Value> = get(&s, &t, "/api/conversations?limit=2&offset=0")
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(zero, first);
+}
