@@ -369,7 +369,8 @@ async fn a_retried_settlement_books_nothing_twice_and_users_read_only_their_own_
         }
     );
     assert_eq!(b.global_spent().await.unwrap().day, 75);
-    // Settling a hold that is gone (a retry after a lost reply) books nothing.
+    // The 0007 settlement (kept for instances not yet upgraded): settling a hold that
+    // is gone books nothing.
     let app = db.app().await;
     let again: bool = app
         .query_one("SELECT kasama_budget_settle(gen_random_uuid(), 1000)", &[])
@@ -378,6 +379,22 @@ async fn a_retried_settlement_books_nothing_twice_and_users_read_only_their_own_
         .get(0);
     assert!(!again);
     assert_eq!(b.global_spent().await.unwrap().day, 75);
+    // A settlement whose hold is gone (forgotten by a crash) books its cost, once: a
+    // retry after a lost reply books nothing.
+    let lost = uuid::Uuid::new_v4();
+    for (attempt, booked) in [(1, true), (2, false)] {
+        let r: bool = app
+            .query_one(
+                "SELECT kasama_budget_settle($1, $2, (now() AT TIME ZONE 'UTC')::date, 5)",
+                &[&lost, &u.as_uuid()],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        assert_eq!(r, booked, "attempt {attempt}");
+    }
+    assert_eq!(b.spent(u).await.unwrap().day, 75);
+    assert_eq!(b.global_spent().await.unwrap().day, 80);
     // As user u (RLS): u's own lines only; no writes.
     let mut c = db.app().await;
     let tx = c.transaction().await.unwrap();
@@ -502,4 +519,87 @@ async fn a_postgres_restart_mid_call_loses_no_money_and_counts_none_twice() {
     );
     p.shutdown().await.unwrap();
     assert_eq!(b.spent(u).await.unwrap().day, 2 * one_call());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_crash_forgets_holds_in_flight_but_books_their_cost_once() {
+    let Some(cluster) = common::cluster::Cluster::create() else {
+        panic!("could not create a throwaway PostgreSQL cluster (needs root, runuser and initdb)");
+    };
+    let (_, app) = common::provision(&cluster.url(), "kasama_budget_crash").await;
+    let dba_url = format!(
+        "host=127.0.0.1 port={} user=postgres dbname=kasama_budget_crash",
+        cluster.port
+    );
+    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
+        .unwrap()
+        .pool()
+        .clone();
+    let b = Arc::new(
+        PgBudget::new(pool)
+            .timeout(Duration::from_millis(500))
+            .unwrap(),
+    );
+    let repo = common::pipeline::memory();
+    let u = users(&repo, 1).await[0];
+    let agent = Gated::closed();
+    let budgets = Budgets {
+        free_user_daily: Some(10 * one_call()),
+        ..Budgets::unlimited()
+    };
+    let p = Arc::new(pipeline(repo.clone(), agent.clone(), b.clone(), budgets));
+    let first = tokio::spawn({
+        let p = p.clone();
+        async move { p.complete(ask(u, 0), SubscriptionTier::Free).await }
+    });
+    while agent.calls.load(SeqCst) == 0 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    assert!(b.spent(u).await.unwrap().held > 0, "the call is held");
+    // PostgreSQL crashes (no shutdown checkpoint) while the call is held, and comes
+    // back: recovery empties the unlogged holds table.
+    assert!(cluster.crash());
+    assert!(cluster.start(), "{}", cluster.log());
+    let (dba, c) = tokio_postgres::connect(&dba_url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(c);
+    let holds: i64 = dba
+        .query_one("SELECT count(*) FROM ai_budget_holds", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(holds, 0, "a crash forgets the holds (documented)");
+    // The call answers; its settlement books the cost though its hold is gone.
+    agent.gate.add_permits(1);
+    let o = first.await.unwrap().unwrap();
+    assert_eq!(o.cost_nanos, one_call());
+    b.flush().await;
+    let s = b.status();
+    assert_eq!((s.settled, s.abandoned, s.pending), (1, 0, 0), "{s:?}");
+    assert_eq!(
+        b.spent(u).await.unwrap(),
+        kasama::pipeline::SharedSpend {
+            day: one_call(),
+            month: one_call(),
+            held: 0
+        }
+    );
+    assert_eq!(b.global_spent().await.unwrap().day, one_call());
+    // Calls flow again, and are counted once each.
+    agent.gate.add_permits(100);
+    let mut answered = 0;
+    for i in 0..40 {
+        match p.complete(ask(u, 10 + i), SubscriptionTier::Free).await {
+            Ok(_) => answered += 1,
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            Err(e) => panic!("{e:?}"),
+        }
+        if answered == 2 {
+            break;
+        }
+    }
+    assert_eq!(answered, 2);
+    p.shutdown().await.unwrap();
+    assert_eq!(b.spent(u).await.unwrap().day, 3 * one_call());
 }

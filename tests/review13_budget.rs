@@ -33,20 +33,18 @@ fn budget_on(db: &common::TestDb) -> PgBudget {
     PgBudget::new(repo.pool().clone())
 }
 
-/// Locks `user`'s day line of today (as the DBA, in an open transaction), so that a
-/// reservation for `user` waits on it.
+/// Takes `user`'s reservation lock (the advisory lock `kasama_budget_reserve` takes,
+/// as the DBA, in an open transaction), so that a reservation for `user` waits on it.
 async fn lock_day_line(db: &common::TestDb, user: UserId) -> tokio_postgres::Client {
     let blocker = db.admin().await;
     blocker.batch_execute("BEGIN").await.unwrap();
-    let n = blocker
+    blocker
         .execute(
-            "SELECT 1 FROM ai_budget_spend WHERE user_id = $1 AND period = 'day' \
-             AND starts = (now() AT TIME ZONE 'UTC')::date FOR UPDATE",
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(1801548641, hashtext($1::uuid::text))) l",
             &[&user.as_uuid()],
         )
         .await
         .unwrap();
-    assert_eq!(n, 1, "the user's day line exists");
     blocker
 }
 
@@ -238,6 +236,7 @@ async fn the_budget_functions_leave_a_callers_service_flag_as_they_found_it() {
     // A host's service transaction that also settles a hold (or reserves one).
     for call in [
         "SELECT kasama_budget_settle(gen_random_uuid(), 0)",
+        "SELECT kasama_budget_settle(gen_random_uuid(), gen_random_uuid(), current_date, 0)",
         "SELECT kasama_budget_reserve(gen_random_uuid(), gen_random_uuid(), current_date, \
          1, false, 1000, NULL, NULL, NULL, NULL)",
         "SELECT kasama_budget_sweep()",

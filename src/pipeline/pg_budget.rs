@@ -75,14 +75,24 @@ struct Inner {
 /// asked after the instance's own [`Ledger`](super::Ledger) (which keeps the lines,
 /// totals and metrics, and applies the same caps to this instance's spend):
 ///
-/// - **Reservation**: one call of `kasama_budget_reserve`, which locks the user's day
-///   line (so concurrent reservations of one user, from any instance, queue), reads
-///   what is spent and held today and this month, and inserts the hold or names the
-///   cap it would pass — the caps of the pipeline's [`Budgets`], daily and monthly,
-///   per user and global. A retried reservation (same hold id) is not held twice.
-/// - **Settlement**: deletes the hold and books the exact cost in one transaction; a
-///   retry after a lost reply finds no hold and books nothing, so money is never
-///   counted twice. Written by a task of its own, retried with exponential backoff
+/// - **Reservation**: one call of `kasama_budget_reserve`, which takes a lock on the
+///   user (a transaction-scoped advisory lock, so concurrent reservations of one user,
+///   from any instance, queue without writing a row), reads what is spent and held
+///   today and this month in one statement, and inserts the hold or names the cap it
+///   would pass — the caps of the pipeline's [`Budgets`], daily and monthly, per user
+///   and global (the global caps take a second, global lock). A retried reservation
+///   (same hold id) is not held twice.
+/// - **Holds are not durable; spend is.** Holds live in an `UNLOGGED` table
+///   (migration 0011): a reservation writes no WAL and does not wait for a flush to
+///   disk, so it costs about one plain `UPDATE`. A clean restart keeps them; a
+///   PostgreSQL crash or a failover to a standby forgets the holds of the calls in
+///   flight at that moment — those calls are still booked when they settle, but until
+///   then they do not count against the caps.
+/// - **Settlement**: books the exact cost and ends the hold in one transaction, with
+///   a durable record of the settled hold, so a retry after a lost reply books
+///   nothing and money is never counted twice; the cost is booked even when the hold
+///   is gone (expired, or forgotten by a crash), so money is never lost. Written by a
+///   task of its own, retried with exponential backoff
 ///   (`backon`) for up to [`settle_patience`](Self::settle_patience) while the
 ///   database is away; [`AiPipeline::shutdown`](super::AiPipeline::shutdown) waits
 ///   for them.
@@ -114,13 +124,24 @@ impl std::fmt::Debug for PgBudget {
 /// the pipeline ([`PgBudget::reserve`]).
 pub struct BudgetHold {
     inner: Arc<Inner>,
-    id: Uuid,
+    key: HoldKey,
     done: bool,
+}
+
+/// What a settlement names: the hold, and the user and day it was reserved for (so
+/// its cost is booked even when the hold itself is gone).
+#[derive(Clone, Copy, Debug)]
+struct HoldKey {
+    id: Uuid,
+    user: Uuid,
+    day: NaiveDate,
 }
 
 impl std::fmt::Debug for BudgetHold {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BudgetHold").field("id", &self.id).finish()
+        f.debug_struct("BudgetHold")
+            .field("id", &self.key.id)
+            .finish()
     }
 }
 
@@ -130,14 +151,14 @@ impl BudgetHold {
     /// without one the hold just expires.
     pub fn settle(mut self, cost: u64) {
         self.done = true;
-        Inner::spawn_settle(&self.inner, self.id, cost);
+        Inner::spawn_settle(&self.inner, self.key, cost);
     }
 }
 
 impl Drop for BudgetHold {
     fn drop(&mut self) {
         if !self.done {
-            Inner::spawn_settle(&self.inner, self.id, 0);
+            Inner::spawn_settle(&self.inner, self.key, 0);
         }
     }
 }
@@ -168,7 +189,7 @@ impl Inner {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
     }
 
-    fn spawn_settle(this: &Arc<Self>, id: Uuid, cost: u64) {
+    fn spawn_settle(this: &Arc<Self>, key: HoldKey, cost: u64) {
         let Ok(rt) = tokio::runtime::Handle::try_current() else {
             // No runtime (dropped outside one): the hold expires on its own.
             this.abandoned.fetch_add(1, SeqCst);
@@ -177,13 +198,13 @@ impl Inner {
         this.pending.fetch_add(1, SeqCst);
         let inner = this.clone();
         rt.spawn(async move {
-            let ok = inner.settle_retrying(id, cost).await;
+            let ok = inner.settle_retrying(key, cost).await;
             if ok {
                 inner.settled.fetch_add(1, SeqCst);
             } else {
                 inner.abandoned.fetch_add(1, SeqCst);
                 tracing::error!(
-                    hold = %id,
+                    hold = %key.id,
                     cost_nanos = cost,
                     "shared budget: settlement abandoned; the hold will expire"
                 );
@@ -194,12 +215,16 @@ impl Inner {
         });
     }
 
-    async fn settle_once(&self, id: Uuid, cost: u64) -> Result<()> {
+    async fn settle_once(&self, key: HoldKey, cost: u64) -> Result<()> {
         let work = async {
             let c = self.pool.get().await.map_err(|e| db_error(&e))?;
-            c.query_one("SELECT kasama_budget_settle($1, $2)", &[&id, &nanos(cost)])
+            let st = c
+                .prepare_cached("SELECT kasama_budget_settle($1, $2, $3, $4)")
                 .await
-                .map_err(|e| db_error(&e))?;
+                .map_err(|e| pg_error(&e))?;
+            c.query_one(&st, &[&key.id, &key.user, &key.day, &nanos(cost)])
+                .await
+                .map_err(|e| pg_error(&e))?;
             Ok(())
         };
         match tokio::time::timeout(self.timeout, work).await {
@@ -211,7 +236,7 @@ impl Inner {
     }
 
     /// Settles, retrying with backoff for up to `patience`; whether it was written.
-    async fn settle_retrying(&self, id: Uuid, cost: u64) -> bool {
+    async fn settle_retrying(&self, key: HoldKey, cost: u64) -> bool {
         let mut backoff = ExponentialBuilder::default()
             .with_min_delay(Duration::from_millis(50))
             .with_max_delay(Duration::from_secs(5))
@@ -220,11 +245,11 @@ impl Inner {
             .with_total_delay(Some(self.patience))
             .build();
         loop {
-            match self.settle_once(id, cost).await {
+            match self.settle_once(key, cost).await {
                 Ok(()) => return true,
                 Err(e) => {
                     self.note(&e);
-                    tracing::warn!(error = %e, hold = %id, "shared budget: settlement failed; retrying");
+                    tracing::warn!(error = %e, hold = %key.id, "shared budget: settlement failed; retrying");
                     match backoff.next() {
                         Some(d) => tokio::time::sleep(d).await,
                         None => return false,
@@ -236,7 +261,7 @@ impl Inner {
 }
 
 impl PgBudget {
-    /// Budgets in the database `pool` reaches (as the app role, migrated to 0007 or
+    /// Budgets in the database `pool` reaches (as the app role, migrated to 0011 or
     /// later).
     pub fn new(pool: Pool) -> Self {
         Self::with_clock(pool, || Utc::now().date_naive())
@@ -359,7 +384,11 @@ impl PgBudget {
         // release then finds it, or marks its id so it cannot land.
         let mut guard = BudgetHold {
             inner: inner.clone(),
-            id,
+            key: HoldKey {
+                id,
+                user: user_id,
+                day,
+            },
             done: false,
         };
         let work = async {

@@ -123,6 +123,19 @@ impl Cluster {
         ])
     }
 
+    /// Stops the server as a crash does (`-m immediate`: no shutdown checkpoint, so
+    /// the next start recovers from WAL and empties unlogged tables).
+    pub fn crash(&self) -> bool {
+        self.pg(&[
+            "-D",
+            self.dir.join("data").to_str().unwrap(),
+            "-m",
+            "immediate",
+            "-w",
+            "stop",
+        ])
+    }
+
     /// The server log so far (for a failing test's message).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.join("log")).unwrap_or_default()

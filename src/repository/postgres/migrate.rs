@@ -79,6 +79,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "conversations",
         sql: include_str!("../../../migrations/0010_conversations.sql"),
     },
+    Migration {
+        version: 11,
+        name: "budget_holds_unlogged",
+        sql: include_str!("../../../migrations/0011_budget_holds_unlogged.sql"),
+    },
 ];
 
 /// Checksums of earlier texts of a migration that a database may have applied and

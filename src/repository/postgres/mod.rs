@@ -275,7 +275,8 @@ impl PgRepository {
 /// The user tables row-level security must protect.
 const USER_TABLES: &str = "'profiles', 'assessments', 'assessment_answers', 'goals', \
     'learning_paths', 'progress', 'notifications', 'ai_interactions', 'ai_budget_spend', \
-    'ai_budget_holds', 'semantic_entries', 'conversations', 'conversation_messages'";
+    'ai_budget_holds', 'ai_budget_settled', 'semantic_entries', 'conversations', \
+    'conversation_messages'";
 
 /// Why [`check_role`] refused.
 pub(crate) enum RoleCheck {

@@ -1,0 +1,192 @@
+-- A reservation costs about one write, not a durable commit (issue 13's bar: at most
+-- 1.3x a bare UPDATE ... RETURNING). Applies as a non-superuser owner.
+--
+-- Holds live for the length of one call (minutes at most), so they are kept in an
+-- UNLOGGED table: a reservation writes no WAL and its commit does not wait for a
+-- flush. Spend stays durable: a settlement books its cost in logged tables, and a
+-- logged record of each settled hold (ai_budget_settled) makes a retried settlement
+-- book nothing twice — whether or not the hold is still there. What a PostgreSQL
+-- crash (not a clean restart, which keeps unlogged tables) or a failover to a
+-- standby forgets is the holds of the calls in flight at that moment: their cost is
+-- still booked when they settle, but until then they do not count against the caps.
+--
+-- Reservations no longer lock the user's day line: they take a transaction-scoped
+-- advisory lock on the user (pg_advisory_xact_lock(1801548641, hashtext(user::text)),
+-- and on the nil uuid for the global caps, user first), which queues one user's
+-- reservations from every instance without writing a row, and read what is spent and
+-- held in one statement (one snapshot: a settlement, which deletes its hold and books
+-- its cost in one transaction, is seen whole or not at all).
+
+ALTER TABLE ai_budget_holds SET UNLOGGED;
+-- Every settlement deletes a hold: vacuum the table after a thousand of them rather
+-- than after a fifth of it has died.
+ALTER TABLE ai_budget_holds SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
+-- The global caps sum the live holds: found through their expiry (the next few
+-- minutes), not through their day (which also finds every settled hold not yet
+-- vacuumed).
+DROP INDEX ai_budget_holds_day;
+
+CREATE TABLE ai_budget_settled (
+    id uuid PRIMARY KEY,
+    -- The hold's day: records are swept two days later.
+    day date NOT NULL
+);
+ALTER TABLE ai_budget_settled ENABLE ROW LEVEL SECURITY;
+ALTER TABLE ai_budget_settled FORCE ROW LEVEL SECURITY;
+CREATE POLICY ai_budget_settled_service ON ai_budget_settled FOR ALL
+    USING ((SELECT app_is_service())) WITH CHECK ((SELECT app_is_service()));
+GRANT SELECT, INSERT, DELETE ON ai_budget_settled TO kasama_app;
+
+CREATE OR REPLACE FUNCTION kasama_budget_reserve(
+    p_hold uuid, p_user uuid, p_day date, p_amount bigint, p_whole boolean,
+    p_ttl_ms bigint, p_user_day_cap bigint, p_user_month_cap bigint,
+    p_global_day_cap bigint, p_global_month_cap bigint
+) RETURNS text
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+-- A bitmap scan visits every settled hold not yet vacuumed (it cannot skip the index
+-- entries an earlier scan found dead); a plain index scan skips them, so a user's
+-- busy day costs no more than a quiet one.
+SET enable_bitmapscan = off
+AS $$
+DECLARE
+    v_month date := date_trunc('month', p_day::timestamp)::date;
+    v_nil uuid := '00000000-0000-0000-0000-000000000000';
+    -- numeric: spent + held + amount may pass bigint's range.
+    v_day_spent numeric;
+    v_month_spent numeric;
+    v_day_held numeric;
+    v_month_held numeric;
+    v_refused text;
+    v_service text := coalesce(current_setting('app.service', true), '');
+BEGIN
+    PERFORM set_config('app.service', 'on', true);
+    IF p_amount < 0 THEN
+        RAISE EXCEPTION 'kasama_budget_reserve: negative amount';
+    END IF;
+    -- Queues this user's reservations, from every instance, until this commits.
+    PERFORM pg_advisory_xact_lock(1801548641, hashtext(p_user::text));
+    IF p_user_day_cap IS NOT NULL OR p_user_month_cap IS NOT NULL THEN
+        SELECT coalesce(sum(amount_nanos) FILTER (WHERE day = p_day), 0),
+               coalesce(sum(amount_nanos), 0),
+               coalesce((SELECT spent_nanos FROM ai_budget_spend
+                          WHERE user_id = p_user AND period = 'day' AND starts = p_day), 0),
+               coalesce((SELECT spent_nanos FROM ai_budget_spend
+                          WHERE user_id = p_user AND period = 'month' AND starts = v_month), 0)
+          INTO v_day_held, v_month_held, v_day_spent, v_month_spent
+          FROM ai_budget_holds
+         WHERE user_id = p_user AND day >= v_month AND expires_at > now();
+        IF p_user_day_cap IS NOT NULL
+           AND kasama_budget_refuses(v_day_spent, v_day_held, p_amount, p_whole, p_user_day_cap) THEN
+            v_refused := 'user daily';
+        ELSIF p_user_month_cap IS NOT NULL
+           AND kasama_budget_refuses(v_month_spent, v_month_held, p_amount, p_whole, p_user_month_cap) THEN
+            v_refused := 'user monthly';
+        END IF;
+    END IF;
+    IF v_refused IS NULL AND (p_global_day_cap IS NOT NULL OR p_global_month_cap IS NOT NULL) THEN
+        PERFORM pg_advisory_xact_lock(1801548641, hashtext(v_nil::text));
+        SELECT coalesce(sum(amount_nanos) FILTER (WHERE day = p_day), 0),
+               coalesce(sum(amount_nanos), 0),
+               coalesce((SELECT spent_nanos FROM ai_budget_spend
+                          WHERE user_id = v_nil AND period = 'day' AND starts = p_day), 0),
+               coalesce((SELECT spent_nanos FROM ai_budget_spend
+                          WHERE user_id = v_nil AND period = 'month' AND starts = v_month), 0)
+          INTO v_day_held, v_month_held, v_day_spent, v_month_spent
+          FROM ai_budget_holds
+         WHERE day >= v_month AND expires_at > now();
+        IF p_global_day_cap IS NOT NULL
+           AND kasama_budget_refuses(v_day_spent, v_day_held, p_amount, p_whole, p_global_day_cap) THEN
+            v_refused := 'global daily';
+        ELSIF p_global_month_cap IS NOT NULL
+           AND kasama_budget_refuses(v_month_spent, v_month_held, p_amount, p_whole, p_global_month_cap) THEN
+            v_refused := 'global monthly';
+        END IF;
+    END IF;
+    IF v_refused IS NULL THEN
+        -- A hold of this id already (a retried reservation), or the mark a settlement
+        -- left for a reservation that had not landed yet (a caller that gave up):
+        -- nothing more is held.
+        INSERT INTO ai_budget_holds (id, user_id, day, amount_nanos, expires_at)
+        VALUES (p_hold, p_user, p_day, p_amount,
+                now() + make_interval(secs => p_ttl_ms / 1000.0))
+        ON CONFLICT (id) DO NOTHING;
+    ELSIF EXISTS (SELECT 1 FROM ai_budget_holds WHERE id = p_hold) THEN
+        -- A retried reservation whose hold is there (and counted above): held.
+        v_refused := NULL;
+    END IF;
+    PERFORM set_config('app.service', v_service, true);
+    RETURN v_refused;
+END
+$$;
+
+-- Ends the hold `p_hold` of `p_user` (reserved for `p_day`) and books `p_cost` (0 for
+-- a call never made or failed). Returns false for a hold already settled (a retry
+-- after a lost reply), which books nothing. The cost is booked even when the hold is
+-- gone (forgotten by a crash, or expired): money spent is never lost. When the
+-- reservation has not landed yet, an expired 0-amount mark is left under its id (the
+-- nil user; swept a day later), so it can never land afterwards.
+CREATE FUNCTION kasama_budget_settle(p_hold uuid, p_user uuid, p_day date, p_cost bigint)
+RETURNS boolean
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_nil uuid := '00000000-0000-0000-0000-000000000000';
+    v_service text := coalesce(current_setting('app.service', true), '');
+BEGIN
+    PERFORM set_config('app.service', 'on', true);
+    IF p_cost < 0 THEN
+        RAISE EXCEPTION 'kasama_budget_settle: negative cost';
+    END IF;
+    IF p_user = v_nil THEN
+        RAISE EXCEPTION 'kasama_budget_settle: the nil uuid is not a user';
+    END IF;
+    -- Once per hold, durably (a concurrent retry waits here, then books nothing).
+    INSERT INTO ai_budget_settled (id, day) VALUES (p_hold, p_day) ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        PERFORM set_config('app.service', v_service, true);
+        RETURN false;
+    END IF;
+    -- Waits for a reservation of this id still in flight, then either marks the id (it
+    -- had not landed) or ends the hold.
+    INSERT INTO ai_budget_holds (id, user_id, day, amount_nanos, expires_at)
+    VALUES (p_hold, v_nil, p_day, 0, now())
+    ON CONFLICT (id) DO NOTHING;
+    IF NOT FOUND THEN
+        DELETE FROM ai_budget_holds WHERE id = p_hold AND user_id = p_user;
+    END IF;
+    PERFORM kasama_budget_book(p_user, p_day, p_cost);
+    PERFORM set_config('app.service', v_service, true);
+    RETURN true;
+END
+$$;
+
+-- As before, and forgets settlement records two days after their hold's day.
+CREATE OR REPLACE FUNCTION kasama_budget_sweep() RETURNS bigint
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+DECLARE
+    v_today date := (now() AT TIME ZONE 'UTC')::date;
+    n bigint;
+    m bigint;
+    k bigint;
+    v_service text := coalesce(current_setting('app.service', true), '');
+BEGIN
+    PERFORM set_config('app.service', 'on', true);
+    DELETE FROM ai_budget_holds WHERE expires_at < now() - interval '1 day';
+    GET DIAGNOSTICS n = ROW_COUNT;
+    DELETE FROM ai_budget_spend
+        WHERE (period = 'day' AND starts < v_today - 2)
+           OR (period = 'month' AND starts < date_trunc('month', (v_today - 40)::timestamp)::date);
+    GET DIAGNOSTICS m = ROW_COUNT;
+    DELETE FROM ai_budget_settled WHERE day < v_today - 2;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    PERFORM set_config('app.service', v_service, true);
+    RETURN n + m + k;
+END
+$$;
+
+REVOKE ALL ON FUNCTION kasama_budget_settle(uuid, uuid, date, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION kasama_budget_settle(uuid, uuid, date, bigint) TO kasama_app;
