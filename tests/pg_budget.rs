@@ -556,8 +556,7 @@ async fn a_postgres_crash_forgets_holds_in_flight_but_books_their_cost_once() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert!(b.spent(u).await.unwrap().held > 0, "the call is held");
-    // PostgreSQL crashes (no shutdown checkpoint) while the call is held, and comes
-    // back: recovery empties the unlogged holds table.
+    // PostgreSQL crashes while the call is held; recovery empties unlogged tables.
     assert!(cluster.crash());
     assert!(cluster.start(), "{}", cluster.log());
     let (dba, c) = tokio_postgres::connect(&dba_url, tokio_postgres::NoTls)
@@ -570,11 +569,10 @@ async fn a_postgres_crash_forgets_holds_in_flight_but_books_their_cost_once() {
         .unwrap()
         .get(0);
     assert_eq!(holds, 0, "a crash forgets the holds (documented)");
-    // The call answers; its settlement books the cost though its hold is gone.
     agent.gate.add_permits(1);
     let o = first.await.unwrap().unwrap();
     assert_eq!(o.cost_nanos, one_call());
-    b.flush().await;
+    b.flush().await; // its settlement books the cost though its hold is gone
     let s = b.status();
     assert_eq!((s.settled, s.abandoned, s.pending), (1, 0, 0), "{s:?}");
     assert_eq!(
@@ -591,7 +589,10 @@ async fn a_postgres_crash_forgets_holds_in_flight_but_books_their_cost_once() {
     for i in 0.. {
         match p.complete(ask(u, 10 + i), SubscriptionTier::Free).await {
             Err(e) if e.is_retryable() && i < 20 => {}
-            r => break assert_eq!(r.unwrap().cost_nanos, one_call()),
+            r => {
+                assert_eq!(r.unwrap().cost_nanos, one_call());
+                break;
+            }
         }
     }
     p.shutdown().await.unwrap();
