@@ -1,0 +1,107 @@
+//! Review of issue 13 (third round): `kasama_budget_reserve` counts on READ COMMITTED.
+//!
+//! Migration 0011 queues one user's reservations on an advisory lock and reads what is
+//! spent and held in the statement after it, trusting that statement to see every
+//! reservation committed while it waited. That holds only under READ COMMITTED. Where
+//! the database (or the app's role) defaults to REPEATABLE READ — a common DBA setting
+//! — the whole call runs on the snapshot taken before the lock was granted: two
+//! reservations of one user queued from two instances both see no hold, and both are
+//! granted past the cap. (Under SERIALIZABLE one of them fails, closed.)
+//!
+//! Real PostgreSQL (fails without it).
+
+use std::time::Duration;
+
+use kasama::pipeline::{Budgets, PgBudget};
+use kasama::prelude::*;
+
+mod common;
+
+async fn require_pg() -> common::TestDb {
+    common::pg()
+        .await
+        .expect("these tests need PostgreSQL at 127.0.0.1:5432")
+}
+
+/// A pool of its own (another instance).
+fn budget_on(db: &common::TestDb) -> PgBudget {
+    let repo = PgRepository::connect(&db.app_config()).unwrap();
+    PgBudget::new(repo.pool().clone())
+        .timeout(Duration::from_secs(20))
+        .unwrap()
+}
+
+/// Waits until `n` sessions wait for an advisory lock.
+async fn waiting_on_advisory_locks(admin: &tokio_postgres::Client, n: i64) {
+    for _ in 0..400 {
+        let w: i64 = admin
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+                &[],
+            )
+            .await
+            .unwrap()
+            .get(0);
+        if w >= n {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the reservations never queued on the user's lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_instances_pass_a_users_cap_when_the_database_defaults_to_repeatable_read() {
+    let db = require_pg().await;
+    let admin = db.admin().await;
+    admin
+        .batch_execute(&format!(
+            "ALTER DATABASE {} SET default_transaction_isolation = 'repeatable read'",
+            db.name
+        ))
+        .await
+        .unwrap();
+    let u = UserId::new();
+    let caps = Budgets {
+        free_user_daily: Some(1_500),
+        ..Budgets::unlimited()
+    };
+    let (a, b) = (budget_on(&db), budget_on(&db));
+    // Something else of this user's is being reserved (here: the DBA holds the lock),
+    // so both instances' reservations queue behind it.
+    let blocker = db.admin().await;
+    blocker.batch_execute("BEGIN").await.unwrap();
+    blocker
+        .execute(
+            "SELECT 1 FROM (SELECT pg_advisory_xact_lock(1801548641, hashtext($1::uuid::text))) l",
+            &[&u.as_uuid()],
+        )
+        .await
+        .unwrap();
+    let (ra, rb) = {
+        let fa = a.reserve_within(u, SubscriptionTier::Free, 1_000, &caps);
+        let fb = b.reserve_within(u, SubscriptionTier::Free, 1_000, &caps);
+        let release = async {
+            waiting_on_advisory_locks(&admin, 2).await;
+            blocker.batch_execute("COMMIT").await.unwrap();
+        };
+        let (ra, rb, ()) = tokio::join!(fa, fb, release);
+        (ra, rb)
+    };
+    let granted = [&ra, &rb].iter().filter(|r| r.is_ok()).count();
+    for r in [&ra, &rb] {
+        assert!(
+            matches!(r, Ok(_) | Err(Error::BudgetExceeded { .. })),
+            "neither held nor refused: {r:?}"
+        );
+    }
+    let held = a.spent(u).await.unwrap().held;
+    assert_eq!(
+        granted, 1,
+        "two reservations of 1000 n$ under a cap of 1500 n$ were both granted \
+         (now holding {held} n$): each read the holds with the snapshot taken before it \
+         got the user's lock"
+    );
+    drop((ra, rb));
+    db.finish().await;
+}
