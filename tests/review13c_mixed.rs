@@ -1,0 +1,84 @@
+//! Review of issue 13 (third round): the new `PgBudget` beside a schema of another
+//! version.
+//!
+//! The new code settles through `kasama_budget_settle(uuid, uuid, date, bigint)`, which
+//! only migration 0011 creates, but still reserves through the 0007 signature. An
+//! instance of the new build that starts before the migration is applied (a rolling
+//! deploy, or the example server, which runs no migration without
+//! `KASAMA_MIGRATION_URL`) is granted every reservation, makes the calls, and then
+//! every settlement fails and is abandoned: the spend is never booked in the shared
+//! ledger ("money is never spent unaccounted", README), and the holds count until
+//! they expire.
+//!
+//! Real PostgreSQL (fails without it).
+
+use std::time::Duration;
+
+use kasama::pipeline::{Budgets, PgBudget};
+use kasama::prelude::*;
+use kasama::repository::postgres::MIGRATIONS;
+
+mod common;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_new_build_on_a_database_at_0010_admits_calls_whose_cost_is_never_booked() {
+    let db = common::pg()
+        .await
+        .expect("these tests need PostgreSQL at 127.0.0.1:5432");
+    // A database migrated up to 0010 (what every instance ran before this change).
+    let name = format!("kasama_r13c_mixed_{}", uuid::Uuid::new_v4().simple());
+    let admin = db.admin().await;
+    admin
+        .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", common::OWNER))
+        .await
+        .unwrap();
+    let mut owner = common::connect(&common::conn_string(&db.base, Some(common::OWNER), &name))
+        .await
+        .unwrap();
+    for m in MIGRATIONS.iter().filter(|m| m.version <= 10) {
+        let tx = owner.transaction().await.unwrap();
+        tx.batch_execute(m.sql).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    drop(owner);
+
+    let app = common::conn_string(&db.base, Some(common::APP_LOGIN), &name);
+    let pool = PgRepository::connect(&PgConfig::new(app))
+        .unwrap()
+        .pool()
+        .clone();
+    let b = PgBudget::new(pool)
+        .settle_patience(Duration::from_secs(1))
+        .unwrap();
+    let u = UserId::new();
+    let caps = Budgets {
+        free_user_daily: Some(10_000),
+        ..Budgets::unlimited()
+    };
+    let r = b.reserve(u, SubscriptionTier::Free, 1_000, &caps).await;
+    // Refusing (fail closed) would be fine; granted, the call is made and costs 600 n$.
+    let granted = r.is_ok();
+    let mut seen = None;
+    if let Ok(hold) = r {
+        hold.settle(600);
+        b.flush().await;
+        seen = Some((b.spent(u).await.unwrap(), b.status()));
+    }
+    drop(admin);
+    let admin_db = db.base.get_dbname().unwrap_or("postgres").to_string();
+    let c = common::connect(&common::conn_string(&db.base, None, &admin_db))
+        .await
+        .unwrap();
+    let _ = c
+        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .await;
+    db.finish().await;
+    if let Some((spent, status)) = seen {
+        assert!(granted);
+        assert_eq!(
+            spent.day, 600,
+            "a call was admitted but its cost was never booked in the shared ledger \
+             (spent {spent:?}; {status:?})"
+        );
+    }
+}
