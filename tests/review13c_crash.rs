@@ -152,3 +152,66 @@ async fn an_old_instance_settling_after_a_crash_books_its_cost() {
          (its 2-argument settlement found no hold after the crash)"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_backend_killed_by_the_oom_killer_forgets_every_hold_and_a_user_passes_the_cap() {
+    // Not even a crash of the server: PostgreSQL answers the death of any one backend
+    // (the kernel's OOM killer, a segfault) with crash recovery, which empties the
+    // unlogged holds table of every user.
+    let cluster = cluster();
+    let (_, app) = common::provision(&cluster.url(), "kasama_r13c_oom").await;
+    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
+        .unwrap()
+        .pool()
+        .clone();
+    let b = PgBudget::new(pool)
+        .timeout(Duration::from_millis(500))
+        .unwrap();
+    let u = UserId::new();
+    let cap = 1_000_u64;
+    let caps = Budgets {
+        free_user_daily: Some(cap),
+        ..Budgets::unlimited()
+    };
+    let first = b
+        .reserve_within(u, SubscriptionTier::Free, cap, &caps)
+        .await
+        .unwrap();
+    // An unrelated session (a report, another service) is killed with SIGKILL.
+    let other = common::connect(&app).await.unwrap();
+    let pid: i32 = other
+        .query_one("SELECT pg_backend_pid()", &[])
+        .await
+        .unwrap()
+        .get(0);
+    let killed = std::process::Command::new("kill")
+        .args(["-9", &pid.to_string()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    drop(other);
+
+    let mut second = None;
+    for _ in 0..100 {
+        match b.reserve_within(u, SubscriptionTier::Free, cap, &caps).await {
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            r => {
+                second = Some(r);
+                break;
+            }
+        }
+    }
+    let second = second.expect("the server answers again after its crash recovery");
+    let granted = second.is_ok();
+    first.settle(cap);
+    if let Ok(h) = second {
+        h.settle(cap);
+    }
+    b.flush().await;
+    let spent = b.spent(u).await.unwrap().day;
+    assert!(
+        !granted,
+        "a backend killed elsewhere reset the holds: a second call worth the whole cap was \
+         granted, and the user's day ends at {spent} n$ against a cap of {cap} n$"
+    );
+}
