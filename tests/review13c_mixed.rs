@@ -10,6 +10,11 @@
 //! ledger ("money is never spent unaccounted", README), and the holds count until
 //! they expire.
 //!
+//! And the operator is not told why: `SharedBudgetStatus::last_error` (and the
+//! warning logged per attempt) says only "shared budget failed" — `pg_error` puts
+//! PostgreSQL's code and message in the error's source, which `Error`'s `Display`
+//! leaves out.
+//!
 //! Real PostgreSQL (fails without it).
 
 use std::time::Duration;
@@ -81,4 +86,36 @@ async fn the_new_build_on_a_database_at_0010_admits_calls_whose_cost_is_never_bo
              (spent {spent:?}; {status:?})"
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_settlement_failing_on_a_database_error_reports_what_postgresql_said() {
+    let db = common::pg()
+        .await
+        .expect("these tests need PostgreSQL at 127.0.0.1:5432");
+    // The schema owner removes the new settlement (as on a database at 0010).
+    let owner = db.owner().await;
+    owner
+        .batch_execute("DROP FUNCTION kasama_budget_settle(uuid, uuid, date, bigint)")
+        .await
+        .unwrap();
+    let repo = PgRepository::connect(&db.app_config()).unwrap();
+    let b = PgBudget::new(repo.pool().clone())
+        .settle_patience(Duration::from_millis(200))
+        .unwrap();
+    let h = b
+        .reserve(UserId::new(), SubscriptionTier::Free, 1_000, &Budgets::unlimited())
+        .await
+        .unwrap();
+    h.settle(600);
+    b.flush().await;
+    let status = b.status();
+    db.finish().await;
+    assert_eq!(status.abandoned, 1, "{status:?}");
+    let e = status.last_error.unwrap_or_default();
+    assert!(
+        e.contains("42883") || e.contains("does not exist"),
+        "the last error does not say what PostgreSQL said (42883: function \
+         kasama_budget_settle(...) does not exist): {e:?}"
+    );
 }
