@@ -51,7 +51,7 @@ async fn waiting_on_advisory_locks(admin: &tokio_postgres::Client, n: i64) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn two_instances_pass_a_users_cap_when_the_database_defaults_to_repeatable_read() {
+async fn a_database_defaulting_to_repeatable_read_does_not_let_two_instances_pass_a_cap() {
     let db = require_pg().await;
     let admin = db.admin().await;
     admin
@@ -103,5 +103,29 @@ async fn two_instances_pass_a_users_cap_when_the_database_defaults_to_repeatable
          got the user's lock"
     );
     drop((ra, rb));
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_reservation_refuses_to_decide_under_repeatable_read() {
+    let db = require_pg().await;
+    let app = db.app().await;
+    app.batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        .await
+        .unwrap();
+    let e = app
+        .query_one(
+            "SELECT kasama_budget_reserve(gen_random_uuid(), gen_random_uuid(), current_date, \
+             1, false, 1000, 100, NULL, NULL, NULL)",
+            &[],
+        )
+        .await
+        .unwrap_err();
+    app.batch_execute("ROLLBACK").await.unwrap();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("READ COMMITTED"), "{e:?}");
     db.finish().await;
 }

@@ -26,7 +26,7 @@ use kasama::repository::postgres::MIGRATIONS;
 mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_new_build_on_a_database_at_0010_admits_calls_whose_cost_is_never_booked() {
+async fn the_new_build_on_a_database_at_0010_books_every_call_through_the_0007_functions() {
     let db = common::pg()
         .await
         .expect("these tests need PostgreSQL at 127.0.0.1:5432");
@@ -78,14 +78,13 @@ async fn the_new_build_on_a_database_at_0010_admits_calls_whose_cost_is_never_bo
         .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .await;
     db.finish().await;
-    if let Some((spent, status)) = seen {
-        assert!(granted);
-        assert_eq!(
-            spent.day, 600,
-            "a call was admitted but its cost was never booked in the shared ledger \
-             (spent {spent:?}; {status:?})"
-        );
-    }
+    let (spent, status) = seen.expect("the 0007 reservation grants the call");
+    assert!(granted);
+    assert_eq!(
+        (spent.day, spent.held, status.abandoned),
+        (600, 0, 0),
+        "a call admitted on a database at 0010 must be booked ({status:?})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -93,10 +92,14 @@ async fn a_settlement_failing_on_a_database_error_reports_what_postgresql_said()
     let db = common::pg()
         .await
         .expect("these tests need PostgreSQL at 127.0.0.1:5432");
-    // The schema owner removes the new settlement (as on a database at 0010).
+    // The schema owner removes both settlements (the 0011 one, and the 0007 one the
+    // budget falls back to on a database that predates 0011).
     let owner = db.owner().await;
     owner
-        .batch_execute("DROP FUNCTION kasama_budget_settle(uuid, uuid, date, bigint)")
+        .batch_execute(
+            "DROP FUNCTION kasama_budget_settle(uuid, uuid, date, bigint); \
+             DROP FUNCTION kasama_budget_settle(uuid, bigint)",
+        )
         .await
         .unwrap();
     let repo = PgRepository::connect(&db.app_config()).unwrap();
@@ -104,7 +107,12 @@ async fn a_settlement_failing_on_a_database_error_reports_what_postgresql_said()
         .settle_patience(Duration::from_millis(200))
         .unwrap();
     let h = b
-        .reserve(UserId::new(), SubscriptionTier::Free, 1_000, &Budgets::unlimited())
+        .reserve(
+            UserId::new(),
+            SubscriptionTier::Free,
+            1_000,
+            &Budgets::unlimited(),
+        )
         .await
         .unwrap();
     h.settle(600);

@@ -35,6 +35,10 @@ async fn a_call_of_the_nil_user_is_admitted_and_its_cost_never_booked() {
         ..Budgets::unlimited()
     };
     let r = b.reserve(nil, SubscriptionTier::Free, 1_000, &caps).await;
+    assert!(
+        matches!(&r, Err(e) if e.invalid_field() == Some("user")),
+        "the nil user is refused before the database: {r:?}"
+    );
     let granted = r.is_ok();
     if let Ok(h) = r {
         h.settle(600);

@@ -1,7 +1,7 @@
 //! [`PgBudget`]: the budgets held in PostgreSQL, shared by every app instance and
 //! kept across restarts.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,6 +52,8 @@ pub struct SharedSpend {
 
 struct Inner {
     pool: Pool,
+    /// Set once the database turned out to predate migration 0011 (0007 functions).
+    legacy: AtomicBool,
     hold_ttl: Duration,
     timeout: Duration,
     patience: Duration,
@@ -75,25 +77,29 @@ struct Inner {
 /// asked after the instance's own [`Ledger`](super::Ledger) (which keeps the lines,
 /// totals and metrics, and applies the same caps to this instance's spend):
 ///
-/// - **Reservation**: one call of `kasama_budget_reserve`, which takes a lock on the
-///   user (a transaction-scoped advisory lock, so concurrent reservations of one user,
-///   from any instance, queue without writing a row), reads what is spent and held
-///   today and this month in one statement, and inserts the hold or names the cap it
-///   would pass — the caps of the pipeline's [`Budgets`], daily and monthly, per user
-///   and global (the global caps take a second, global lock). A retried reservation
-///   (same hold id) is not held twice.
-/// - **Holds are not durable; spend is.** Holds live in an `UNLOGGED` table
-///   (migration 0011): a reservation writes no WAL and does not wait for a flush to
-///   disk, so it costs about one plain `UPDATE`. A clean restart keeps them; a
-///   PostgreSQL crash or a failover to a standby forgets the holds of the calls in
-///   flight at that moment — those calls are still booked when they settle, but until
-///   then they do not count against the caps.
-/// - **Settlement**: books the exact cost and ends the hold in one transaction, with
-///   a durable record of the settled hold, so a retry after a lost reply books
-///   nothing and money is never counted twice; the cost is booked even when the hold
-///   is gone (expired, or forgotten by a crash), so money is never lost. Written by a
-///   task of its own, retried with exponential backoff
-///   (`backon`) for up to [`settle_patience`](Self::settle_patience) while the
+/// - **Reservation**: one call of `kasama_budget_hold` (migration 0011), which takes a
+///   lock on the user (a transaction-scoped advisory lock, so concurrent reservations
+///   of one user, from any instance, queue without writing a row), reads what is
+///   spent and held today and this month in one statement, and inserts the hold or
+///   names the cap it would pass — the caps of the pipeline's [`Budgets`], daily and
+///   monthly, per user and global (the global caps take a second, global lock). A
+///   retried reservation (same hold id) is not held twice. It needs READ COMMITTED
+///   (the default; [`PgRepository`](crate::PgRepository)'s pools set it): under
+///   another isolation level it fails rather than decide on a stale snapshot.
+/// - **A reservation commits asynchronously; spend is durable.** The hold is written
+///   to the WAL but the reservation does not wait for the flush to disk (the WAL
+///   writer does it within `wal_writer_delay`, 200 ms by default), so it costs about
+///   one plain `UPDATE`. A PostgreSQL crash (or a failover, or one backend killed,
+///   which makes the server recover) can forget the holds reserved in that last
+///   fraction of a second: those calls are still booked when they settle, but until
+///   then they do not count against the caps. A database that predates migration
+///   0011 is served by the 0007 functions (durable reservations, about 1.7× slower).
+/// - **Settlement**: books the exact cost and ends the hold in one durable
+///   transaction, with a record of the settled hold, so a retry after a lost reply
+///   books nothing and money is never counted twice; the cost is booked even when
+///   the hold is gone (forgotten by a crash, or swept a day after it expired), so
+///   money is never lost. Written by a task of its own, retried with exponential
+///   backoff (`backon`) for up to [`settle_patience`](Self::settle_patience) while the
 ///   database is away; [`AiPipeline::shutdown`](super::AiPipeline::shutdown) waits
 ///   for them.
 /// - **Holds expire** after [`hold_ttl`](Self::hold_ttl) (default 5 min, longer than
@@ -128,8 +134,7 @@ pub struct BudgetHold {
     done: bool,
 }
 
-/// What a settlement names: the hold, and the user and day it was reserved for (so
-/// its cost is booked even when the hold itself is gone).
+/// A settlement's hold, user and day (its cost is booked even when the hold is gone).
 #[derive(Clone, Copy, Debug)]
 struct HoldKey {
     id: Uuid,
@@ -180,13 +185,30 @@ fn pg_error(e: &tokio_postgres::Error) -> Error {
     }
 }
 
+/// An error and its sources, for `last_error` and the logs ("…: 42883: …").
+fn with_sources(e: &Error) -> String {
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// Whether `e` says a function is missing: a database that predates migration 0011.
+fn undefined_function(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION)
+}
+
 fn nanos(n: u64) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl Inner {
     fn note(&self, e: &Error) {
-        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e.to_string());
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(with_sources(e));
     }
 
     fn spawn_settle(this: &Arc<Self>, key: HoldKey, cost: u64) {
@@ -215,16 +237,44 @@ impl Inner {
         });
     }
 
+    /// Prepares (once per connection) `current`, a call of a migration 0011 function,
+    /// or `before` (its 0007 form) on a database that predates it; says which.
+    async fn prepare(
+        &self,
+        c: &deadpool_postgres::Object,
+        current: &str,
+        before: &str,
+    ) -> Result<(tokio_postgres::Statement, bool)> {
+        if !self.legacy.load(SeqCst) {
+            match c.prepare_cached(current).await {
+                Ok(st) => return Ok((st, true)),
+                Err(e) if undefined_function(&e) => self.legacy.store(true, SeqCst),
+                Err(e) => return Err(pg_error(&e)),
+            }
+        }
+        let st = c.prepare_cached(before).await.map_err(|e| pg_error(&e))?;
+        Ok((st, false))
+    }
+
     async fn settle_once(&self, key: HoldKey, cost: u64) -> Result<()> {
         let work = async {
             let c = self.pool.get().await.map_err(|e| db_error(&e))?;
-            let st = c
-                .prepare_cached("SELECT kasama_budget_settle($1, $2, $3, $4)")
-                .await
-                .map_err(|e| pg_error(&e))?;
-            c.query_one(&st, &[&key.id, &key.user, &key.day, &nanos(cost)])
-                .await
-                .map_err(|e| pg_error(&e))?;
+            // Before migration 0011: the 0007 settlement (which books nothing when
+            // the hold is gone).
+            let (st, current) = self
+                .prepare(
+                    &c,
+                    "SELECT kasama_budget_settle($1, $2, $3, $4)",
+                    "SELECT kasama_budget_settle($1, $2)",
+                )
+                .await?;
+            let r = if current {
+                c.query_one(&st, &[&key.id, &key.user, &key.day, &nanos(cost)])
+                    .await
+            } else {
+                c.query_one(&st, &[&key.id, &nanos(cost)]).await
+            };
+            r.map_err(|e| pg_error(&e))?;
             Ok(())
         };
         match tokio::time::timeout(self.timeout, work).await {
@@ -249,7 +299,7 @@ impl Inner {
                 Ok(()) => return true,
                 Err(e) => {
                     self.note(&e);
-                    tracing::warn!(error = %e, hold = %key.id, "shared budget: settlement failed; retrying");
+                    tracing::warn!(error = %with_sources(&e), hold = %key.id, "shared budget: settlement failed; retrying");
                     match backoff.next() {
                         Some(d) => tokio::time::sleep(d).await,
                         None => return false,
@@ -272,6 +322,7 @@ impl PgBudget {
         Self {
             inner: Arc::new(Inner {
                 pool,
+                legacy: AtomicBool::new(false),
                 hold_ttl: Duration::from_secs(300),
                 timeout: Duration::from_secs(2),
                 patience: Duration::from_secs(60),
@@ -339,7 +390,8 @@ impl PgBudget {
     /// # Errors
     /// [`Error::BudgetExceeded`] naming the cap (`user daily`, `user monthly`,
     /// `global daily`, `global monthly`); a retryable `Backend` or `Timeout` when the
-    /// database cannot be reached.
+    /// database cannot be reached; `InvalidInput` naming `user` for the nil uuid (the
+    /// shared ledger's line for everyone).
     pub async fn reserve(
         &self,
         user: UserId,
@@ -374,6 +426,10 @@ impl PgBudget {
         budgets: &Budgets,
     ) -> Result<BudgetHold> {
         let inner = &self.inner;
+        if user.as_uuid().is_nil() {
+            // The nil uuid keeps everyone's totals in the shared ledger.
+            return Err(Error::invalid("user", "the nil uuid is not a user"));
+        }
         let id = Uuid::new_v4();
         let day = (inner.today)();
         let cap = |c: Option<u64>| c.map(nanos);
@@ -393,13 +449,15 @@ impl PgBudget {
         };
         let work = async {
             let c = inner.pool.get().await.map_err(|e| db_error(&e))?;
-            // Prepared once per connection: one round trip per reservation.
-            let st = c
-                .prepare_cached(
+            // Prepared once per connection: one round trip per reservation. Before
+            // migration 0011 there is only the 0007 function (durable, slower).
+            let (st, _) = inner
+                .prepare(
+                    &c,
+                    "SELECT kasama_budget_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                     "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
                 )
-                .await
-                .map_err(|e| pg_error(&e))?;
+                .await?;
             let row = c
                 .query_one(
                     &st,

@@ -81,8 +81,8 @@ pub const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 11,
-        name: "budget_holds_unlogged",
-        sql: include_str!("../../../migrations/0011_budget_holds_unlogged.sql"),
+        name: "budget_reservations",
+        sql: include_str!("../../../migrations/0011_budget_reservations.sql"),
     },
 ];
 

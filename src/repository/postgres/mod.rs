@@ -117,8 +117,10 @@ const SCOPE_SQL: &str =
 
 impl PgRepository {
     /// Builds the pool. Connections open lazily, on first use; each new connection
-    /// first checks the role it runs as (see [`PgConfig::allow_rls_bypass`]). Call
-    /// [`PgRepository::verify`] at start-up to fail fast.
+    /// first checks the role it runs as (see [`PgConfig::allow_rls_bypass`]) and sets
+    /// the session's default isolation to READ COMMITTED (the crate's SQL is written
+    /// for it, whatever the database's default). Call [`PgRepository::verify`] at
+    /// start-up to fail fast.
     ///
     /// TLS follows the URL's `sslmode` and `sslrootcert` as libpq does (see the
     /// README, "TLS"): `disable`, `prefer` (the default), `require`, `verify-ca`,
@@ -144,6 +146,13 @@ impl PgRepository {
         let pool = Pool::builder(mgr)
             .post_create(Hook::async_fn(move |client, _| {
                 Box::pin(async move {
+                    // The crate's SQL is written for READ COMMITTED (the shared
+                    // budget's reservation refuses any other level): a database or
+                    // role that defaults to another does not change these sessions.
+                    client
+                        .batch_execute("SET default_transaction_isolation = 'read committed'")
+                        .await
+                        .map_err(HookError::Backend)?;
                     match check_role(client, allow_bypass).await {
                         Ok(()) => Ok(()),
                         Err(RoleCheck::Db(e)) => Err(HookError::Backend(e)),

@@ -1,23 +1,26 @@
 -- A reservation costs about one write, not a durable commit (issue 13's bar: at most
 -- 1.3x a bare UPDATE ... RETURNING). Applies as a non-superuser owner.
 --
--- Holds live for the length of one call (minutes at most), so they are kept in an
--- UNLOGGED table: a reservation writes no WAL and its commit does not wait for a
--- flush. Spend stays durable: a settlement books its cost in logged tables, and a
--- logged record of each settled hold (ai_budget_settled) makes a retried settlement
--- book nothing twice — whether or not the hold is still there. What a PostgreSQL
--- crash (not a clean restart, which keeps unlogged tables) or a failover to a
--- standby forgets is the holds of the calls in flight at that moment: their cost is
--- still booked when they settle, but until then they do not count against the caps.
+-- PgBudget reserves through kasama_budget_hold, which commits asynchronously
+-- (synchronous_commit off for its own transaction): the hold is written to the WAL
+-- but the call does not wait for the flush, which the WAL writer does within
+-- wal_writer_delay (200 ms by default). What a PostgreSQL crash (or a failover, or one
+-- backend killed, which makes the server recover) can forget is the holds reserved in
+-- that last fraction of a second: until they settle they do not count against the
+-- caps. Spend is always durable: a settlement commits synchronously (flushing every
+-- hold before it), books its cost even when its hold is gone, and leaves a durable
+-- record of the settled hold (ai_budget_settled), so a retry books nothing twice.
 --
 -- Reservations no longer lock the user's day line: they take a transaction-scoped
 -- advisory lock on the user (pg_advisory_xact_lock(1801548641, hashtext(user::text)),
 -- and on the nil uuid for the global caps, user first), which queues one user's
 -- reservations from every instance without writing a row, and read what is spent and
 -- held in one statement (one snapshot: a settlement, which deletes its hold and books
--- its cost in one transaction, is seen whole or not at all).
+-- its cost in one transaction, is seen whole or not at all). That statement sees the
+-- reservations committed while this one waited only under READ COMMITTED: under
+-- another isolation level a reservation raises instead of deciding on a stale
+-- snapshot.
 
-ALTER TABLE ai_budget_holds SET UNLOGGED;
 -- Every settlement deletes a hold: vacuum the table after a thousand of them rather
 -- than after a fifth of it has died.
 ALTER TABLE ai_budget_holds SET (autovacuum_vacuum_scale_factor = 0, autovacuum_vacuum_threshold = 1000);
@@ -63,6 +66,14 @@ BEGIN
     PERFORM set_config('app.service', 'on', true);
     IF p_amount < 0 THEN
         RAISE EXCEPTION 'kasama_budget_reserve: negative amount';
+    END IF;
+    IF p_user = v_nil THEN
+        RAISE EXCEPTION 'kasama_budget_reserve: the nil uuid is not a user';
+    END IF;
+    IF current_setting('transaction_isolation') <> 'read committed' THEN
+        RAISE EXCEPTION 'kasama_budget_reserve needs READ COMMITTED (this transaction is %)',
+            current_setting('transaction_isolation')
+            USING ERRCODE = 'feature_not_supported';
     END IF;
     -- Queues this user's reservations, from every instance, until this commits.
     PERFORM pg_advisory_xact_lock(1801548641, hashtext(p_user::text));
@@ -120,10 +131,29 @@ BEGIN
 END
 $$;
 
+-- kasama_budget_reserve, committed asynchronously: PgBudget's reservation, a statement
+-- of its own (autocommit). Called inside a caller's transaction it would make that
+-- whole transaction's commit asynchronous: call kasama_budget_reserve there.
+CREATE FUNCTION kasama_budget_hold(
+    p_hold uuid, p_user uuid, p_day date, p_amount bigint, p_whole boolean,
+    p_ttl_ms bigint, p_user_day_cap bigint, p_user_month_cap bigint,
+    p_global_day_cap bigint, p_global_month_cap bigint
+) RETURNS text
+LANGUAGE plpgsql
+SET search_path = public, pg_temp
+AS $$
+BEGIN
+    PERFORM set_config('synchronous_commit', 'off', true);
+    RETURN kasama_budget_reserve(p_hold, p_user, p_day, p_amount, p_whole, p_ttl_ms,
+        p_user_day_cap, p_user_month_cap, p_global_day_cap, p_global_month_cap);
+END
+$$;
+
 -- Ends the hold `p_hold` of `p_user` (reserved for `p_day`) and books `p_cost` (0 for
 -- a call never made or failed). Returns false for a hold already settled (a retry
 -- after a lost reply), which books nothing. The cost is booked even when the hold is
--- gone (forgotten by a crash, or expired): money spent is never lost. When the
+-- gone (a reservation a crash forgot, or swept a day after it expired): money spent is
+-- never lost. Commits synchronously, as the caller's transaction is set. When the
 -- reservation has not landed yet, an expired 0-amount mark is left under its id (the
 -- nil user; swept a day later), so it can never land afterwards.
 CREATE FUNCTION kasama_budget_settle(p_hold uuid, p_user uuid, p_day date, p_cost bigint)
@@ -189,4 +219,8 @@ END
 $$;
 
 REVOKE ALL ON FUNCTION kasama_budget_settle(uuid, uuid, date, bigint) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION kasama_budget_settle(uuid, uuid, date, bigint) TO kasama_app;
+REVOKE ALL ON FUNCTION kasama_budget_hold(uuid, uuid, date, bigint, boolean, bigint, bigint, bigint, bigint, bigint) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION
+    kasama_budget_settle(uuid, uuid, date, bigint),
+    kasama_budget_hold(uuid, uuid, date, bigint, boolean, bigint, bigint, bigint, bigint, bigint)
+TO kasama_app;
