@@ -1,4 +1,5 @@
-//! Review of issue 13 (third round): `kasama_budget_reserve` counts on READ COMMITTED.
+//! Review of issue 13 (third round): `kasama_budget_reserve` counts on READ COMMITTED
+//! (and only `kasama_budget_hold` commits asynchronously).
 //!
 //! Migration 0011 queues one user's reservations on an advisory lock and reads what is
 //! spent and held in the statement after it, trusting that statement to see every
@@ -6,7 +7,9 @@
 //! the database (or the app's role) defaults to REPEATABLE READ — a common DBA setting
 //! — the whole call runs on the snapshot taken before the lock was granted: two
 //! reservations of one user queued from two instances both see no hold, and both are
-//! granted past the cap. (Under SERIALIZABLE one of them fails, closed.)
+//! granted past the cap. (Under SERIALIZABLE one of them fails, closed.) Fixed: the
+//! reservation refuses any other isolation level, and `PgRepository`'s pools set READ
+//! COMMITTED on every connection.
 //!
 //! Real PostgreSQL (fails without it).
 
@@ -127,5 +130,37 @@ async fn the_reservation_refuses_to_decide_under_repeatable_read() {
         .map(|d| d.message().to_string())
         .unwrap_or_default();
     assert!(msg.contains("READ COMMITTED"), "{e:?}");
+    db.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_pg_budgets_own_reservation_commits_without_waiting_for_the_disk() {
+    let db = require_pg().await;
+    let app = db.app().await;
+    // kasama_budget_hold (PgBudget's statement of its own) commits asynchronously;
+    // kasama_budget_reserve, which a host may call inside its own transaction, leaves
+    // that transaction's durability alone.
+    for (f, expected) in [
+        ("kasama_budget_hold", "off"),
+        ("kasama_budget_reserve", "on"),
+    ] {
+        app.batch_execute("BEGIN").await.unwrap();
+        app.execute(
+            &format!(
+                "SELECT {f}(gen_random_uuid(), gen_random_uuid(), current_date, 1, false, \
+                 1000, NULL, NULL, NULL, NULL)"
+            ),
+            &[],
+        )
+        .await
+        .unwrap();
+        let sync: String = app
+            .query_one("SELECT current_setting('synchronous_commit')", &[])
+            .await
+            .unwrap()
+            .get(0);
+        app.batch_execute("ROLLBACK").await.unwrap();
+        assert_eq!(sync, expected, "{f}");
+    }
     db.finish().await;
 }
