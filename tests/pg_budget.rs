@@ -421,21 +421,24 @@ async fn a_retried_settlement_books_nothing_twice_and_users_read_only_their_own_
     db.finish().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_postgres_restart_mid_call_loses_no_money_and_counts_none_twice() {
+/// A throwaway server of the test's own (to stop or crash), with a database `dbname`
+/// and a budget on it as the app role.
+async fn own_cluster(dbname: &str) -> (common::cluster::Cluster, Arc<PgBudget>) {
     let Some(cluster) = common::cluster::Cluster::create() else {
         panic!("could not create a throwaway PostgreSQL cluster (needs root, runuser and initdb)");
     };
-    let (_, app) = common::provision(&cluster.url(), "kasama_budget_restart").await;
-    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
+    let (_, app) = common::provision(&cluster.url(), dbname).await;
+    let pool = PgRepository::connect(&PgConfig::new(app))
         .unwrap()
         .pool()
         .clone();
-    let b = Arc::new(
-        PgBudget::new(pool)
-            .timeout(Duration::from_millis(500))
-            .unwrap(),
-    );
+    let b = PgBudget::new(pool).timeout(Duration::from_millis(500));
+    (cluster, Arc::new(b.unwrap()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_restart_mid_call_loses_no_money_and_counts_none_twice() {
+    let (cluster, b) = own_cluster("kasama_budget_restart").await;
     // Interactions are recorded in memory here: this test is about the budget.
     let repo = common::pipeline::memory();
     let u = users(&repo, 1).await[0];
@@ -523,22 +526,10 @@ async fn a_postgres_restart_mid_call_loses_no_money_and_counts_none_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_postgres_crash_mid_call_keeps_the_flushed_hold_and_books_the_cost_once() {
-    let Some(cluster) = common::cluster::Cluster::create() else {
-        panic!("could not create a throwaway PostgreSQL cluster (needs root, runuser and initdb)");
-    };
-    let (_, app) = common::provision(&cluster.url(), "kasama_budget_crash").await;
+    let (cluster, b) = own_cluster("kasama_budget_crash").await;
     let dba_url = cluster
         .url()
         .replace("dbname=postgres", "dbname=kasama_budget_crash");
-    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
-        .unwrap()
-        .pool()
-        .clone();
-    let b = Arc::new(
-        PgBudget::new(pool)
-            .timeout(Duration::from_millis(500))
-            .unwrap(),
-    );
     let repo = common::pipeline::memory();
     let u = users(&repo, 1).await[0];
     let agent = Gated::closed();

@@ -44,6 +44,35 @@ async fn connect_retrying(conn: &str) -> tokio_postgres::Client {
     panic!("the restarted server does not answer");
 }
 
+/// Once the server answers again: whether a second call worth `cap` is granted, and
+/// what the user's day comes to when both calls end at their exact cost.
+async fn second_call(
+    b: &PgBudget,
+    u: UserId,
+    cap: u64,
+    caps: &Budgets,
+    first: kasama::pipeline::BudgetHold,
+) -> (bool, u64) {
+    let mut second = None;
+    for _ in 0..100 {
+        match b.reserve_within(u, SubscriptionTier::Free, cap, caps).await {
+            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
+            r => {
+                second = Some(r);
+                break;
+            }
+        }
+    }
+    let second = second.expect("the server answers again after its crash recovery");
+    let granted = second.is_ok();
+    first.settle(cap);
+    if let Ok(h) = second {
+        h.settle(cap);
+    }
+    b.flush().await;
+    (granted, b.spent(u).await.unwrap().day)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_a_user_whose_cap_is_held_in_flight_is_still_refused() {
     let cluster = cluster();
@@ -79,28 +108,7 @@ async fn after_a_crash_a_user_whose_cap_is_held_in_flight_is_still_refused() {
     crash_and_restart(&cluster).await;
 
     // The next reservation of the same user, once the pool has reconnected.
-    let mut second = None;
-    for _ in 0..50 {
-        match b
-            .reserve_within(u, SubscriptionTier::Free, cap, &caps)
-            .await
-        {
-            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
-            r => {
-                second = Some(r);
-                break;
-            }
-        }
-    }
-    let second = second.expect("the restarted server answers a reservation");
-    let granted = second.is_ok();
-    // Both calls end at their exact cost.
-    first.settle(cap);
-    if let Ok(h) = second {
-        h.settle(cap);
-    }
-    b.flush().await;
-    let spent = b.spent(u).await.unwrap().day;
+    let (granted, spent) = second_call(&b, u, cap, &caps, first).await;
     assert!(
         !granted,
         "after a crash the call in flight no longer counts: a second call worth the whole cap \
@@ -204,27 +212,7 @@ async fn one_backend_killed_by_the_oom_killer_forgets_no_flushed_hold() {
     assert!(killed.success());
     drop(other);
 
-    let mut second = None;
-    for _ in 0..100 {
-        match b
-            .reserve_within(u, SubscriptionTier::Free, cap, &caps)
-            .await
-        {
-            Err(e) if e.is_retryable() => tokio::time::sleep(Duration::from_millis(100)).await,
-            r => {
-                second = Some(r);
-                break;
-            }
-        }
-    }
-    let second = second.expect("the server answers again after its crash recovery");
-    let granted = second.is_ok();
-    first.settle(cap);
-    if let Ok(h) = second {
-        h.settle(cap);
-    }
-    b.flush().await;
-    let spent = b.spent(u).await.unwrap().day;
+    let (granted, spent) = second_call(&b, u, cap, &caps, first).await;
     assert!(
         !granted,
         "a backend killed elsewhere reset the holds: a second call worth the whole cap was \
