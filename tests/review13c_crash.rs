@@ -44,6 +44,41 @@ async fn connect_retrying(conn: &str) -> tokio_postgres::Client {
     panic!("the restarted server does not answer");
 }
 
+const CAP: u64 = 1_000;
+
+/// A server of the test's own with database `dbname` (and the app role's URL), a budget
+/// on it, a user capped at [`CAP`] a day, and a call of that user holding the whole cap.
+async fn whole_cap_in_flight(
+    dbname: &str,
+) -> (
+    common::cluster::Cluster,
+    String,
+    PgBudget,
+    UserId,
+    Budgets,
+    kasama::pipeline::BudgetHold,
+) {
+    let cluster = cluster();
+    let (_, app) = common::provision(&cluster.url(), dbname).await;
+    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
+        .unwrap()
+        .pool()
+        .clone();
+    let b = PgBudget::new(pool)
+        .timeout(Duration::from_millis(500))
+        .unwrap();
+    let u = UserId::new();
+    let caps = Budgets {
+        free_user_daily: Some(CAP),
+        ..Budgets::unlimited()
+    };
+    let first = b
+        .reserve_within(u, SubscriptionTier::Free, CAP, &caps)
+        .await
+        .unwrap();
+    (cluster, app, b, u, caps, first)
+}
+
 /// Once the server answers again: whether a second call worth `cap` is granted, and
 /// what the user's day comes to when both calls end at their exact cost.
 async fn second_call(
@@ -75,26 +110,9 @@ async fn second_call(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_crash_a_user_whose_cap_is_held_in_flight_is_still_refused() {
-    let cluster = cluster();
-    let (_, app) = common::provision(&cluster.url(), "kasama_r13c_crash_cap").await;
-    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
-        .unwrap()
-        .pool()
-        .clone();
-    let b = PgBudget::new(pool)
-        .timeout(Duration::from_millis(500))
-        .unwrap();
-    let u = UserId::new();
-    let cap = 1_000_u64;
-    let caps = Budgets {
-        free_user_daily: Some(cap),
-        ..Budgets::unlimited()
-    };
     // A call worth the whole cap is in flight.
-    let first = b
-        .reserve_within(u, SubscriptionTier::Free, cap, &caps)
-        .await
-        .unwrap();
+    let (cluster, _, b, u, caps, first) = whole_cap_in_flight("kasama_r13c_crash_cap").await;
+    let cap = CAP;
     // Before the crash a second is refused, as it must be.
     match b
         .reserve_within(u, SubscriptionTier::Free, cap, &caps)
@@ -175,25 +193,8 @@ async fn an_old_instance_settling_after_a_crash_books_its_cost() {
 async fn one_backend_killed_by_the_oom_killer_forgets_no_flushed_hold() {
     // Not even a crash of the server: PostgreSQL answers the death of any one backend
     // (the kernel's OOM killer, a segfault) with crash recovery.
-    let cluster = cluster();
-    let (_, app) = common::provision(&cluster.url(), "kasama_r13c_oom").await;
-    let pool = PgRepository::connect(&PgConfig::new(app.clone()))
-        .unwrap()
-        .pool()
-        .clone();
-    let b = PgBudget::new(pool)
-        .timeout(Duration::from_millis(500))
-        .unwrap();
-    let u = UserId::new();
-    let cap = 1_000_u64;
-    let caps = Budgets {
-        free_user_daily: Some(cap),
-        ..Budgets::unlimited()
-    };
-    let first = b
-        .reserve_within(u, SubscriptionTier::Free, cap, &caps)
-        .await
-        .unwrap();
+    let (cluster, app, b, u, caps, first) = whole_cap_in_flight("kasama_r13c_oom").await;
+    let cap = CAP;
     // The WAL writer flushes the hold; then an unrelated session (a report, another
     // service) is killed with SIGKILL.
     let dba = common::connect(&cluster.url()).await.unwrap();
