@@ -3,13 +3,14 @@
 --
 -- PgBudget reserves through kasama_budget_hold, which commits asynchronously
 -- (synchronous_commit off for its own transaction): the hold is written to the WAL
--- but the call does not wait for the flush, which the WAL writer does within
--- wal_writer_delay (200 ms by default). What a PostgreSQL crash (or a failover, or one
--- backend killed, which makes the server recover) can forget is the holds reserved in
--- that last fraction of a second: until they settle they do not count against the
--- caps. Spend is always durable: a settlement commits synchronously (flushing every
--- hold before it), books its cost even when its hold is gone, and leaves a durable
--- record of the settled hold (ai_budget_settled), so a retry books nothing twice.
+-- but the call does not wait for the flush, which the WAL writer does within one to
+-- three wal_writer_delays (200 ms each by default). What a PostgreSQL crash (or a
+-- failover, or one backend killed, which makes the server recover) can forget is the
+-- holds reserved in that last fraction of a second: until they settle they do not
+-- count against the caps. Spend is always durable: a settlement commits synchronously
+-- whatever the database's synchronous_commit (flushing every hold before it), books
+-- its cost even when its hold is gone, and leaves a durable record of the settled
+-- hold (ai_budget_settled), so a retry books nothing twice.
 --
 -- Reservations no longer lock the user's day line: they take a transaction-scoped
 -- advisory lock on the user (pg_advisory_xact_lock(1801548641, hashtext(user::text)),
@@ -119,8 +120,10 @@ BEGIN
         -- left for a reservation that had not landed yet (a caller that gave up):
         -- nothing more is held.
         INSERT INTO ai_budget_holds (id, user_id, day, amount_nanos, expires_at)
+        -- The hold's life starts now, not when the statement started waiting for the
+        -- user's lock.
         VALUES (p_hold, p_user, p_day, p_amount,
-                now() + make_interval(secs => p_ttl_ms / 1000.0))
+                clock_timestamp() + make_interval(secs => p_ttl_ms / 1000.0))
         ON CONFLICT (id) DO NOTHING;
     ELSIF EXISTS (SELECT 1 FROM ai_budget_holds WHERE id = p_hold) THEN
         -- A retried reservation whose hold is there (and counted above): held.
@@ -132,8 +135,8 @@ END
 $$;
 
 -- kasama_budget_reserve, committed asynchronously: PgBudget's reservation, a statement
--- of its own (autocommit). Called inside a caller's transaction it would make that
--- whole transaction's commit asynchronous: call kasama_budget_reserve there.
+-- of its own (autocommit). Inside a transaction that has already written it raises
+-- (it would make those writes' commit asynchronous): call kasama_budget_reserve there.
 CREATE FUNCTION kasama_budget_hold(
     p_hold uuid, p_user uuid, p_day date, p_amount bigint, p_whole boolean,
     p_ttl_ms bigint, p_user_day_cap bigint, p_user_month_cap bigint,
@@ -143,6 +146,10 @@ LANGUAGE plpgsql
 SET search_path = public, pg_temp
 AS $$
 BEGIN
+    IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
+        RAISE EXCEPTION 'kasama_budget_hold commits asynchronously: call it outside a transaction that writes (or call kasama_budget_reserve)'
+            USING ERRCODE = 'invalid_transaction_state';
+    END IF;
     PERFORM set_config('synchronous_commit', 'off', true);
     RETURN kasama_budget_reserve(p_hold, p_user, p_day, p_amount, p_whole, p_ttl_ms,
         p_user_day_cap, p_user_month_cap, p_global_day_cap, p_global_month_cap);
@@ -153,7 +160,7 @@ $$;
 -- a call never made or failed). Returns false for a hold already settled (a retry
 -- after a lost reply), which books nothing. The cost is booked even when the hold is
 -- gone (a reservation a crash forgot, or swept a day after it expired): money spent is
--- never lost. Commits synchronously, as the caller's transaction is set. When the
+-- never lost. Commits synchronously, whatever the database's synchronous_commit. When the
 -- reservation has not landed yet, an expired 0-amount mark is left under its id (the
 -- nil user; swept a day later), so it can never land afterwards.
 CREATE FUNCTION kasama_budget_settle(p_hold uuid, p_user uuid, p_day date, p_cost bigint)
@@ -172,6 +179,9 @@ BEGIN
     IF p_user = v_nil THEN
         RAISE EXCEPTION 'kasama_budget_settle: the nil uuid is not a user';
     END IF;
+    -- Money is booked durably: a database (or role) set to asynchronous commit could
+    -- otherwise forget, in a crash, a settlement already reported written.
+    PERFORM set_config('synchronous_commit', 'on', true);
     -- Once per hold, durably (a concurrent retry waits here, then books nothing).
     INSERT INTO ai_budget_settled (id, day) VALUES (p_hold, p_day) ON CONFLICT (id) DO NOTHING;
     IF NOT FOUND THEN

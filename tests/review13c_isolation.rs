@@ -164,3 +164,31 @@ async fn only_pg_budgets_own_reservation_commits_without_waiting_for_the_disk() 
     }
     db.finish().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_asynchronous_reservation_refuses_a_transaction_that_has_written() {
+    let db = require_pg().await;
+    let app = db.app().await;
+    app.batch_execute("BEGIN").await.unwrap();
+    // A host's write (here: a settlement, which is durable on its own) ...
+    app.batch_execute(
+        "SELECT kasama_budget_settle(gen_random_uuid(), gen_random_uuid(), current_date, 0)",
+    )
+    .await
+    .unwrap();
+    // ... is not made asynchronous by a reservation in the same transaction.
+    let e = app
+        .batch_execute(
+            "SELECT kasama_budget_hold(gen_random_uuid(), gen_random_uuid(), current_date, \
+             1, false, 1000, NULL, NULL, NULL, NULL)",
+        )
+        .await
+        .unwrap_err();
+    app.batch_execute("ROLLBACK").await.unwrap();
+    let msg = e
+        .as_db_error()
+        .map(|d| d.message().to_string())
+        .unwrap_or_default();
+    assert!(msg.contains("asynchronously"), "{e:?}");
+    db.finish().await;
+}

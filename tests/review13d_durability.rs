@@ -41,9 +41,11 @@ async fn a_settled_cost_survives_a_crash_on_a_database_defaulting_to_asynchronou
     let (_, app) = common::provision(&cluster.url(), name).await;
     let dba = common::connect(&cluster.url()).await.unwrap();
     // The DBA's tuning: this database commits asynchronously by default.
-    dba.batch_execute(&format!("ALTER DATABASE {name} SET synchronous_commit = off"))
-        .await
-        .unwrap();
+    dba.batch_execute(&format!(
+        "ALTER DATABASE {name} SET synchronous_commit = off"
+    ))
+    .await
+    .unwrap();
     let pool = PgRepository::connect(&PgConfig::new(app.clone()))
         .unwrap()
         .pool()

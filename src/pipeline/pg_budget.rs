@@ -1,7 +1,7 @@
 //! [`PgBudget`]: the budgets held in PostgreSQL, shared by every app instance and
 //! kept across restarts.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -52,8 +52,6 @@ pub struct SharedSpend {
 
 struct Inner {
     pool: Pool,
-    /// Set once the database turned out to predate migration 0011 (0007 functions).
-    legacy: AtomicBool,
     hold_ttl: Duration,
     timeout: Duration,
     patience: Duration,
@@ -88,14 +86,15 @@ struct Inner {
 ///   another isolation level it fails rather than decide on a stale snapshot.
 /// - **A reservation commits asynchronously; spend is durable.** The hold is written
 ///   to the WAL but the reservation does not wait for the flush to disk (the WAL
-///   writer does it within `wal_writer_delay`, 200 ms by default), so it costs about
-///   one plain `UPDATE`. A PostgreSQL crash (or a failover, or one backend killed,
-///   which makes the server recover) can forget the holds reserved in that last
-///   fraction of a second: those calls are still booked when they settle, but until
-///   then they do not count against the caps. A database that predates migration
-///   0011 is served by the 0007 functions (durable reservations, about 1.7× slower).
+///   writer does it within one to three `wal_writer_delay`s, 200 ms each by default),
+///   so it costs about one plain `UPDATE`. A PostgreSQL crash (or a failover, or one
+///   backend killed, which makes the server recover) can forget the holds reserved in
+///   that last fraction of a second: those calls are still booked when they settle,
+///   but until then they do not count against the caps. A database that predates
+///   migration 0011 is served by the 0007 functions (durable reservations, about 1.7×
+///   slower) until it is migrated.
 /// - **Settlement**: books the exact cost and ends the hold in one durable
-///   transaction, with a record of the settled hold, so a retry after a lost reply
+///   transaction (synchronous whatever the database's `synchronous_commit`), with a record of the settled hold, so a retry after a lost reply
 ///   books nothing and money is never counted twice; the cost is booked even when
 ///   the hold is gone (forgotten by a crash, or swept a day after it expired), so
 ///   money is never lost. Written by a task of its own, retried with exponential
@@ -238,19 +237,17 @@ impl Inner {
     }
 
     /// Prepares (once per connection) `current`, a call of a migration 0011 function,
-    /// or `before` (its 0007 form) on a database that predates it; says which.
+    /// or `before` (its 0007 form) on a database that predates it; says which. Asked
+    /// afresh each time: once 0011 is applied, the next call uses it.
     async fn prepare(
-        &self,
         c: &deadpool_postgres::Object,
         current: &str,
         before: &str,
     ) -> Result<(tokio_postgres::Statement, bool)> {
-        if !self.legacy.load(SeqCst) {
-            match c.prepare_cached(current).await {
-                Ok(st) => return Ok((st, true)),
-                Err(e) if undefined_function(&e) => self.legacy.store(true, SeqCst),
-                Err(e) => return Err(pg_error(&e)),
-            }
+        match c.prepare_cached(current).await {
+            Ok(st) => return Ok((st, true)),
+            Err(e) if undefined_function(&e) => {}
+            Err(e) => return Err(pg_error(&e)),
         }
         let st = c.prepare_cached(before).await.map_err(|e| pg_error(&e))?;
         Ok((st, false))
@@ -261,13 +258,12 @@ impl Inner {
             let c = self.pool.get().await.map_err(|e| db_error(&e))?;
             // Before migration 0011: the 0007 settlement (which books nothing when
             // the hold is gone).
-            let (st, current) = self
-                .prepare(
-                    &c,
-                    "SELECT kasama_budget_settle($1, $2, $3, $4)",
-                    "SELECT kasama_budget_settle($1, $2)",
-                )
-                .await?;
+            let (st, current) = Self::prepare(
+                &c,
+                "SELECT kasama_budget_settle($1, $2, $3, $4)",
+                "SELECT kasama_budget_settle($1, $2)",
+            )
+            .await?;
             let r = if current {
                 c.query_one(&st, &[&key.id, &key.user, &key.day, &nanos(cost)])
                     .await
@@ -322,7 +318,6 @@ impl PgBudget {
         Self {
             inner: Arc::new(Inner {
                 pool,
-                legacy: AtomicBool::new(false),
                 hold_ttl: Duration::from_secs(300),
                 timeout: Duration::from_secs(2),
                 patience: Duration::from_secs(60),
@@ -451,13 +446,12 @@ impl PgBudget {
             let c = inner.pool.get().await.map_err(|e| db_error(&e))?;
             // Prepared once per connection: one round trip per reservation. Before
             // migration 0011 there is only the 0007 function (durable, slower).
-            let (st, _) = inner
-                .prepare(
-                    &c,
-                    "SELECT kasama_budget_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                    "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-                )
-                .await?;
+            let (st, _) = Inner::prepare(
+                &c,
+                "SELECT kasama_budget_hold($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+                "SELECT kasama_budget_reserve($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+            )
+            .await?;
             let row = c
                 .query_one(
                     &st,

@@ -171,7 +171,9 @@ impl PgRepository {
     }
 
     /// Wraps an existing pool (its connections must use the application role; the
-    /// pool's own hooks decide whether they are checked).
+    /// pool's own hooks decide whether they are checked). Its sessions must run at
+    /// READ COMMITTED, PostgreSQL's default (a shared budget's reservation refuses any
+    /// other level; [`PgRepository::connect`] sets it on every connection).
     pub fn from_pool(pool: Pool) -> Self {
         Self { pool }
     }
