@@ -104,6 +104,19 @@ pub enum Error {
     },
 }
 
+/// `e` and its sources, joined with ": " (a `Display` that leaves its cause out, as
+/// tokio-postgres' and [`Error::Backend`]'s do, then still says why).
+pub(crate) fn with_sources(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
 impl Error {
     /// Shorthand for [`Error::InvalidInput`].
     pub fn invalid(field: impl Into<Cow<'static, str>>, reason: impl Into<String>) -> Self {

@@ -158,6 +158,16 @@ pub(crate) fn terms(s: &str) -> Vec<String> {
         .collect()
 }
 
+/// `s` cut to at most `max` characters, ending in "…" when it was cut.
+pub(crate) fn cut_chars(s: &str, max: usize) -> String {
+    if s.chars().count() <= max {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(max.saturating_sub(1)).collect();
+    t.push('…');
+    t
+}
+
 /// FNV-1a, 64 bits: a fixed, fast hash for feature hashing.
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h = 0xcbf2_9ce4_8422_2325_u64;

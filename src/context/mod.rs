@@ -244,6 +244,32 @@ struct Reader<'a> {
     actor: Actor,
 }
 
+/// Reads pages of [`Page::MAX_LIMIT`] from `page_at`, newest first, handing each to
+/// `take` until it says it has enough, a page comes back short, or [`MAX_SCANNED`]
+/// items were read.
+async fn scan<T, F>(
+    mut page_at: impl FnMut(Page) -> F,
+    mut take: impl FnMut(Vec<T>) -> bool,
+) -> Result<()>
+where
+    F: std::future::Future<Output = Result<Vec<T>>>,
+{
+    let mut offset = 0;
+    while offset < MAX_SCANNED {
+        let got = page_at(Page {
+            limit: Page::MAX_LIMIT,
+            offset,
+        })
+        .await?;
+        let full = got.len() == Page::MAX_LIMIT as usize;
+        if take(got) || !full {
+            break;
+        }
+        offset += Page::MAX_LIMIT;
+    }
+    Ok(())
+}
+
 impl Reader<'_> {
     async fn assessment(&self, input: &Value) -> Result<Value> {
         let a = match input.get("assessment_id") {
@@ -321,20 +347,14 @@ impl Reader<'_> {
         // Page by page until enough active goals are found: active ones may be older
         // than a page of completed ones.
         let mut goals = Vec::new();
-        let mut offset = 0;
-        while goals.len() < ACTIVE_GOALS && offset < MAX_SCANNED {
-            let page = Page {
-                limit: Page::MAX_LIMIT,
-                offset,
-            };
-            let got = self.repo.list_goals(self.actor, self.user, page).await?;
-            let full = got.len() == Page::MAX_LIMIT as usize;
-            goals.extend(got.into_iter().filter(|g| !g.completed));
-            if !full {
-                break;
-            }
-            offset += Page::MAX_LIMIT;
-        }
+        scan(
+            |page| self.repo.list_goals(self.actor, self.user, page),
+            |got| {
+                goals.extend(got.into_iter().filter(|g| !g.completed));
+                goals.len() >= ACTIVE_GOALS
+            },
+        )
+        .await?;
         Ok(Value::Array(
             goals
                 .iter()
@@ -359,23 +379,14 @@ impl Reader<'_> {
     async fn learning_path(&self) -> Result<Value> {
         // The newest path not completed, however many completed ones are newer.
         let mut found = None;
-        let mut offset = 0;
-        while found.is_none() && offset < MAX_SCANNED {
-            let page = Page {
-                limit: Page::MAX_LIMIT,
-                offset,
-            };
-            let got = self
-                .repo
-                .list_learning_paths(self.actor, self.user, page)
-                .await?;
-            let full = got.len() == Page::MAX_LIMIT as usize;
-            found = got.into_iter().find(|p| !p.completed);
-            if !full {
-                break;
-            }
-            offset += Page::MAX_LIMIT;
-        }
+        scan(
+            |page| self.repo.list_learning_paths(self.actor, self.user, page),
+            |got| {
+                found = got.into_iter().find(|p| !p.completed);
+                found.is_some()
+            },
+        )
+        .await?;
         let Some(p) = found else {
             return Ok(Value::Null);
         };

@@ -153,9 +153,7 @@ fn cap(v: &mut Value, k: usize, m: Option<usize>) {
             if let Some(m) = m
                 && s.chars().count() > m
             {
-                let mut t: String = s.chars().take(m.saturating_sub(1)).collect();
-                t.push('…');
-                *s = t;
+                *s = crate::text::cut_chars(s, m);
             }
         }
         _ => {}

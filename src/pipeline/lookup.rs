@@ -108,19 +108,10 @@ impl AiPipeline {
             };
             match looked {
                 Ok(Ok(Lookup::Hit { answer, tier, .. })) => {
-                    // What the call cost, priced as it was charged
-                    // (`Books::cost_of`): the model's listed price, else the price
-                    // of the backend that produced it, else the default.
-                    let prices = &self.books.prices;
-                    let saved = prices
-                        .listed(&answer.model)
-                        .or_else(|| {
-                            answer
-                                .backend
-                                .as_deref()
-                                .and_then(|b| self.books.router.price_of(b))
-                        })
-                        .unwrap_or(prices.default)
+                    // What the call cost, priced as it was charged.
+                    let saved = self
+                        .books
+                        .price_for(&answer.model, answer.backend.as_deref())
                         .cost_nanos(answer.usage);
                     let response = AiResponse {
                         output: answer.output,

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::budgets::{Budgets, month_of};
 use crate::domain::{SubscriptionTier, UserId};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, with_sources};
 
 type Today = Box<dyn Fn() -> NaiveDate + Send + Sync>;
 
@@ -182,18 +182,6 @@ fn pg_error(e: &tokio_postgres::Error) -> Error {
         Some(d) => db_error(&format!("{}: {}", d.code().code(), d.message())),
         None => db_error(e),
     }
-}
-
-/// An error and its sources, for `last_error` and the logs ("…: 42883: …").
-fn with_sources(e: &Error) -> String {
-    let mut text = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        text.push_str(": ");
-        text.push_str(&s.to_string());
-        source = s.source();
-    }
-    text
 }
 
 /// Whether `e` says a function is missing: a database that predates migration 0011.

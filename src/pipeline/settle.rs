@@ -168,12 +168,17 @@ impl Books {
 
     /// What `response` cost: the model's price, else the backend's, else the default.
     pub(crate) fn cost_of(&self, response: &AiResponse) -> u64 {
-        let price = self
-            .prices
-            .listed(&response.model)
-            .or_else(|| self.router.price_of(&response.backend))
-            .unwrap_or(self.prices.default);
-        price.cost_nanos(response.usage)
+        self.price_for(&response.model, Some(&response.backend))
+            .cost_nanos(response.usage)
+    }
+
+    /// The price a call of `model` on `backend` is charged at: the model's listed
+    /// price, else the backend's own, else the default.
+    pub(crate) fn price_for(&self, model: &str, backend: Option<&str>) -> crate::agent::Price {
+        self.prices
+            .listed(model)
+            .or_else(|| backend.and_then(|b| self.router.price_of(b)))
+            .unwrap_or(self.prices.default)
     }
 
     /// Settles one backend call for every claim on it (the first claim caused it) and

@@ -390,13 +390,7 @@ pub(crate) fn connect_err(e: tokio_postgres::Error) -> Error {
     let retryable = !tls::is_certificate_error(&e);
     // tokio-postgres's Display leaves out the cause ("error performing TLS handshake"):
     // add the chain, which says which certificate check failed.
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(&e);
-    while let Some(s) = source {
-        msg.push_str(": ");
-        msg.push_str(&s.to_string());
-        source = s.source();
-    }
+    let msg = crate::error::with_sources(&e);
     backend("connecting to PostgreSQL", retryable, SafeError(msg))
 }
 

@@ -177,13 +177,7 @@ async fn post_message(
 /// in "…") when longer, so a long answer is kept, not refused. The client received
 /// it whole.
 fn as_message(text: &str) -> String {
-    let max = crate::domain::validate::MAX_TEXT_CHARS;
-    if text.chars().count() <= max {
-        return text.to_string();
-    }
-    let mut cut: String = text.chars().take(max - 1).collect();
-    cut.push('…');
-    cut
+    crate::text::cut_chars(text, crate::domain::validate::MAX_TEXT_CHARS)
 }
 
 #[cfg(test)]
