@@ -10,7 +10,7 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kasama::agent::{AiResponse, CacheTier, Usage};
+use kasama::agent::{AiResponse, CacheTier};
 use kasama::pipeline::{BatchConfig, StreamItem};
 use kasama::prelude::*;
 use kasama::semantic::{Embedder, HashingEmbedder, Lookup, SemanticCache};
@@ -20,17 +20,7 @@ use serde_json::json;
 use common::pipeline::{builder, memory, users};
 
 fn wrong_shape() -> AiResponse {
-    AiResponse {
-        output: json!({"text": "You communicate well."}),
-        usage: Usage {
-            input_tokens: 20,
-            output_tokens: 40,
-        },
-        usage_estimated: false,
-        model: "sim-1".into(),
-        backend: "sim".into(),
-        latency: Duration::from_millis(5),
-    }
+    common::semantic::response(json!({"text": "You communicate well."}))
 }
 
 fn analyse(user: UserId) -> AiRequest {

@@ -12,24 +12,14 @@ mod common;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kasama::agent::{AiResponse, Usage};
+use kasama::agent::AiResponse;
 use kasama::prelude::*;
 use kasama::semantic::{HashingEmbedder, Lookup, SemanticCache};
 use kasama::semantic_store::{PgSemanticStore, PgSemanticStoreConfig};
 use serde_json::json;
 
 fn answer() -> AiResponse {
-    AiResponse {
-        output: json!({"text": "Keep your weekly date night with Sam."}),
-        usage: Usage {
-            input_tokens: 20,
-            output_tokens: 40,
-        },
-        usage_estimated: false,
-        model: "sim-1".into(),
-        backend: "sim".into(),
-        latency: Duration::from_millis(5),
-    }
+    common::semantic::response(json!({"text": "Keep your weekly date night with Sam."}))
 }
 
 /// A shared agent's request over the user's own data.

@@ -21,7 +21,6 @@ use std::time::Duration;
 
 use kasama::pipeline::{Budgets, PgBudget};
 use kasama::prelude::*;
-use kasama::repository::postgres::MIGRATIONS;
 
 mod common;
 
@@ -31,20 +30,7 @@ async fn the_new_build_on_a_database_at_0010_books_every_call_through_the_0007_f
         .await
         .expect("these tests need PostgreSQL at 127.0.0.1:5432");
     // A database migrated up to 0010 (what every instance ran before this change).
-    let name = format!("kasama_r13c_mixed_{}", uuid::Uuid::new_v4().simple());
-    let admin = db.admin().await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", common::OWNER))
-        .await
-        .unwrap();
-    let mut owner = common::connect(&common::conn_string(&db.base, Some(common::OWNER), &name))
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 10) {
-        let tx = owner.transaction().await.unwrap();
-        tx.batch_execute(m.sql).await.unwrap();
-        tx.commit().await.unwrap();
-    }
+    let (name, owner) = db.database_at("kasama_r13c_mixed", 10).await;
     drop(owner);
 
     let app = common::conn_string(&db.base, Some(common::APP_LOGIN), &name);
@@ -69,14 +55,7 @@ async fn the_new_build_on_a_database_at_0010_books_every_call_through_the_0007_f
         b.flush().await;
         seen = Some((b.spent(u).await.unwrap(), b.status()));
     }
-    drop(admin);
-    let admin_db = db.base.get_dbname().unwrap_or("postgres").to_string();
-    let c = common::connect(&common::conn_string(&db.base, None, &admin_db))
-        .await
-        .unwrap();
-    let _ = c
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
+    db.drop_database(&name).await;
     db.finish().await;
     let (spent, status) = seen.expect("the 0007 reservation grants the call");
     assert!(granted);

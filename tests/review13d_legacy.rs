@@ -29,20 +29,7 @@ async fn an_instance_that_saw_the_database_at_0010_uses_0011_once_it_is_applied(
     let db = common::pg()
         .await
         .expect("these tests need PostgreSQL at 127.0.0.1:5432");
-    let name = format!("kasama_r13d_legacy_{}", uuid::Uuid::new_v4().simple());
-    let admin = db.admin().await;
-    admin
-        .batch_execute(&format!("CREATE DATABASE {name} OWNER {}", common::OWNER))
-        .await
-        .unwrap();
-    let mut owner = common::connect(&common::conn_string(&db.base, Some(common::OWNER), &name))
-        .await
-        .unwrap();
-    for m in MIGRATIONS.iter().filter(|m| m.version <= 10) {
-        let tx = owner.transaction().await.unwrap();
-        tx.batch_execute(m.sql).await.unwrap();
-        tx.commit().await.unwrap();
-    }
+    let (name, mut owner) = db.database_at("kasama_r13d_legacy", 10).await;
 
     let app = common::conn_string(&db.base, Some(common::APP_LOGIN), &name);
     let pool = PgRepository::connect(&PgConfig::new(app))
@@ -89,14 +76,7 @@ async fn an_instance_that_saw_the_database_at_0010_uses_0011_once_it_is_applied(
         .get(0);
     drop(su);
     drop(b);
-    drop(admin);
-    let admin_db = db.base.get_dbname().unwrap_or("postgres").to_string();
-    let c = common::connect(&common::conn_string(&db.base, None, &admin_db))
-        .await
-        .unwrap();
-    let _ = c
-        .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .await;
+    db.drop_database(&name).await;
     db.finish().await;
 
     assert!(before && after, "{status:?}");

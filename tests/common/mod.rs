@@ -248,6 +248,38 @@ impl TestDb {
         PgRepository::connect(&cfg).expect("pool builds")
     }
 
+    /// A second database `<prefix>_<random>`, owned by the owner role and migrated
+    /// only up to `version` (what an older build ran); returns its name and a
+    /// connection as its owner. [`TestDb::drop_database`] removes it.
+    pub async fn database_at(&self, prefix: &str, version: i32) -> (String, Client) {
+        let name = format!("{prefix}_{}", uuid::Uuid::new_v4().simple());
+        self.admin()
+            .await
+            .batch_execute(&format!("CREATE DATABASE {name} OWNER {OWNER}"))
+            .await
+            .unwrap();
+        let mut owner = connect(&conn_string(&self.base, Some(OWNER), &name))
+            .await
+            .unwrap();
+        for m in MIGRATIONS.iter().filter(|m| m.version <= version) {
+            let tx = owner.transaction().await.unwrap();
+            tx.batch_execute(m.sql).await.unwrap();
+            tx.commit().await.unwrap();
+        }
+        (name, owner)
+    }
+
+    /// Drops a database made by [`TestDb::database_at`].
+    pub async fn drop_database(&self, name: &str) {
+        let admin_db = self.base.get_dbname().unwrap_or("postgres").to_string();
+        let c = connect(&conn_string(&self.base, None, &admin_db))
+            .await
+            .unwrap();
+        let _ = c
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await;
+    }
+
     /// Drops the database.
     pub async fn finish(self) {
         self.repo.pool().close();

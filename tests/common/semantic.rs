@@ -13,8 +13,13 @@ use serde_json::json;
 
 /// A backend's answer `{"advice": text}`.
 pub fn answer(text: &str) -> AiResponse {
+    response(json!({ "advice": text }))
+}
+
+/// A backend's answer with `output` (20 tokens in, 40 out, model `sim-1`).
+pub fn response(output: serde_json::Value) -> AiResponse {
     AiResponse {
-        output: json!({ "advice": text }),
+        output,
         usage: Usage {
             input_tokens: 20,
             output_tokens: 40,
